@@ -1,0 +1,110 @@
+"""`nnps evaluate` and `nnps predict`: use a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nnps.cli.errors import handle_errors
+from nnps.core import catalog, checkpoint, idx
+from nnps.core.errors import DataError
+from nnps.core.shard import ShardWorker
+
+
+@handle_errors
+def evaluate(
+    ckpt: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A checkpoint .npz (local path or URI)")],
+    data: Annotated[str, typer.Option(help="Dataset name or path")] = "mnist",
+    split: Annotated[str, typer.Option(help="test or train")] = "test",
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Accuracy, mean cost and confusion matrix of a checkpoint on a dataset."""
+    if split not in ("test", "train"):
+        raise DataError(f"--split must be test or train, got {split!r}")
+    ck = checkpoint.load(ckpt)
+    ds = catalog.load(data)
+    if ds.num_inputs != ck.network.sizes[0]:
+        raise DataError(f"{data}: images have {ds.num_inputs} pixels, the checkpoint's network takes {ck.network.sizes[0]}")
+    worker = ShardWorker(ck.network, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
+    total = worker.evaluate(ck.params, split)
+    n = ck.network.sizes[-1]
+    confusion = total[1:].reshape(n, n).astype(int)
+    count = int(confusion.sum())
+    result = {"checkpoint": ckpt, "data": data, "split": split, "examples": count,
+              "accuracy": float(np.trace(confusion)) / count, "cost": float(total[0]) / count,
+              "confusion": confusion.tolist()}  # fmt: skip
+    if json_out:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    console = Console()
+    console.print(f"{ds.name} {split}: {count} examples, accuracy {result['accuracy']:.2%}, mean cost {result['cost']:.4f}")
+    table = Table(title="confusion (rows: true label, columns: predicted)")
+    table.add_column("")
+    for j in range(n):
+        table.add_column(str(j), justify="right")
+    for i in range(n):
+        table.add_row(str(i), *(str(v) for v in confusion[i]))
+    console.print(table)
+
+
+def read_image(spec: str, shape: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """An image as (rows*cols,) uint8 MNIST-style (white digit on black), and a note."""
+    m = re.fullmatch(r"(.+):(\d+)", spec)
+    if m and not Path(spec).exists():
+        images = idx.read_images(Path(m.group(1)))
+        i = int(m.group(2))
+        if i >= len(images):
+            raise DataError(f"{m.group(1)}: index {i} out of range (it holds {len(images)} images)")
+        return images[i].reshape(-1), ""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(spec) as im:
+            gray = im.convert("L")
+    except FileNotFoundError:
+        raise DataError(f"{spec}: no such file")
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{spec}: not an image Pillow can read ({e})")
+    note = ""
+    if gray.size != (shape[1], shape[0]):
+        note += f"resized from {gray.size[0]}x{gray.size[1]}; "
+        gray = gray.resize((shape[1], shape[0]), Image.Resampling.LANCZOS)
+    a = np.asarray(gray, dtype=np.uint8)
+    if a.mean() > 127:  # dark digit on a light background: invert to MNIST's convention
+        a = 255 - a
+        note += "inverted (light background); "
+    return a.reshape(-1), note.rstrip("; ")
+
+
+@handle_errors
+def predict(
+    ckpt: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A checkpoint .npz")],
+    images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="PNG/PGM/... files, or IDXFILE:INDEX")],
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Print the predicted class and the output activations for each image."""
+    ck = checkpoint.load(ckpt)
+    side = int(round(np.sqrt(ck.network.sizes[0])))
+    results = []
+    for spec in images:
+        pixels, note = read_image(spec, (side, side))
+        if pixels.size != ck.network.sizes[0]:
+            raise DataError(f"{spec}: {pixels.size} pixels, the network takes {ck.network.sizes[0]}")
+        x = pixels[None, :] * ck.network.np_dtype.type(1 / 255)
+        a = ck.network.last_layer(ck.params, x)[1][0]
+        results.append({"image": spec, "prediction": int(a.argmax()), "activations": [float(v) for v in a],
+                        "note": note})  # fmt: skip
+    if json_out:
+        sys.stdout.write(json.dumps(results) + "\n")
+        return
+    for r in results:
+        acts = " ".join(f"{v:.3f}" for v in r["activations"])
+        print(f"{r['image']}: {r['prediction']}   [{acts}]" + (f"  ({r['note']})" if r["note"] else ""))

@@ -1,0 +1,96 @@
+"""`nnps train`: build a TrainConfig from flags and run it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from nnps.cli.errors import handle_errors
+from nnps.cli.progress import RichReporter
+from nnps.core.config import TrainConfig, parse_hidden
+from nnps.core.errors import ConfigError
+from nnps.core.rundir import RunDir
+
+DEFAULTS = TrainConfig()
+
+
+def default_run_dir() -> str:
+    return str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+
+
+@handle_errors
+def train(
+    data: Annotated[str, typer.Option(help="Catalog name (mnist, fashion-mnist, kmnist) or a path: IDX dir, Parquet dir, .npz")] = DEFAULTS.data,
+    hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated: 30 or 16,16")] = "30",
+    activation: Annotated[str, typer.Option(help="Hidden activation: sigmoid, relu, tanh")] = DEFAULTS.activation,
+    output: Annotated[str, typer.Option(help="Output activation: sigmoid, softmax")] = DEFAULTS.output,
+    cost: Annotated[str, typer.Option(help="quadratic or cross-entropy")] = DEFAULTS.cost,
+    weight_init: Annotated[str, typer.Option(help="normal: N(0,1) as the seed; scaled: Xavier/He")] = DEFAULTS.weight_init,
+    optimizer: Annotated[str, typer.Option(help="sgd, momentum, nesterov, adam")] = DEFAULTS.optimizer,
+    lr: Annotated[float, typer.Option(help="Learning rate eta")] = DEFAULTS.lr,
+    momentum: Annotated[float, typer.Option(help="Momentum mu (momentum, nesterov)")] = DEFAULTS.momentum,
+    l2: Annotated[float, typer.Option(help="L2 weight decay lambda (weights only)")] = DEFAULTS.l2,
+    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: constant, step, cosine")] = DEFAULTS.schedule,
+    lr_step_epochs: Annotated[int, typer.Option(help="step schedule: epochs between decays")] = DEFAULTS.lr_step_epochs,
+    lr_gamma: Annotated[float, typer.Option(help="step schedule: decay factor")] = DEFAULTS.lr_gamma,
+    batch_size: Annotated[int, typer.Option(help="Global mini-batch size")] = DEFAULTS.batch_size,
+    epochs: Annotated[int, typer.Option(help="Epochs to train")] = DEFAULTS.epochs,
+    steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps (0: write the initial weights)")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps (default: every epoch)")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the initial weights and the batch order")] = DEFAULTS.seed,
+    dtype: Annotated[str, typer.Option(help="float32 or float64")] = DEFAULTS.dtype,
+    init: Annotated[Optional[str], typer.Option(help="Start from this checkpoint's weights")] = None,
+    workers: Annotated[int, typer.Option(help="0: in-process; N: N Ray worker actors")] = DEFAULTS.workers,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)", envvar="RAY_ADDRESS")] = None,
+    run_dir: Annotated[Optional[str], typer.Option(help="Run directory: local path or a pyarrow URI (s3://...). Default runs/<time>")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout")] = False,
+) -> None:  # fmt: skip
+    """Train a network by mini-batch SGD; writes config, metrics and checkpoints to a run directory."""
+    from nnps.cluster import driver  # imported here: `nnps --help` stays fast
+
+    if resume and not run_dir:
+        raise ConfigError("--resume needs --run-dir, the run to continue")
+    config = TrainConfig(
+        data=data, hidden=parse_hidden(hidden), activation=activation, output=output, cost=cost,
+        weight_init=weight_init, optimizer=optimizer, lr=lr, momentum=momentum, l2=l2, schedule=schedule,
+        lr_step_epochs=lr_step_epochs, lr_gamma=lr_gamma, batch_size=batch_size, epochs=epochs, steps=steps,
+        checkpoint_every=checkpoint_every, seed=seed, dtype=dtype, init=init, workers=workers, address=address,
+    )  # fmt: skip
+    rd = RunDir(run_dir or default_run_dir())
+    console = Console(stderr=True)
+    with RichReporter(console, config.epochs) as reporter:
+        summary = driver.run(config, rd, resume=resume, reporter=reporter, progress=download_progress(console))
+    summary.pop("params")
+    if json_out:
+        sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
+    else:
+        m = summary["metrics"]
+        tail = f"; test accuracy {m['test_accuracy']:.2%}" if m else ""
+        console.print(f"done: {summary['step']} steps{tail}; weights in {summary['final']}")
+
+
+def download_progress(console: Console):  # type: ignore[no-untyped-def]
+    """A callback drawing a Rich bar per file the catalog downloads."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    state: dict[str, object] = {}
+
+    def report(name: str, done: int, total: int | None) -> None:
+        if name not in state:
+            bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                           console=console, transient=True)  # fmt: skip
+            bar.start()
+            state[name] = (bar, bar.add_task(name, total=total))
+        bar, task = state[name]  # type: ignore[misc]
+        bar.update(task, completed=done)
+        if total is not None and done >= total:
+            bar.stop()
+
+    return report

@@ -1,0 +1,114 @@
+"""Checkpoints: one `.npz` that `numpy.load(path, allow_pickle=False)` opens.
+
+Arrays: `w1, b1, ..., wL, bL` (wl has shape (n_l, n_{l-1}), as in the seed), the
+optimizer's state as `opt_<name>` flat vectors, and `meta`, a JSON string:
+
+    format, sizes, activation, output, cost, dtype, step, epoch, seed,
+    dataset (fingerprint), optimizer, config (the whole TrainConfig), progress
+    (the running sums of the epoch in progress, so a resumed epoch reports the same cost)
+
+`load` checks every array against `meta` and refuses, naming the file and the fault, what
+does not fit. Writing is the run directory's job (`rundir.RunDir.write_atomic`): bytes to
+a temporary name, then a rename, so a reader never sees half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nnps.core.errors import CheckpointError
+from nnps.core.network import Network
+
+FORMAT = 1
+META_KEYS = ("format", "sizes", "activation", "output", "cost", "dtype", "step", "epoch", "seed")
+
+
+@dataclass
+class Checkpoint:
+    network: Network
+    params: np.ndarray  # flat, network.layout
+    opt_state: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+
+def to_bytes(ck: Checkpoint) -> bytes:
+    net = ck.network
+    meta = dict(ck.meta)
+    meta.update(format=FORMAT, sizes=list(net.sizes), activation=net.activation, output=net.output,
+                cost=net.cost, dtype=net.dtype)  # fmt: skip
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint meta lacks {missing}")
+    arrays: dict[str, Any] = {"meta": np.array(json.dumps(meta, sort_keys=True))}
+    ws, bs = net.layout.views(ck.params)
+    for l, (w, b) in enumerate(zip(ws, bs), start=1):
+        arrays[f"w{l}"], arrays[f"b{l}"] = w, b
+    for name, state in ck.opt_state.items():
+        arrays[f"opt_{name}"] = state
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def from_bytes(data: bytes, where: str) -> Checkpoint:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as e:
+        raise CheckpointError(f"{where}: not a readable checkpoint ({type(e).__name__}: {e})")
+    if "meta" not in arrays:
+        raise CheckpointError(f"{where}: no 'meta' array; not an nnps checkpoint")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{where}: meta is not valid JSON ({e})")
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{where}: meta lacks {', '.join(missing)}")
+    if meta["format"] != FORMAT:
+        raise CheckpointError(f"{where}: checkpoint format {meta['format']!r}, this nnps reads format {FORMAT}")
+    try:
+        net = Network(tuple(meta["sizes"]), meta["activation"], meta["output"], meta["cost"], meta["dtype"])
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{where}: meta describes no valid network ({e})")
+    params = np.empty(net.layout.size, dtype=net.np_dtype)
+    ws, bs = net.layout.views(params)
+    for l, (w, b) in enumerate(zip(ws, bs), start=1):
+        for name, view in ((f"w{l}", w), (f"b{l}", b)):
+            if name not in arrays:
+                raise CheckpointError(f"{where}: array {name} missing for sizes {meta['sizes']}")
+            a = arrays.pop(name)
+            if a.shape != view.shape:
+                raise CheckpointError(f"{where}: {name} has shape {a.shape}, meta's sizes need {view.shape}")
+            if a.dtype != net.np_dtype:
+                raise CheckpointError(f"{where}: {name} is {a.dtype}, meta says {net.dtype}")
+            view[...] = a
+    opt_state = {}
+    for name in list(arrays):
+        if name.startswith("opt_"):
+            a = arrays.pop(name)
+            if a.shape != params.shape:
+                raise CheckpointError(f"{where}: optimizer state {name} has shape {a.shape}, expected {params.shape}")
+            opt_state[name[4:]] = a
+    if arrays:
+        raise CheckpointError(f"{where}: unexpected arrays {sorted(arrays)} (more layers than meta's sizes?)")
+    if not np.all(np.isfinite(params)):
+        raise CheckpointError(f"{where}: parameters contain NaN or inf")
+    return Checkpoint(net, params, opt_state, meta)
+
+
+def load(path: str) -> Checkpoint:
+    """Read a checkpoint from a local path or a URI pyarrow can open (s3://, gs://, ...)."""
+    from nnps.core.rundir import read_bytes
+
+    return from_bytes(read_bytes(path), path)

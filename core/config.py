@@ -1,0 +1,129 @@
+"""A training run's configuration: one dataclass, validated when built.
+
+The CLI builds a `TrainConfig`, the driver and the actors receive the same object, and
+the run directory keeps it as `config.json`; `from_dict` reads it back for `--resume`.
+Errors are `ConfigError`s that echo the bad value, so the CLI can print them as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from nnps.core.activations import HIDDEN, OUTPUT
+from nnps.core.costs import COSTS
+from nnps.core.errors import ConfigError
+from nnps.core.optimizers import OPTIMIZERS, SCHEDULES
+
+WEIGHT_INITS = ("normal", "scaled")
+DTYPES = ("float32", "float64")
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """'30' -> (30,), '16,16' -> (16, 16), '' or 'none' -> () (no hidden layer)."""
+    text = text.strip()
+    if text.lower() in ("", "none"):
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--hidden must be comma-separated layer widths like 30 or 16,16, got {text!r}")
+    if any(n < 1 for n in sizes):
+        raise ConfigError(f"--hidden layer widths must be positive, got {text!r}")
+    return sizes
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "mnist"
+    hidden: tuple[int, ...] = (30,)
+    activation: str = "sigmoid"
+    output: str = "sigmoid"
+    cost: str = "quadratic"
+    weight_init: str = "normal"  # the seed's N(0, 1); "scaled": Xavier (He for relu)
+    optimizer: str = "sgd"
+    lr: float = 3.0
+    momentum: float = 0.9
+    l2: float = 0.0
+    schedule: str = "constant"
+    lr_step_epochs: int = 10
+    lr_gamma: float = 0.1
+    batch_size: int = 10
+    epochs: int = 30
+    steps: int | None = None  # stop after this many optimizer steps in all
+    checkpoint_every: int | None = None  # steps; None: at the end of every epoch
+    seed: int = 0
+    dtype: str = "float32"
+    init: str | None = None  # start from this checkpoint's weights
+    workers: int = 0  # 0: in-process; N: N Ray worker actors
+    address: str | None = None  # Ray cluster to join; None: an embedded local one
+    extra: dict[str, Any] = field(default_factory=dict)  # room for later versions' keys
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(n) for n in self.hidden))
+        if not self.data:
+            raise ConfigError("--data must name a dataset or a path, got ''")
+        if any(n < 1 for n in self.hidden):
+            raise ConfigError(f"--hidden layer widths must be positive, got {self.hidden!r}")
+        _choice("--activation", self.activation, sorted(HIDDEN))
+        _choice("--output", self.output, sorted(OUTPUT))
+        _choice("--cost", self.cost, COSTS)
+        _choice("--weight-init", self.weight_init, WEIGHT_INITS)
+        _choice("--optimizer", self.optimizer, OPTIMIZERS)
+        _choice("--schedule", self.schedule, SCHEDULES)
+        _choice("--dtype", self.dtype, DTYPES)
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum!r}")
+        if self.l2 < 0:
+            raise ConfigError(f"--l2 must be >= 0, got {self.l2!r}")
+        if self.lr_step_epochs < 1 or not 0 < self.lr_gamma <= 1:
+            raise ConfigError(
+                f"--lr-step-epochs must be >= 1 and --lr-gamma in (0, 1], got {self.lr_step_epochs!r}, {self.lr_gamma!r}"
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size!r}")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs!r}")
+        if self.steps is not None and self.steps < 0:
+            raise ConfigError(f"--steps must be >= 0, got {self.steps!r}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every must be >= 1 step, got {self.checkpoint_every!r}")
+        if self.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {self.workers!r}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed must be in [0, 2^63), got {self.seed!r}")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}")
+        return cls(**d)
+
+    # What must agree between a run and the run it resumes; the rest (workers, address,
+    # epochs, steps, checkpoint_every) may change across a resume without changing results.
+    RESULT_KEYS = (
+        "data", "hidden", "activation", "output", "cost", "weight_init", "optimizer", "lr", "momentum",
+        "l2", "schedule", "lr_step_epochs", "lr_gamma", "batch_size", "seed", "dtype", "init",
+    )  # fmt: skip

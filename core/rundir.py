@@ -1,0 +1,125 @@
+"""A run directory: `config.json`, `metrics.jsonl`, checkpoints and `final.npz`.
+
+The directory is a local path or any URI that pyarrow's filesystems open (`s3://`,
+`gs://`, `hdfs://`, ...), so a cluster run can write to shared storage, as Ray Train's
+`storage_path` does. Every write is atomic: the bytes go to a temporary name, then a move,
+so a crash never leaves a half-written checkpoint or metrics file that looks complete.
+(`metrics.jsonl` is small and rewritten whole, because object stores cannot append.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from nnps.core.errors import CheckpointError, NnpsError
+
+CHECKPOINT_RE = re.compile(r"^ckpt-(\d{9})\.npz$")
+KEEP_CHECKPOINTS = 3  # older step checkpoints are deleted; final.npz always stays
+
+
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except Exception as e:  # ArrowInvalid, ArrowNotImplementedError, OSError
+        raise NnpsError(f"{uri}: cannot open this location ({e})")
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = _filesystem(uri)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"{uri}: no such file")
+    except OSError as e:
+        raise CheckpointError(f"{uri}: cannot read ({e})")
+
+
+class RunDir:
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.fs, self.path = _filesystem(uri)
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def join(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    def uri_of(self, name: str) -> str:
+        return f"{self.uri.rstrip('/')}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return self.fs.get_file_info(self.join(name)).type == pafs.FileType.File
+
+    def create(self) -> None:
+        try:
+            self.fs.create_dir(self.path, recursive=True)
+        except OSError as e:
+            raise NnpsError(f"{self.uri}: cannot create run directory ({e})")
+
+    def write_atomic(self, name: str, data: bytes) -> None:
+        tmp = self.join(f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            if isinstance(self.fs, pafs.LocalFileSystem):
+                os.replace(tmp, self.join(name))  # atomic on POSIX, also over an existing file
+            else:
+                self.fs.move(tmp, self.join(name))
+        except OSError as e:
+            raise NnpsError(f"{self.uri_of(name)}: cannot write ({e})")
+        finally:
+            if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                self.fs.delete_file(tmp)
+
+    def read(self, name: str) -> bytes:
+        return read_bytes(self.uri_of(name)) if "://" in self.uri else Path(self.join(name)).read_bytes()
+
+    def delete(self, name: str) -> None:
+        self.fs.delete_file(self.join(name))
+
+    # config and metrics
+
+    def write_json(self, name: str, obj: Any) -> None:
+        self.write_atomic(name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.exists("metrics.jsonl"):
+            return []
+        lines = self.read("metrics.jsonl").decode().splitlines()
+        try:
+            return [json.loads(line) for line in lines if line.strip()]
+        except json.JSONDecodeError as e:
+            raise NnpsError(f"{self.uri_of('metrics.jsonl')}: not valid JSON lines ({e})")
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        self.write_atomic("metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+
+    # checkpoints
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        """(step, name) of the step checkpoints present, oldest first."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True)
+        found = []
+        for info in self.fs.get_file_info(selector):
+            m = CHECKPOINT_RE.match(info.base_name)
+            if m:
+                found.append((int(m.group(1)), info.base_name))
+        return sorted(found)
+
+    def save_checkpoint(self, step: int, data: bytes) -> str:
+        name = f"ckpt-{step:09d}.npz"
+        self.write_atomic(name, data)
+        for _, old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
+            self.delete(old)
+        return self.uri_of(name)

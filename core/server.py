@@ -1,0 +1,91 @@
+"""The parameter server's job as a plain object: sum, average, step.
+
+`Server.apply(*replies)` takes the workers' replies for ONE global mini-batch (each the
+flat vector of `ShardWorker.gradient_sums`), adds them, divides the gradient by the
+mini-batch size m (the sum of the shards' sizes) and applies one optimizer step. Adding
+sums and dividing once is why k workers give serial SGD's result up to the order of
+floating-point additions.
+
+The server also keeps the running train cost and accuracy of the epoch in progress, and
+notices divergence: a NaN or infinite cost freezes the parameters and records the step,
+so the driver can stop with the last good checkpoint intact.
+
+`nnps.cluster.ParameterServer` is this class behind a Ray actor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nnps.core.config import TrainConfig
+from nnps.core.network import N_STATS, Network
+from nnps.core.optimizers import Optimizer, Schedule
+
+Array = np.ndarray
+
+
+@dataclass
+class Snapshot:
+    """Everything a server holds; enough to rebuild one exactly."""
+
+    params: Array
+    opt_state: dict[str, Array] = field(default_factory=dict)
+    step: int = 0  # optimizer steps applied so far
+    epoch_sums: tuple[float, int, int] = (0.0, 0, 0)  # (cost, correct, examples) of the epoch in progress
+    diverged_at: int | None = None  # the step whose cost was not finite
+    bad_cost: float | None = None
+
+
+def make_optimizer(config: TrainConfig, network: Network, steps_per_epoch: int, total_steps: int) -> Optimizer:
+    schedule = Schedule(config.schedule, config.lr_step_epochs, config.lr_gamma, steps_per_epoch, total_steps)
+    mask = network.layout.weight_mask(network.np_dtype) if config.l2 else None
+    return Optimizer(config.optimizer, config.lr, schedule, momentum=config.momentum, l2=config.l2, decay_mask=mask)
+
+
+class Server:
+    def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, steps_per_epoch: int,
+                 total_steps: int) -> None:  # fmt: skip
+        self.network = network
+        self.steps_per_epoch = steps_per_epoch
+        self.optimizer = make_optimizer(config, network, steps_per_epoch, total_steps)
+        self.restore(snapshot)
+
+    def restore(self, s: Snapshot) -> None:
+        self.params = s.params.copy()
+        self.optimizer.init_state(self.params)
+        for name, state in s.opt_state.items():
+            self.optimizer.state[name][...] = state
+        self.step, self.diverged_at, self.bad_cost = s.step, s.diverged_at, s.bad_cost
+        self.cost_sum, self.correct, self.examples = s.epoch_sums
+
+    def apply(self, *replies: Array) -> Array:
+        """Apply one step from the workers' replies; returns the new parameters."""
+        if self.diverged_at is not None:
+            return self.params  # frozen at the last good values
+        total = replies[0].copy()  # (P + 3,); added left to right, so the order is fixed
+        for reply in replies[1:]:
+            total += reply
+        P = self.network.layout.size
+        g = total[:P]
+        cost, correct, m = (float(v) for v in total[P:])
+        if not np.isfinite(cost):
+            self.diverged_at, self.bad_cost = self.step, cost
+            return self.params
+        if self.step % self.steps_per_epoch == 0:  # first step of an epoch: new running sums
+            self.cost_sum, self.correct, self.examples = 0.0, 0, 0
+        g /= m  # mean gradient over the global mini-batch
+        self.optimizer.step(self.params, g, self.step)
+        self.step += 1
+        self.cost_sum += cost
+        self.correct += int(correct)
+        self.examples += int(m)
+        return self.params
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.params.copy(), {k: v.copy() for k, v in self.optimizer.state.items()}, self.step,
+                        (self.cost_sum, self.correct, self.examples), self.diverged_at, self.bad_cost)  # fmt: skip
+
+    def current_lr(self) -> float:
+        return self.optimizer.schedule.lr(self.optimizer.lr, self.step)

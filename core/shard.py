@@ -1,0 +1,51 @@
+"""The worker's job as a plain object: gradient sums and evaluation over shards.
+
+A `ShardWorker` holds the training and test images (uint8, read-only: with Ray they are
+zero-copy views into the object store, shared by every worker on a node) and, given the
+current parameters and a shard's indices, returns ONE flat vector:
+
+    [sum_x dC_x/dW^1, sum_x dC_x/db^1, ..., sum_x C_x, n_correct, m]      # (P + 3,)
+
+`nnps.worker.GradientWorker` is this class behind a Ray actor; the in-process path
+(`--workers 0`) calls it directly, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnps.core.network import N_STATS, Network
+
+Array = np.ndarray
+EVAL_CHUNK = 5000  # rows per forward pass when evaluating: bounds memory for wide nets
+
+
+class ShardWorker:
+    def __init__(self, network: Network, x_train: Array, y_train: Array, x_test: Array, y_test: Array) -> None:
+        self.network = network
+        self.data = {"train": (x_train, y_train), "test": (x_test, y_test)}
+        self.scale = network.np_dtype.type(1.0 / 255.0)  # a dtype scalar keeps the product in dtype
+
+    def gradient_sums(self, params: Array, indices: Array) -> Array:
+        x, labels = self.data["train"]
+        P = self.network.layout.size
+        out = np.empty(P + N_STATS, dtype=self.network.np_dtype)
+        shard = x[indices] * self.scale  # (m, n_0), scaled from uint8 where it is used
+        cost, correct = self.network.gradient_sums(params, shard, labels[indices], out[:P])
+        out[P:] = (cost, correct, len(indices))
+        return out
+
+    def evaluate(self, params: Array, split: str = "test", lo: int = 0, hi: int | None = None) -> Array:
+        """[sum of C_x, confusion matrix (n_L x n_L) flattened] over rows lo:hi of a split."""
+        x, labels = self.data[split]
+        hi = len(labels) if hi is None else hi
+        n = self.network.sizes[-1]
+        total = np.zeros(1 + n * n, dtype=np.float64)
+        for start in range(lo, hi, EVAL_CHUNK):
+            stop = min(start + EVAL_CHUNK, hi)
+            cost, confusion = self.network.cost_and_confusion(
+                params, x[start:stop] * self.scale, labels[start:stop].astype(np.intp)
+            )
+            total[0] += cost
+            total[1:] += confusion.ravel()
+        return total

@@ -1,0 +1,240 @@
+"""The training loop: epochs, evaluation, metrics, checkpoints, resume.
+
+The loop drives an `Executor`, which owns a server and workers and applies steps. This
+module's `InProcess` executor calls the plain `Server` and `ShardWorker` objects;
+`nnps.cluster.driver` supplies one that runs them as Ray actors. Everything else (which
+batches, when to evaluate and checkpoint, what to write) is here, once, for both.
+
+A run is a pure function of (config, data, seed): the initial weights come from the
+seed, step t's mini-batch from `Sampler.batch(t)`, and a resumed run restores the
+parameters, the optimizer state and the epoch's running sums from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from nnps.core import checkpoint
+from nnps.core.config import TrainConfig
+from nnps.core.datasets import Dataset
+from nnps.core.errors import ConfigError, DivergenceError
+from nnps.core.network import Network, initial_params
+from nnps.core.rundir import RunDir
+from nnps.core.sampler import Sampler
+from nnps.core.server import Server, Snapshot
+from nnps.core.shard import ShardWorker
+
+Array = np.ndarray
+
+
+class Executor(Protocol):
+    def run(self, batches: Sequence[Array]) -> None:
+        """Apply one optimizer step per batch, in order. May return before they are done."""
+
+    def snapshot(self) -> Snapshot:
+        """The server's state after every step submitted so far."""
+
+    def evaluate(self, split: str) -> tuple[float, Array]:
+        """(sum of C_x, confusion matrix) of the current parameters on a split."""
+
+    def close(self) -> None: ...
+
+
+class Reporter(Protocol):
+    def epoch_start(self, epoch: int, steps: int, done: int) -> None: ...
+    def advance(self, steps: int, cost: float, accuracy: float, examples_per_s: float) -> None: ...
+    def epoch_end(self, row: dict[str, Any]) -> None: ...
+
+
+class InProcess:
+    """The serial path: the same Server and ShardWorker code, called directly."""
+
+    def __init__(self, server: Server, worker: ShardWorker) -> None:
+        self.server, self.worker = server, worker
+
+    def run(self, batches: Sequence[Array]) -> None:
+        for indices in batches:
+            self.server.apply(self.worker.gradient_sums(self.server.params, indices))
+
+    def snapshot(self) -> Snapshot:
+        return self.server.snapshot()
+
+    def evaluate(self, split: str) -> tuple[float, Array]:
+        total = self.worker.evaluate(self.server.params, split)
+        n = self.server.network.sizes[-1]
+        return float(total[0]), total[1:].reshape(n, n).astype(np.int64)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Plan:
+    """What a run is: the network, the sampler, where it starts and where it stops."""
+
+    config: TrainConfig
+    network: Network
+    sampler: Sampler
+    start: Snapshot
+    total_steps: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.steps_per_epoch
+
+
+ExecutorFactory = Callable[[Plan, Dataset], Executor]
+
+
+def build_network(config: TrainConfig, dataset: Dataset) -> Network:
+    sizes = (dataset.num_inputs, *config.hidden, dataset.num_classes)
+    return Network(sizes, config.activation, config.output, config.cost, config.dtype)
+
+
+def plan_run(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume: bool) -> Plan:
+    network = build_network(config, dataset)
+    sampler = Sampler(len(dataset.y_train), config.batch_size, config.seed)
+    total = config.epochs * sampler.steps_per_epoch
+    if config.steps is not None:
+        total = min(total, config.steps)
+    if resume and run_dir is not None and run_dir.checkpoints():
+        start = _resume_point(config, network, dataset, run_dir)
+    elif config.init:
+        ck = checkpoint.load(config.init)
+        if ck.network.sizes != network.sizes:
+            raise ConfigError(f"--init {config.init}: checkpoint has sizes {list(ck.network.sizes)}, "
+                              f"this run needs {list(network.sizes)}")  # fmt: skip
+        start = Snapshot(ck.params.astype(network.np_dtype))
+    else:
+        start = Snapshot(initial_params(network, config.weight_init, config.seed))
+    return Plan(config, network, sampler, start, total)
+
+
+def _resume_point(config: TrainConfig, network: Network, dataset: Dataset, run_dir: RunDir) -> Snapshot:
+    step, name = run_dir.checkpoints()[-1]
+    ck = checkpoint.from_bytes(run_dir.read(name), run_dir.uri_of(name))
+    saved = ck.meta.get("config", {})
+    keys = TrainConfig.RESULT_KEYS + (("epochs",) if config.schedule == "cosine" else ())
+    mine = config.to_dict()
+    changed = [k for k in keys if saved.get(k) != mine[k]]
+    if changed:
+        raise ConfigError(f"--resume: {', '.join(f'{k}={mine[k]!r} (run has {saved.get(k)!r})' for k in changed)}"
+                          f" would change the run in {run_dir}")  # fmt: skip
+    if ck.meta.get("dataset") != dataset.fingerprint:
+        raise ConfigError(f"--resume: the data differs from the data {run_dir} was trained on")
+    progress = ck.meta.get("progress", [0.0, 0, 0])
+    return Snapshot(ck.params, ck.opt_state, ck.step, (float(progress[0]), int(progress[1]), int(progress[2])))
+
+
+def make_in_process(plan: Plan, dataset: Dataset) -> Executor:
+    server = Server(plan.config, plan.network, plan.start, plan.steps_per_epoch, plan.total_steps)
+    worker = ShardWorker(plan.network, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
+    return InProcess(server, worker)
+
+
+def checkpoint_bytes(plan: Plan, dataset: Dataset, snap: Snapshot) -> bytes:
+    meta = {
+        "step": snap.step,
+        "epoch": snap.step // plan.steps_per_epoch,
+        "seed": plan.config.seed,
+        "dataset": dataset.fingerprint,
+        "optimizer": plan.config.optimizer,
+        "config": plan.config.to_dict(),
+        "progress": list(snap.epoch_sums),
+    }
+    return checkpoint.to_bytes(checkpoint.Checkpoint(plan.network, snap.params, snap.opt_state, meta))
+
+
+def _chunk(plan: Plan, step: int) -> int:
+    """Where the next run of steps ends: at the next epoch end, checkpoint or stop, and
+    often enough (~50 per epoch) that the progress bar moves."""
+    spe = plan.steps_per_epoch
+    stops = [plan.total_steps, (step // spe + 1) * spe, step + max(1, min(256, spe // 50))]
+    if plan.config.checkpoint_every:
+        every = plan.config.checkpoint_every
+        stops.append((step // every + 1) * every)
+    return min(stops)
+
+
+def train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None = None, *, resume: bool = False,
+          make_executor: ExecutorFactory = make_in_process, reporter: Reporter | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train; returns a summary (final metrics, step, paths). Writes into run_dir if given."""
+    plan = plan_run(config, dataset, run_dir, resume)
+    rows: list[dict[str, Any]] = []
+    if run_dir is not None:
+        run_dir.create()
+        run_dir.write_atomic("config.json", config.to_json().encode())
+        # On resume, keep the epochs the checkpoint covers; later rows are produced again.
+        rows = [r for r in run_dir.read_metrics() if r["step"] <= plan.start.step] if resume else []
+    executor = make_executor(plan, dataset)
+    try:
+        return _loop(plan, dataset, run_dir, executor, reporter, rows)
+    finally:
+        executor.close()
+
+
+def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Executor, reporter: Reporter | None,
+          rows: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    spe, step = plan.steps_per_epoch, plan.start.step
+    last_ckpt: str | None = run_dir.uri_of(run_dir.checkpoints()[-1][1]) if run_dir and run_dir.checkpoints() else None
+    started = time.perf_counter()
+    epoch_t0, epoch_first = started, step
+    train_seconds = 0.0
+    if reporter and step < plan.total_steps:
+        reporter.epoch_start(step // spe + 1, min(spe, plan.total_steps - (step // spe) * spe), step % spe)
+    snap = plan.start
+    while step < plan.total_steps:
+        stop = _chunk(plan, step)
+        t0 = time.perf_counter()
+        executor.run([plan.sampler.batch(s) for s in range(step, stop)])
+        snap = executor.snapshot()
+        train_seconds += time.perf_counter() - t0
+        if snap.diverged_at is not None:
+            where = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else ""
+            raise DivergenceError(f"training diverged: cost became {snap.bad_cost} at step {snap.diverged_at} "
+                                  f"(epoch {snap.diverged_at // spe + 1}){where}")  # fmt: skip
+        advanced, step = stop - step, stop
+        cost, correct, examples = snap.epoch_sums
+        rate = examples / max(time.perf_counter() - epoch_t0, 1e-9) if step > epoch_first else 0.0
+        if reporter:
+            reporter.advance(advanced, cost / max(examples, 1), correct / max(examples, 1), rate)
+        epoch_done = step % spe == 0
+        if epoch_done or step == plan.total_steps:
+            test_cost, confusion = executor.evaluate("test")
+            n_test = int(confusion.sum())
+            row = {
+                "epoch": (step - 1) // spe + 1,
+                "step": step,
+                "train_cost": cost / max(examples, 1),
+                "train_accuracy": correct / max(examples, 1),
+                "test_cost": test_cost / n_test,
+                "test_accuracy": float(np.trace(confusion)) / n_test,
+                "examples_per_s": examples / max(time.perf_counter() - epoch_t0, 1e-9),
+                "seconds": time.perf_counter() - started,
+            }
+            if not epoch_done:
+                row["partial"] = True
+            rows.append(row)
+            if run_dir is not None:
+                run_dir.write_metrics(rows)
+            if reporter:
+                reporter.epoch_end(row)
+            epoch_t0, epoch_first = time.perf_counter(), step
+            if reporter and step < plan.total_steps:
+                reporter.epoch_start(step // spe + 1, min(spe, plan.total_steps - step), 0)
+        every = plan.config.checkpoint_every
+        if run_dir is not None and ((every is None and epoch_done) or (every and step % every == 0)):
+            last_ckpt = run_dir.save_checkpoint(step, checkpoint_bytes(plan, dataset, snap))
+    final = executor.snapshot() if plan.total_steps == plan.start.step else snap
+    summary: dict[str, Any] = {"step": final.step, "epochs": rows[-1]["epoch"] if rows else 0,
+                               "metrics": rows[-1] if rows else None, "train_seconds": train_seconds}  # fmt: skip
+    if run_dir is not None:
+        run_dir.write_atomic("final.npz", checkpoint_bytes(plan, dataset, final))
+        summary["final"] = run_dir.uri_of("final.npz")
+        summary["run_dir"] = run_dir.uri
+    summary["params"] = final.params
+    return summary
