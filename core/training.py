@@ -21,7 +21,7 @@ import numpy as np
 from nnps.core import checkpoint
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
-from nnps.core.errors import ConfigError, DivergenceError
+from nnps.core.errors import ClusterError, ConfigError, DivergenceError, NnpsError
 from nnps.core.network import Network, initial_params
 from nnps.core.rundir import RunDir
 from nnps.core.sampler import Sampler
@@ -41,7 +41,17 @@ class Executor(Protocol):
     def evaluate(self, split: str) -> tuple[float, Array]:
         """(sum of C_x, confusion matrix) of the current parameters on a split."""
 
+    def restore(self, snapshot: Snapshot) -> None:
+        """Rebuild the server from a snapshot (after a ServerLost)."""
+
     def close(self) -> None: ...
+
+
+class ServerLost(NnpsError):
+    """The parameter server died; the loop rebuilds it from the last checkpoint."""
+
+
+MAX_SERVER_LOSSES = 3
 
 
 class Reporter(Protocol):
@@ -62,6 +72,9 @@ class InProcess:
 
     def snapshot(self) -> Snapshot:
         return self.server.snapshot()
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.server.restore(snapshot)
 
     def evaluate(self, split: str) -> tuple[float, Array]:
         total = self.worker.evaluate(self.server.params, split)
@@ -181,30 +194,41 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
           rows: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     spe, step = plan.steps_per_epoch, plan.start.step
     last_ckpt: str | None = run_dir.uri_of(run_dir.checkpoints()[-1][1]) if run_dir and run_dir.checkpoints() else None
-    started = time.perf_counter()
-    epoch_t0, epoch_first = started, step
+    last_good, losses = plan.start, 0  # what a lost server is rebuilt from
+    started = epoch_t0 = time.perf_counter()
     train_seconds = 0.0
     if reporter and step < plan.total_steps:
         reporter.epoch_start(step // spe + 1, min(spe, plan.total_steps - (step // spe) * spe), step % spe)
     snap = plan.start
     while step < plan.total_steps:
         stop = _chunk(plan, step)
-        t0 = time.perf_counter()
-        executor.run([plan.sampler.batch(s) for s in range(step, stop)])
-        snap = executor.snapshot()
-        train_seconds += time.perf_counter() - t0
+        try:
+            t0 = time.perf_counter()
+            executor.run([plan.sampler.batch(s) for s in range(step, stop)])
+            snap = executor.snapshot()
+            train_seconds += time.perf_counter() - t0
+            epoch_done = stop % spe == 0
+            evaluation = executor.evaluate("test") if epoch_done or stop == plan.total_steps else None
+        except ServerLost as e:
+            losses += 1
+            if losses > MAX_SERVER_LOSSES:
+                raise ClusterError(f"{e}; gave up after {MAX_SERVER_LOSSES} rebuilds")
+            executor.restore(last_good)  # the sampler rewinds with the step counter
+            step = last_good.step
+            rows[:] = [r for r in rows if r["step"] <= step]
+            epoch_t0 = time.perf_counter()
+            continue
         if snap.diverged_at is not None:
             where = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else ""
             raise DivergenceError(f"training diverged: cost became {snap.bad_cost} at step {snap.diverged_at} "
                                   f"(epoch {snap.diverged_at // spe + 1}){where}")  # fmt: skip
         advanced, step = stop - step, stop
         cost, correct, examples = snap.epoch_sums
-        rate = examples / max(time.perf_counter() - epoch_t0, 1e-9) if step > epoch_first else 0.0
+        rate = examples / max(time.perf_counter() - epoch_t0, 1e-9)
         if reporter:
             reporter.advance(advanced, cost / max(examples, 1), correct / max(examples, 1), rate)
-        epoch_done = step % spe == 0
-        if epoch_done or step == plan.total_steps:
-            test_cost, confusion = executor.evaluate("test")
+        if evaluation is not None:
+            test_cost, confusion = evaluation
             n_test = int(confusion.sum())
             row = {
                 "epoch": (step - 1) // spe + 1,
@@ -213,7 +237,7 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
                 "train_accuracy": correct / max(examples, 1),
                 "test_cost": test_cost / n_test,
                 "test_accuracy": float(np.trace(confusion)) / n_test,
-                "examples_per_s": examples / max(time.perf_counter() - epoch_t0, 1e-9),
+                "examples_per_s": rate,
                 "seconds": time.perf_counter() - started,
             }
             if not epoch_done:
@@ -223,18 +247,19 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
                 run_dir.write_metrics(rows)
             if reporter:
                 reporter.epoch_end(row)
-            epoch_t0, epoch_first = time.perf_counter(), step
+            epoch_t0 = time.perf_counter()
             if reporter and step < plan.total_steps:
                 reporter.epoch_start(step // spe + 1, min(spe, plan.total_steps - step), 0)
         every = plan.config.checkpoint_every
-        if run_dir is not None and ((every is None and epoch_done) or (every and step % every == 0)):
-            last_ckpt = run_dir.save_checkpoint(step, checkpoint_bytes(plan, dataset, snap))
-    final = executor.snapshot() if plan.total_steps == plan.start.step else snap
-    summary: dict[str, Any] = {"step": final.step, "epochs": rows[-1]["epoch"] if rows else 0,
+        if (every is None and epoch_done) or (every and step % every == 0):
+            last_good = snap
+            if run_dir is not None:
+                last_ckpt = run_dir.save_checkpoint(step, checkpoint_bytes(plan, dataset, snap))
+    summary: dict[str, Any] = {"step": snap.step, "epochs": rows[-1]["epoch"] if rows else 0,
                                "metrics": rows[-1] if rows else None, "train_seconds": train_seconds}  # fmt: skip
     if run_dir is not None:
-        run_dir.write_atomic("final.npz", checkpoint_bytes(plan, dataset, final))
+        run_dir.write_atomic("final.npz", checkpoint_bytes(plan, dataset, snap))
         summary["final"] = run_dir.uri_of("final.npz")
         summary["run_dir"] = run_dir.uri
-    summary["params"] = final.params
+    summary["params"] = snap.params
     return summary

@@ -1,0 +1,59 @@
+"""Joining Ray: an embedded local instance by default, or an existing cluster.
+
+The embedded instance keeps Ray's token authentication on (RAY_AUTH_MODE=token, Ray's
+default for local clusters since 2.59) and its dashboard on 127.0.0.1. An address is
+probed with a plain TCP connect first, so an unreachable one fails in seconds with one
+line instead of Ray's long retry loop.
+"""
+
+from __future__ import annotations
+
+import socket
+from contextlib import contextmanager
+from typing import Iterator
+from urllib.parse import urlparse
+
+from nnps.core.errors import ClusterError
+
+PROBE_TIMEOUT_S = 3.0
+
+
+def probe(address: str, default_port: int = 6379) -> None:
+    """Raise ClusterError unless something accepts TCP connections at `address`."""
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port or default_port
+    if not host:
+        raise ClusterError(f"--address {address!r} is not HOST:PORT or a URL")
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as e:
+        reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or str(e))
+        raise ClusterError(f"cannot reach Ray at {address}: {reason}")
+
+
+@contextmanager
+def ray_connection(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
+    """Connect to Ray for the duration of the block; shut down only what we started."""
+    import ray
+
+    if ray.is_initialized():  # a test fixture's cluster, or a caller's own ray.init
+        yield
+        return
+    if address in ("local", ""):
+        address = None
+    if address and address != "auto":
+        probe(address)
+    kwargs: dict = {"log_to_driver": False, "configure_logging": False}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ClusterError(f"cannot start or join Ray{f' at {address}' if address else ''}: {str(e).splitlines()[0]}")
+    try:
+        yield
+    finally:
+        ray.shutdown()

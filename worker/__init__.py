@@ -1,0 +1,1 @@
+"""nnps.worker: the `GradientWorker` Ray actor (gradient sums over a shard)."""

@@ -1,0 +1,53 @@
+"""`GradientWorker`: `nnps.core.shard.ShardWorker` behind a Ray actor.
+
+The training data reaches the actor as object-store references resolved by Ray into
+read-only numpy views: one copy per node, shared zero-copy by every worker on it, put
+there once by the driver. No worker loads the data itself.
+
+One CPU per actor, and its BLAS pinned to one thread, so k workers on k cores do not
+fight over them. If the actor's process dies, Ray restarts it (same constructor
+arguments, so the same data references) and retries the lost call: `gradient_sums` is a
+pure function of (parameters, indices), so a retry returns the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import ray
+
+from nnps.core.network import Network
+from nnps.core.shard import ShardWorker
+
+Array = np.ndarray
+
+# Applied to each worker process before numpy loads BLAS.
+SINGLE_THREAD_BLAS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+RESTARTS = 5  # per worker, for processes or nodes lost mid-run
+
+
+@ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)
+class GradientWorker:
+    def __init__(self, network: Network, data_refs: list[ray.ObjectRef]) -> None:
+        # The references come wrapped in a list so that Ray hands them over unresolved and
+        # a restarted actor fetches them again; ray.get maps them zero-copy, read-only.
+        x_train, y_train, x_test, y_test = ray.get(data_refs)
+        self.core = ShardWorker(network, x_train, y_train, x_test, y_test)
+
+    def gradient_sums(self, params: Array, indices: Array) -> Array:
+        return self.core.gradient_sums(params, indices)
+
+    def evaluate(self, params: Array, split: str, lo: int, hi: int) -> Array:
+        return self.core.evaluate(params, split, lo, hi)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def ready(self) -> bool:
+        return True
+
+
+def worker_options() -> dict:
+    """Options for GradientWorker.options(...): pinned BLAS, spread across nodes."""
+    return {"runtime_env": {"env_vars": dict(SINGLE_THREAD_BLAS)}, "scheduling_strategy": "SPREAD"}
