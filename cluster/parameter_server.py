@@ -28,9 +28,8 @@ Array = np.ndarray
 
 @ray.remote(num_cpus=0)
 class ParameterServer:
-    def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, steps_per_epoch: int,
-                 total_steps: int) -> None:  # fmt: skip
-        self.server = Server(config, network, snapshot, steps_per_epoch, total_steps)
+    def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, steps_per_epoch: int) -> None:
+        self.server = Server(config, network, snapshot, steps_per_epoch)
 
     def apply(self, *replies: Array) -> Array:
         return self.server.apply(*replies)

@@ -58,7 +58,7 @@ class RayExecutor:
         if self.server is not None:
             ray.kill(self.server, no_restart=True)
         p = self.plan
-        self.server = ParameterServer.remote(p.config, p.network, snapshot, p.steps_per_epoch, p.total_steps)
+        self.server = ParameterServer.remote(p.config, p.network, snapshot, p.steps_per_epoch)
         self.params_ref = self.server.params.remote()
         self.submitted = snapshot.step
 

@@ -38,18 +38,20 @@ class Snapshot:
     bad_cost: float | None = None
 
 
-def make_optimizer(config: TrainConfig, network: Network, steps_per_epoch: int, total_steps: int) -> Optimizer:
-    schedule = Schedule(config.schedule, config.lr_step_epochs, config.lr_gamma, steps_per_epoch, total_steps)
+def make_optimizer(config: TrainConfig, network: Network, steps_per_epoch: int) -> Optimizer:
+    # The cosine schedule spans the configured epochs; --steps only stops the run early,
+    # so a run stopped at step t and resumed follows the same learning rates.
+    total = config.epochs * steps_per_epoch
+    schedule = Schedule(config.schedule, config.lr_step_epochs, config.lr_gamma, steps_per_epoch, total)
     mask = network.layout.weight_mask(network.np_dtype) if config.l2 else None
     return Optimizer(config.optimizer, config.lr, schedule, momentum=config.momentum, l2=config.l2, decay_mask=mask)
 
 
 class Server:
-    def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, steps_per_epoch: int,
-                 total_steps: int) -> None:  # fmt: skip
+    def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, steps_per_epoch: int) -> None:
         self.network = network
         self.steps_per_epoch = steps_per_epoch
-        self.optimizer = make_optimizer(config, network, steps_per_epoch, total_steps)
+        self.optimizer = make_optimizer(config, network, steps_per_epoch)
         self.restore(snapshot)
 
     def restore(self, s: Snapshot) -> None:
@@ -76,7 +78,8 @@ class Server:
         if self.step % self.steps_per_epoch == 0:  # first step of an epoch: new running sums
             self.cost_sum, self.correct, self.examples = 0.0, 0, 0
         g /= m  # mean gradient over the global mini-batch
-        self.optimizer.step(self.params, g, self.step)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as the next step's cost
+            self.optimizer.step(self.params, g, self.step)
         self.step += 1
         self.cost_sum += cost
         self.correct += int(correct)

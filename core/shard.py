@@ -31,7 +31,9 @@ class ShardWorker:
         P = self.network.layout.size
         out = np.empty(P + N_STATS, dtype=self.network.np_dtype)
         shard = x[indices] * self.scale  # (m, n_0), scaled from uint8 where it is used
-        cost, correct = self.network.gradient_sums(params, shard, labels[indices], out[:P])
+        # A diverging run overflows; the server sees the non-finite cost and stops it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            cost, correct = self.network.gradient_sums(params, shard, labels[indices], out[:P])
         out[P:] = (cost, correct, len(indices))
         return out
 
@@ -43,9 +45,10 @@ class ShardWorker:
         total = np.zeros(1 + n * n, dtype=np.float64)
         for start in range(lo, hi, EVAL_CHUNK):
             stop = min(start + EVAL_CHUNK, hi)
-            cost, confusion = self.network.cost_and_confusion(
-                params, x[start:stop] * self.scale, labels[start:stop].astype(np.intp)
-            )
+            with np.errstate(over="ignore", invalid="ignore"):
+                cost, confusion = self.network.cost_and_confusion(
+                    params, x[start:stop] * self.scale, labels[start:stop].astype(np.intp)
+                )
             total[0] += cost
             total[1:] += confusion.ravel()
         return total

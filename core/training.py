@@ -144,7 +144,7 @@ def _resume_point(config: TrainConfig, network: Network, dataset: Dataset, run_d
 
 
 def make_in_process(plan: Plan, dataset: Dataset) -> Executor:
-    server = Server(plan.config, plan.network, plan.start, plan.steps_per_epoch, plan.total_steps)
+    server = Server(plan.config, plan.network, plan.start, plan.steps_per_epoch)
     worker = ShardWorker(plan.network, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
     return InProcess(server, worker)
 
