@@ -23,14 +23,16 @@ class RichReporter:
         self.task: Any = None
 
     def __enter__(self) -> RichReporter:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
 
     def epoch_start(self, epoch: int, steps: int, done: int) -> None:
-        if self.task is not None:
+        if self.task is None:  # started on the first epoch, so errors before it print cleanly
+            self.progress.start()
+        else:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task("", total=steps + done, completed=done, epoch=epoch,
                                            of=self.total_epochs, cost=0.0, acc=0.0, rate=0.0)  # fmt: skip

@@ -1,0 +1,114 @@
+"""The CLI: the exact config a command builds, its outputs, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nnps.cli.main import app, main
+from nnps.core.config import TrainConfig
+from tests.conftest import MNIST_10K
+
+runner = CliRunner()
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def test_train_builds_the_exact_config(tiny_npz: Path, tmp_path: Path) -> None:
+    rd = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--data", str(tiny_npz), "--hidden", "16,8", "--activation", "tanh",
+                                 "--output", "softmax", "--cost", "cross-entropy", "--optimizer", "nesterov", "--lr",
+                                 "0.1", "--momentum", "0.8", "--l2", "0.001", "--schedule", "step", "--lr-step-epochs",
+                                 "2", "--lr-gamma", "0.5", "--batch-size", "16", "--epochs", "2", "--checkpoint-every",
+                                 "5", "--seed", "11", "--dtype", "float64", "--weight-init", "scaled",
+                                 "--run-dir", str(rd), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    expected = TrainConfig(data=str(tiny_npz), hidden=(16, 8), activation="tanh", output="softmax",
+                           cost="cross-entropy", weight_init="scaled", optimizer="nesterov", lr=0.1, momentum=0.8,
+                           l2=0.001, schedule="step", lr_step_epochs=2, lr_gamma=0.5, batch_size=16, epochs=2,
+                           checkpoint_every=5, seed=11, dtype="float64")  # fmt: skip
+    assert json.loads((rd / "config.json").read_text()) == expected.to_dict()
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 30 and summary["final"] == str(rd / "final.npz")
+    assert summary["metrics"]["epoch"] == 2
+
+
+def test_seed_defaults() -> None:
+    c = TrainConfig()
+    assert (c.hidden, c.activation, c.output, c.cost, c.lr, c.batch_size, c.epochs, c.weight_init) == (
+        (30,), "sigmoid", "sigmoid", "quadratic", 3.0, 10, 30, "normal")
+
+
+def test_evaluate_and_predict(tmp_path: Path) -> None:
+    rd = tmp_path / "r"
+    res = runner.invoke(app, ["train", "--data", str(MNIST_10K), "--epochs", "1", "--run-dir", str(rd)])
+    assert res.exit_code == 0, res.output
+    ev = runner.invoke(app, ["evaluate", str(rd / "final.npz"), "--data", str(MNIST_10K), "--json"])
+    assert ev.exit_code == 0, ev.output
+    out = json.loads(ev.stdout)
+    metrics = json.loads((rd / "metrics.jsonl").read_text().splitlines()[-1])
+    assert out["accuracy"] == pytest.approx(metrics["test_accuracy"]) and out["examples"] == 10000
+    assert np.array(out["confusion"]).sum() == 10000
+    # a PNG of test image 0 (a 7), dark on light and twice the size: resized and inverted
+    from PIL import Image
+
+    from nnps.core.idx import read_images
+
+    img = read_images(MNIST_10K / "t10k-images-idx3-ubyte.gz")[0]
+    png = tmp_path / "seven.png"
+    Image.fromarray(255 - img).resize((56, 56)).save(png)
+    pr = runner.invoke(app, ["predict", str(rd / "final.npz"), str(png),
+                             f"{MNIST_10K / 't10k-images-idx3-ubyte.gz'}:0", "--json"])  # fmt: skip
+    assert pr.exit_code == 0, pr.output
+    results = json.loads(pr.stdout)
+    assert [r["prediction"] for r in results] == [7, 7]
+    assert results[0]["note"] == "resized from 56x56; inverted (light background)"
+    assert len(results[1]["activations"]) == 10
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["train", "--lrr", "3"], 2, "error: nnps train: No such option: --lrr (Possible options: --l2, --lr)"),
+        (["train", "--hidden", "3,x"], 1, "error: --hidden must be comma-separated layer widths like 30 or 16,16, got '3,x'"),
+        (["train", "--activation", "gelu"], 1, "error: --activation must be one of relu, sigmoid, tanh; got 'gelu'"),
+        (["train", "--lr", "-1"], 1, "error: --lr must be positive, got -1.0"),
+        (["train", "--data", "/nonexistent/dir"], 1, "error: /nonexistent/dir: no such file or directory"),
+        (["train", "--resume"], 1, "error: --resume needs --run-dir, the run to continue"),
+        (["evaluate", "/nonexistent.npz"], 1, "error: /nonexistent.npz: no such file"),
+        (["data", "info", "cifar"], 1, "error: cifar: no such file or directory"),
+    ],
+)
+def test_errors_are_one_line(args: list[str], code: int, message: str, capsys) -> None:
+    rc, out, err = run_main(args, capsys)
+    assert (rc, err) == (code, message + "\n")
+
+
+def test_corrupt_checkpoint_does_not_touch_the_run(tmp_path: Path, tiny_npz: Path, capsys) -> None:
+    rd = tmp_path / "r"
+    assert runner.invoke(app, ["train", "--data", str(tiny_npz), "--epochs", "2", "--run-dir", str(rd)]).exit_code == 0
+    ck = rd / "ckpt-000000048.npz"
+    ck.write_bytes(ck.read_bytes()[:100])  # the latest checkpoint is damaged
+    before = {p.name: p.read_bytes() for p in rd.iterdir()}
+    rc, _, err = run_main(["train", "--data", str(tiny_npz), "--epochs", "3", "--run-dir", str(rd), "--resume"], capsys)
+    assert rc == 1 and err.startswith(f"error: {ck}: not a readable checkpoint (BadZipFile") and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in rd.iterdir()} == before  # nothing written, nothing lost
+
+
+def test_data_info_and_prepare(tiny_npz: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["data", "info", str(tiny_npz), "--json"])
+    info = json.loads(res.stdout)
+    assert (info["train"], info["test"], info["image_shape"]) == (240, 60, [6, 6]) and sum(info["train_classes"]) == 240
+    res = runner.invoke(app, ["data", "prepare", str(tiny_npz), "--out", str(tmp_path / "pq")])
+    assert res.exit_code == 0 and sorted(p.name for p in (tmp_path / "pq").iterdir()) == ["test.parquet", "train.parquet"]
+    again = json.loads(runner.invoke(app, ["data", "info", str(tmp_path / "pq"), "--json"]).stdout)
+    assert again["fingerprint"] == info["fingerprint"]

@@ -1,0 +1,54 @@
+"""The package's shape: one namespace, dependencies one way (cli -> cluster -> worker -> core)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ["core", "worker", "cluster", "cli"]
+# what each package may import from nnps: the design's one-way chain
+ALLOWED = {"core": {"core"}, "worker": {"core", "worker"}, "cluster": {"core", "worker", "cluster"},
+           "cli": {"core", "worker", "cluster", "cli"}}  # fmt: skip
+FORBIDDEN_THIRD_PARTY = {"core": {"ray", "typer", "rich", "click"}, "worker": {"typer", "rich"}}
+
+
+def imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+SOURCES = [p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")] + list((REPO / "tests").rglob("*.py")) + list(
+    (REPO / "bench").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_bare_top_level_imports(path: Path) -> None:
+    bare = [n for n in imports(path) if n.split(".")[0] in PACKAGES]
+    assert not bare, f"{path.relative_to(REPO)} imports {bare}: use nnps.{bare[0]} (bare names fail once installed)"
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_dependencies_point_one_way(pkg: str) -> None:
+    for path in (REPO / pkg).rglob("*.py"):
+        for name in imports(path):
+            parts = name.split(".")
+            if parts[0] == "nnps":
+                assert parts[1] in ALLOWED[pkg], f"{path.relative_to(REPO)} imports {name}"
+            assert parts[0] not in FORBIDDEN_THIRD_PARTY.get(pkg, set()), f"{path.relative_to(REPO)} imports {name}"
+
+
+def test_installed_under_one_namespace(tmp_path: Path) -> None:
+    """From outside the repo (as a user's code runs), nnps.core imports and core does not."""
+    code = "import nnps.core, nnps.cli, nnps.cluster, nnps.worker\ntry:\n import core\nexcept ModuleNotFoundError:\n print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout == "ok\n"
