@@ -16,10 +16,11 @@ from nnps.core.training import Reporter, make_in_process, train
 
 def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, reporter: Reporter | None = None,
         progress: catalog.Progress | None = None) -> dict[str, Any]:  # fmt: skip
-    dataset = catalog.load(config.data, progress=progress)
     if config.workers == 0:
+        dataset = catalog.load(config.data, progress=progress)
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
     from nnps.cluster.ray_executor import ray_session
 
-    with ray_session(config) as factory:
+    with ray_session(config) as factory:  # first: a bad --address fails before any data is read
+        dataset = catalog.load(config.data, progress=progress)
         return train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter)

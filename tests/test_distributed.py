@@ -1,0 +1,116 @@
+"""Sync SGD on real Ray actors: equal to serial SGD, and faults survived.
+
+One local Ray per module (4 logical CPUs on this 2-core machine, so 3 workers fit). The
+fault tests kill real processes with SIGKILL, found by the actors' process titles.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from nnps.cluster.ray_executor import ray_session
+from nnps.core.config import TrainConfig
+from nnps.core.errors import DivergenceError
+from nnps.core.rundir import RunDir
+from nnps.core.training import train
+
+pytestmark = pytest.mark.ray
+
+CFG = TrainConfig(data="mnist-10k", hidden=(20,), batch_size=50, epochs=1, steps=60, lr=3.0, dtype="float64",
+                  seed=2, checkpoint_every=20)  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def serial(mnist10k) -> np.ndarray:
+    return train(CFG, mnist10k)["params"]
+
+
+def train_on_ray(cfg: TrainConfig, dataset, run_dir: RunDir | None = None, reporter=None) -> np.ndarray:
+    with ray_session(cfg) as factory:
+        return train(cfg, dataset, run_dir, make_executor=factory, reporter=reporter)["params"]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_k_workers_equal_serial(workers: int, mnist10k, serial) -> None:
+    params = train_on_ray(CFG.replace(workers=workers), mnist10k)
+    assert np.max(np.abs(params - serial)) < 1e-9
+
+
+def actor_pids(title: str) -> list[int]:
+    """Processes whose title Ray set to `ray::<title>...`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:  # not a process, or it just exited
+            continue
+        if proc.name.isdigit() and cmd.startswith(f"ray::{title}".encode()):
+            pids.append(int(proc.name))
+    return sorted(pids)
+
+
+class KillAfter:
+    """A Reporter that, once `after` steps are done, SIGKILLs one `title` process a few ms
+    later, while the next steps are in flight."""
+
+    def __init__(self, title: str, after: int) -> None:
+        self.title, self.after, self.done, self.killed = title, after, 0, []
+
+    def epoch_start(self, *a) -> None: ...
+    def epoch_end(self, *a) -> None: ...
+
+    def advance(self, steps: int, *a) -> None:
+        self.done += steps
+        if self.done >= self.after and not self.killed:
+            pid = actor_pids(self.title)[0]
+            self.killed.append(pid)
+            threading.Timer(0.01, os.kill, (pid, signal.SIGKILL)).start()
+
+
+def test_worker_killed_mid_run(mnist10k, serial) -> None:
+    killer = KillAfter("GradientWorker", after=20)
+    params = train_on_ray(CFG.replace(workers=2), mnist10k, reporter=killer)
+    assert killer.killed and killer.killed[0] not in actor_pids("GradientWorker")
+    assert np.max(np.abs(params - serial)) < 1e-9
+
+
+def test_server_killed_mid_run_is_rebuilt_from_checkpoint(mnist10k, serial, tmp_path: Path) -> None:
+    killer = KillAfter("ParameterServer", after=30)
+    rd = RunDir(str(tmp_path))
+    params = train_on_ray(CFG.replace(workers=2), mnist10k, rd, reporter=killer)
+    assert killer.killed
+    assert np.max(np.abs(params - serial)) < 1e-9
+    assert [s for s, _ in rd.checkpoints()] == [20, 40, 60]
+
+
+def test_divergence_on_ray(mnist10k) -> None:
+    cfg = CFG.replace(workers=2, activation="relu", output="softmax", cost="cross-entropy", lr=1e30, dtype="float32",
+                      weight_init="scaled", checkpoint_every=None)  # fmt: skip
+    with pytest.raises(DivergenceError, match=r"training diverged: cost became nan at step \d+ \(epoch 1\)"):
+        train_on_ray(cfg, mnist10k)
+
+
+def test_unreachable_address_is_one_line_within_seconds(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--data", "/nonexistent", "--workers", "2",
+                          "--address", "127.0.0.1:1"], capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr == "error: cannot reach Ray at 127.0.0.1:1: Connection refused\n"
+    assert time.monotonic() - t0 < 10
