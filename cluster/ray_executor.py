@@ -96,10 +96,9 @@ class RayExecutor:
         n = self.plan.network.sizes[-1]
         return float(total[0]), total[1:].reshape(n, n).astype(np.int64)
 
-    def pids(self) -> dict[str, list[int]]:
-        """Process ids of the actors, for fault tests and `nnps status`."""
-        return {"server": [ray.get(self.server.pid.remote())],
-                "workers": ray.get([w.pid.remote() for w in self.workers])}  # fmt: skip
+    def placement(self) -> list[tuple[int, str]]:
+        """(pid, node id) of each worker."""
+        return ray.get([w.where.remote() for w in self.workers])
 
     def close(self) -> None:
         for actor in [*self.workers, self.server]:

@@ -41,8 +41,9 @@ class GradientWorker:
     def evaluate(self, params: Array, split: str, lo: int, hi: int) -> Array:
         return self.core.evaluate(params, split, lo, hi)
 
-    def pid(self) -> int:
-        return os.getpid()
+    def where(self) -> tuple[int, str]:
+        """(process id, Ray node id): for `nnps status` and fault tests."""
+        return os.getpid(), ray.get_runtime_context().get_node_id()
 
     def ready(self) -> bool:
         return True

@@ -1,0 +1,61 @@
+"""The driver killed mid-run (kill -9 of `nnps train`), then `nnps train --resume`:
+the run ends with the weights of one that was never stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnps.core import checkpoint
+from nnps.core.training import train
+from tests.conftest import MNIST_10K
+from tests.test_distributed import CFG
+
+pytestmark = pytest.mark.ray
+
+ARGS = ["train", "--data", str(MNIST_10K), "--hidden", "20", "--batch-size", "50", "--epochs", "1", "--steps", "200",
+        "--lr", "3.0", "--dtype", "float64", "--seed", "2", "--checkpoint-every", "20", "--workers", "2"]  # fmt: skip
+
+
+def nnps(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nnps.cli.main", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)  # fmt: skip
+
+
+def test_driver_killed_then_resumed(mnist10k, tmp_path: Path) -> None:
+    expected = train(CFG.replace(steps=200), mnist10k)["params"]
+    run = tmp_path / "run"
+    driver = nnps(*ARGS, "--run-dir", str(run))
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "ckpt-000000040.npz").exists():
+            assert driver.poll() is None, driver.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.communicate()  # reaps it and closes its pipes
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # the embedded Ray it started
+        except ProcessLookupError:
+            pass
+    assert not (run / "final.npz").exists()
+    resumed = nnps(*ARGS, "--run-dir", str(run), "--resume")
+    try:
+        out, err = resumed.communicate(timeout=180)
+    finally:
+        try:
+            os.killpg(resumed.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert resumed.returncode == 0, err
+    final = checkpoint.load(str(run / "final.npz"))
+    assert final.step == 200
+    assert np.max(np.abs(final.params - expected)) < 1e-9

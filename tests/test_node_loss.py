@@ -1,0 +1,60 @@
+"""A node lost mid-run: simulated nodes of `ray.cluster_utils.Cluster`, one removed.
+
+The workers on the removed node die with it; Ray restarts them on the surviving node and
+retries their calls, and the run ends equal to serial SGD.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from nnps.cluster.ray_executor import ray_session
+from nnps.core.training import train
+from tests.test_distributed import CFG
+
+pytestmark = pytest.mark.ray
+
+
+class RemoveNodeAfter:
+    def __init__(self, cluster: Cluster, node, after: int, executor: dict) -> None:
+        self.cluster, self.node, self.after, self.done, self.removed = cluster, node, after, 0, False
+        self.executor, self.workers_on_node = executor, 0
+
+    def epoch_start(self, *a) -> None: ...
+    def epoch_end(self, *a) -> None: ...
+
+    def advance(self, steps: int, *a) -> None:
+        self.done += steps
+        if self.done >= self.after and not self.removed:
+            self.removed = True
+            nodes = [node for _, node in self.executor["e"].placement()]
+            self.workers_on_node = nodes.count(self.node.node_id)
+            self.cluster.remove_node(self.node)
+
+
+def test_node_lost_mid_run(mnist10k) -> None:
+    serial = train(CFG, mnist10k)["params"]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        node = cluster.add_node(num_cpus=2)
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        cluster.wait_for_nodes()
+        executor_holder: dict = {}
+        remover = RemoveNodeAfter(cluster, node, after=20, executor=executor_holder)
+        cfg = CFG.replace(workers=2)
+        with ray_session(cfg) as factory:
+
+            def make(plan, ds):
+                executor_holder["e"] = factory(plan, ds)
+                return executor_holder["e"]
+
+            params = train(cfg, mnist10k, make_executor=make, reporter=remover)["params"]
+        assert remover.removed and remover.workers_on_node == 1  # SPREAD put one worker on each node
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 1
+        assert np.max(np.abs(params - serial)) < 1e-9
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
