@@ -33,8 +33,9 @@ def relu(z: Array) -> Array:
 
 
 def relu_prime(z: Array, a: Array) -> Array:
-    # The kink at 0 gets derivative 0, the usual subgradient choice.
-    return (z > 0.0).astype(z.dtype)
+    # The kink at 0 gets derivative 0, the usual subgradient choice. A boolean mask
+    # multiplies as 0/1 without a float copy.
+    return z > 0.0
 
 
 def tanh(z: Array) -> Array:

@@ -147,7 +147,8 @@ class Network:
             np.matmul(delta.T, activations[l], out=nabla_w[l])  # BP4: delta^l (a^{l-1})^T, (n_l, n_{l-1})
             if l > 0:
                 # BP2: delta^{l-1} = (delta^l W^l) (.) sigma'(z^{l-1}), (m, n_{l-1})
-                delta = (delta @ ws[l]) * prime(zs[l - 1], activations[l])
+                delta = delta @ ws[l]
+                delta *= prime(zs[l - 1], activations[l])
         a_out = activations[-1]
         correct = int(np.count_nonzero(a_out.argmax(axis=1) == labels))
         return cost_sum(self.cost, self.output, zs[-1], a_out, y), correct

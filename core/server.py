@@ -1,8 +1,9 @@
 """The parameter server's job as a plain object: sum, average, step.
 
 `Server.apply(*replies)` takes the workers' replies for ONE global mini-batch (each the
-flat vector of `ShardWorker.gradient_sums`), adds them, divides the gradient by the
-mini-batch size m (the sum of the shards' sizes) and applies one optimizer step. Adding
+flat vector of `ShardWorker.gradient_sums`), adds them, and applies one optimizer step
+with the mean gradient: the sum divided by the mini-batch size m (the sum of the shards'
+sizes). Adding
 sums and dividing once is why k workers give serial SGD's result up to the order of
 floating-point additions.
 
@@ -66,7 +67,9 @@ class Server:
         """Apply one step from the workers' replies; returns the new parameters."""
         if self.diverged_at is not None:
             return self.params  # frozen at the last good values
-        total = replies[0].copy()  # (P + 3,); added left to right, so the order is fixed
+        # (P + 3,), added left to right so the order is fixed. A lone writeable reply (the
+        # in-process path hands over a fresh array) is used as is; Ray's are read-only.
+        total = replies[0] if len(replies) == 1 and replies[0].flags.writeable else replies[0].copy()
         for reply in replies[1:]:
             total += reply
         P = self.network.layout.size
@@ -77,9 +80,8 @@ class Server:
             return self.params
         if self.step % self.steps_per_epoch == 0:  # first step of an epoch: new running sums
             self.cost_sum, self.correct, self.examples = 0.0, 0, 0
-        g /= m  # mean gradient over the global mini-batch
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as the next step's cost
-            self.optimizer.step(self.params, g, self.step)
+            self.optimizer.step(self.params, g, int(m), self.step)  # divides the sum by m
         self.step += 1
         self.cost_sum += cost
         self.correct += int(correct)

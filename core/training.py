@@ -27,6 +27,7 @@ from nnps.core.rundir import RunDir
 from nnps.core.sampler import Sampler
 from nnps.core.server import Server, Snapshot
 from nnps.core.shard import ShardWorker
+from nnps.core.threads import blas_threads, threads_for
 
 Array = np.ndarray
 
@@ -63,12 +64,13 @@ class Reporter(Protocol):
 class InProcess:
     """The serial path: the same Server and ShardWorker code, called directly."""
 
-    def __init__(self, server: Server, worker: ShardWorker) -> None:
-        self.server, self.worker = server, worker
+    def __init__(self, server: Server, worker: ShardWorker, threads: int | None = None) -> None:
+        self.server, self.worker, self.threads = server, worker, threads
 
     def run(self, batches: Sequence[Array]) -> None:
-        for indices in batches:
-            self.server.apply(self.worker.gradient_sums(self.server.params, indices))
+        with blas_threads(self.threads):
+            for indices in batches:
+                self.server.apply(self.worker.gradient_sums(self.server.params, indices))
 
     def snapshot(self) -> Snapshot:
         return self.server.snapshot()
@@ -146,7 +148,7 @@ def _resume_point(config: TrainConfig, network: Network, dataset: Dataset, run_d
 def make_in_process(plan: Plan, dataset: Dataset) -> Executor:
     server = Server(plan.config, plan.network, plan.start, plan.steps_per_epoch)
     worker = ShardWorker(plan.network, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
-    return InProcess(server, worker)
+    return InProcess(server, worker, threads_for(plan.network, plan.config.batch_size))
 
 
 def checkpoint_bytes(plan: Plan, dataset: Dataset, snap: Snapshot) -> bytes:
