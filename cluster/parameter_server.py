@@ -1,10 +1,20 @@
-"""`ParameterServer`: `nnps.core.server.Server` behind a Ray actor.
+"""`ParameterServer`: `nnps.core.server.Server` behind a Ray actor, driving the steps.
 
 It holds the flat parameters, the optimizer and its state, the step counter and the
-epoch's running metrics. `apply` receives the workers' replies as object references
-resolved by Ray (they go from the workers to the server directly, never through the
-driver) and returns the new parameters, whose reference the driver hands to the next
-step's workers.
+epoch's running metrics, and it runs the steps itself: for each step of a chunk it draws
+the mini-batch from the sampler (a pure function of seed and step), sends each worker
+the parameters and its shard's indices, waits for the k replies and applies them:
+
+    for step in range(self.step, stop):                              # on the server
+        shards = split(sampler.batch(step), k)
+        replies = ray.get([w.gradient_sums.remote(params, s) for w, s in zip(workers, shards)])
+        server.apply(*replies)                                        # sum, / m, optimizer step
+
+One round trip (server <-> workers) per step, with the server as the owner of the reply
+objects; the driver only starts a chunk and reads the result, off the critical path.
+(Driving each step from the driver costs two round trips per step, because the driver,
+as the owner of every object, resolves each dependency; bench/step_overhead.py measures
+both.)
 
 It asks for no CPU (`num_cpus=0`): its work per step is one vector sum and an optimizer
 update, small beside the workers' backprop, and on a 2-core laptop both cores go to
@@ -21,18 +31,34 @@ import ray
 
 from nnps.core.config import TrainConfig
 from nnps.core.network import Network
+from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server, Snapshot
 
 Array = np.ndarray
+# Ray inlines arguments up to 100 KiB in the task message; above that each .remote() call
+# would put its own copy in the object store, so the server puts ONE copy per step that
+# the workers on a node share.
+INLINE_BYTES = 100 * 1024
 
 
 @ray.remote(num_cpus=0)
 class ParameterServer:
-    def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, steps_per_epoch: int) -> None:
-        self.server = Server(config, network, snapshot, steps_per_epoch)
+    def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, n_train: int,
+                 workers: list) -> None:  # fmt: skip
+        self.sampler = Sampler(n_train, config.batch_size, config.seed)
+        self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)
+        self.workers = workers
 
-    def apply(self, *replies: Array) -> Array:
-        return self.server.apply(*replies)
+    def run(self, stop: int) -> int:
+        """Apply steps until `stop` (or divergence); returns the step reached."""
+        k = len(self.workers)
+        while self.server.step < stop and self.server.diverged_at is None:
+            params = self.server.params
+            arg = ray.put(params) if params.nbytes > INLINE_BYTES else params
+            shards = split(self.sampler.batch(self.server.step), k)
+            replies = ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)])
+            self.server.apply(*replies)
+        return self.server.step
 
     def params(self) -> Array:
         return self.server.params

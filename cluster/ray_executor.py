@@ -1,13 +1,12 @@
 """Running the training loop's steps on Ray actors.
 
-One step, as the driver submits it (nothing is waited for; Ray orders the calls):
-
-    replies_i  = worker_i.gradient_sums.remote(params_ref, shard_i)    # k workers in parallel
-    params_ref = server.apply.remote(*replies_i)                       # sum, / m, optimizer step
-
-Only the shard indices and the parameter vector travel; the replies go from the workers
-to the server without passing through the driver, which blocks only at the end of a
-chunk of steps (for the progress bar, evaluation and checkpoints), so steps pipeline.
+The driver creates k `GradientWorker`s and one `ParameterServer` holding their handles,
+puts the dataset in the object store once, and then, per chunk of steps, asks the server
+to run them (`server.run.remote(stop)`): the server sends each worker the parameters and
+its shard's indices and applies the replies (see parameter_server.py). Only indices and
+the parameter vector travel per step; the replies go from the workers to the server,
+never through the driver, which waits only at the end of a chunk (progress, evaluation,
+checkpoints).
 
 Faults: a dead worker is restarted by Ray and its call retried (see GradientWorker); as
 the call is a pure function of (params, indices) and the server only applies a step once
@@ -19,7 +18,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import ray
@@ -30,7 +29,6 @@ from nnps.cluster.parameter_server import ParameterServer
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.errors import ClusterError
-from nnps.core.sampler import split
 from nnps.core.server import Snapshot
 from nnps.core.training import ExecutorFactory, Plan, ServerLost
 from nnps.worker.gradient_worker import GradientWorker, worker_options
@@ -48,46 +46,38 @@ class RayExecutor:
             GradientWorker.options(**worker_options()).remote(plan.network, self.data_refs)
             for _ in range(num_workers)
         ]
+        self.n_train = len(dataset.y_train)
         self.server = None
         self.restore(plan.start)
         ray.get([w.ready.remote() for w in self.workers])  # fail here, not mid-step, if none can start
-        self.submitted = plan.start.step
 
     def restore(self, snapshot: Snapshot) -> None:
         """(Re)build the parameter server from a snapshot: at start, and after it was lost."""
         if self.server is not None:
             ray.kill(self.server, no_restart=True)
         p = self.plan
-        self.server = ParameterServer.remote(p.config, p.network, snapshot, p.steps_per_epoch)
-        self.params_ref = self.server.params.remote()
-        self.submitted = snapshot.step
+        self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_train, self.workers)
+        self.reached = None
 
-    def run(self, batches: Sequence[Array]) -> None:
-        k = len(self.workers)
-        for indices in batches:
-            shards = split(indices, k)
-            replies = [w.gradient_sums.remote(self.params_ref, s) for w, s in zip(self.workers, shards)]
-            self.params_ref = self.server.apply.remote(*replies)
-        self.submitted += len(batches)
+    def run(self, start: int, stop: int) -> None:
+        self.reached = self.server.run.remote(stop)  # returns at once; snapshot() waits
 
     def snapshot(self) -> Snapshot:
         try:
+            if self.reached is not None:
+                ray.get(self.reached)
             snap: Snapshot = ray.get(self.server.snapshot.remote())
+        except RayTaskError as e:
+            # The server is alive but a step failed: a worker failed past Ray's retries.
+            raise ClusterError(f"a step failed on a worker: {str(e.cause).splitlines()[0] if e.cause else e}")
         except (ActorDiedError, ActorUnavailableError, RayActorError) as e:
             raise ServerLost(f"parameter server lost: {type(e).__name__}")
-        if snap.step < self.submitted and snap.diverged_at is None:
-            # A step's apply never ran: one of its replies failed past Ray's retries.
-            try:
-                ray.get(self.params_ref)
-            except RayTaskError as e:
-                raise ClusterError(f"step {snap.step} failed on a worker: {str(e.cause).splitlines()[0]}")
-            except RayActorError as e:
-                raise ClusterError(f"step {snap.step} failed: a worker could not be restarted ({type(e).__name__})")
         return snap
 
     def evaluate(self, which: str) -> tuple[float, Array]:
+        params_ref = self.server.params.remote()
         bounds = np.linspace(0, self.n_rows[which], len(self.workers) + 1).astype(int)
-        parts = [w.evaluate.remote(self.params_ref, which, int(lo), int(hi))
+        parts = [w.evaluate.remote(params_ref, which, int(lo), int(hi))
                  for w, lo, hi in zip(self.workers, bounds[:-1], bounds[1:]) if hi > lo]  # fmt: skip
         try:
             total = np.sum(ray.get(parts), axis=0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -33,8 +33,8 @@ Array = np.ndarray
 
 
 class Executor(Protocol):
-    def run(self, batches: Sequence[Array]) -> None:
-        """Apply one optimizer step per batch, in order. May return before they are done."""
+    def run(self, start: int, stop: int) -> None:
+        """Apply steps start..stop-1 (batches from the sampler). May return before they are done."""
 
     def snapshot(self) -> Snapshot:
         """The server's state after every step submitted so far."""
@@ -64,13 +64,15 @@ class Reporter(Protocol):
 class InProcess:
     """The serial path: the same Server and ShardWorker code, called directly."""
 
-    def __init__(self, server: Server, worker: ShardWorker, threads: int | None = None) -> None:
-        self.server, self.worker, self.threads = server, worker, threads
+    def __init__(self, server: Server, worker: ShardWorker, sampler: Sampler, threads: int | None = None) -> None:
+        self.server, self.worker, self.sampler, self.threads = server, worker, sampler, threads
 
-    def run(self, batches: Sequence[Array]) -> None:
+    def run(self, start: int, stop: int) -> None:
         with blas_threads(self.threads):
-            for indices in batches:
-                self.server.apply(self.worker.gradient_sums(self.server.params, indices))
+            for step in range(start, stop):
+                self.server.apply(self.worker.gradient_sums(self.server.params, self.sampler.batch(step)))
+                if self.server.diverged_at is not None:
+                    break
 
     def snapshot(self) -> Snapshot:
         return self.server.snapshot()
@@ -148,7 +150,7 @@ def _resume_point(config: TrainConfig, network: Network, dataset: Dataset, run_d
 def make_in_process(plan: Plan, dataset: Dataset) -> Executor:
     server = Server(plan.config, plan.network, plan.start, plan.steps_per_epoch)
     worker = ShardWorker(plan.network, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
-    return InProcess(server, worker, threads_for(plan.network, plan.config.batch_size))
+    return InProcess(server, worker, plan.sampler, threads_for(plan.network, plan.config.batch_size))
 
 
 def checkpoint_bytes(plan: Plan, dataset: Dataset, snap: Snapshot) -> bytes:
@@ -206,7 +208,7 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
         stop = _chunk(plan, step)
         try:
             t0 = time.perf_counter()
-            executor.run([plan.sampler.batch(s) for s in range(step, stop)])
+            executor.run(step, stop)
             snap = executor.snapshot()
             train_seconds += time.perf_counter() - t0
             epoch_done = stop % spe == 0

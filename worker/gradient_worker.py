@@ -16,14 +16,13 @@ import os
 
 import numpy as np
 import ray
+from threadpoolctl import threadpool_limits
 
 from nnps.core.network import Network
 from nnps.core.shard import ShardWorker
 
 Array = np.ndarray
 
-# Applied to each worker process before numpy loads BLAS.
-SINGLE_THREAD_BLAS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 RESTARTS = 5  # per worker, for processes or nodes lost mid-run
 
 
@@ -34,6 +33,8 @@ class GradientWorker:
         # a restarted actor fetches them again; ray.get maps them zero-copy, read-only.
         x_train, y_train, x_test, y_test = ray.get(data_refs)
         self.core = ShardWorker(network, x_train, y_train, x_test, y_test)
+        # One CPU, one BLAS thread: k workers on k cores must not fight over them.
+        self._blas = threadpool_limits(1, user_api="blas")
 
     def gradient_sums(self, params: Array, indices: Array) -> Array:
         return self.core.gradient_sums(params, indices)
@@ -50,5 +51,7 @@ class GradientWorker:
 
 
 def worker_options() -> dict:
-    """Options for GradientWorker.options(...): pinned BLAS, spread across nodes."""
-    return {"runtime_env": {"env_vars": dict(SINGLE_THREAD_BLAS)}, "scheduling_strategy": "SPREAD"}
+    """Options for GradientWorker.options(...): spread across nodes. (BLAS threads are set
+    in the actor with threadpoolctl: a runtime_env with env_vars would cost each actor a
+    fresh worker process instead of one Ray started ahead.)"""
+    return {"scheduling_strategy": "SPREAD"}

@@ -1,0 +1,40 @@
+# The README's two commands: `make train` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: train test bench setup data clean
+
+$(BIN)/nnps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+setup: $(BIN)/nnps
+
+# Fashion-MNIST comes from Debian's package where apt exists (works offline of the
+# dataset mirrors); elsewhere nnps downloads and verifies it.
+data: setup
+	@if [ -f $(FASHION) ]; then :; \
+	elif command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	else $(BIN)/nnps data download fashion-mnist; fi
+
+# The main job: train on Fashion-MNIST with 2 Ray workers on an embedded local Ray.
+train: data
+	$(BIN)/nnps train --data fashion-mnist --hidden 100 --activation relu --output softmax \
+		--cost cross-entropy --weight-init scaled --optimizer momentum --lr 0.05 --batch-size 1000 \
+		--epochs 10 --workers 2 --run-dir runs/fashion-quickstart
+
+test: data
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python bench/core_speed.py
+
+clean:
+	rm -rf $(VENV) runs *.egg-info
