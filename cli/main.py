@@ -16,7 +16,7 @@ NO_ARGS = (click.exceptions.NoArgsIsHelpError, _typer_click.NoArgsIsHelpError)
 USAGE = (click.UsageError, _typer_click.UsageError)
 ABORT = (click.exceptions.Abort, getattr(_typer_click, "Abort", click.exceptions.Abort), typer.Abort)
 
-from nnps.cli import data, evaluate, train
+from nnps.cli import data, evaluate, jobs, plot, train
 
 app = typer.Typer(
     name="nnps",
@@ -28,6 +28,13 @@ app = typer.Typer(
 app.command()(train.train)
 app.command()(evaluate.evaluate)
 app.command()(evaluate.predict)
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(jobs.submit)
+app.command()(jobs.status)
+app.command()(jobs.logs)
+app.command()(jobs.stop)
+app.command()(jobs.jobs)
+app.command()(jobs.fetch)
+app.command()(plot.plot)
 app.add_typer(data.app, name="data")
 
 

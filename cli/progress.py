@@ -29,6 +29,9 @@ class RichReporter:
         if self.task is not None:
             self.progress.stop()
 
+    def run_start(self, total_steps: int, steps_per_epoch: int, start_step: int, epochs: int) -> None:
+        pass
+
     def epoch_start(self, epoch: int, steps: int, done: int) -> None:
         if self.task is None:  # started on the first epoch, so errors before it print cleanly
             self.progress.start()

@@ -15,6 +15,7 @@ from nnps.cli.errors import handle_errors
 from nnps.cli.progress import RichReporter
 from nnps.core.config import TrainConfig, parse_hidden
 from nnps.core.errors import ConfigError
+from nnps.core.progress import LineReporter
 from nnps.core.rundir import RunDir
 
 DEFAULTS = TrainConfig()
@@ -51,22 +52,21 @@ def train(
     run_dir: Annotated[Optional[str], typer.Option(help="Run directory: local path or a pyarrow URI (s3://...). Default runs/<time>")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout")] = False,
+    log_progress: Annotated[bool, typer.Option(help="Print NNPS_PROGRESS lines instead of a progress bar (for jobs)")] = False,
 ) -> None:  # fmt: skip
     """Train a network by mini-batch SGD; writes config, metrics and checkpoints to a run directory."""
     from nnps.cluster import driver  # imported here: `nnps --help` stays fast
 
     if resume and not run_dir:
         raise ConfigError("--resume needs --run-dir, the run to continue")
-    config = TrainConfig(
-        data=data, hidden=parse_hidden(hidden), activation=activation, output=output, cost=cost,
-        weight_init=weight_init, optimizer=optimizer, lr=lr, momentum=momentum, l2=l2, schedule=schedule,
-        lr_step_epochs=lr_step_epochs, lr_gamma=lr_gamma, batch_size=batch_size, epochs=epochs, steps=steps,
-        checkpoint_every=checkpoint_every, seed=seed, dtype=dtype, init=init, workers=workers, address=address,
-    )  # fmt: skip
+    config = config_from_options(locals())
     rd = RunDir(run_dir or default_run_dir())
     console = Console(stderr=True)
-    with RichReporter(console, config.epochs) as reporter:
-        summary = driver.run(config, rd, resume=resume, reporter=reporter, progress=download_progress(console))
+    if log_progress:
+        summary = driver.run(config, rd, resume=resume, reporter=LineReporter())
+    else:
+        with RichReporter(console, config.epochs) as reporter:
+            summary = driver.run(config, rd, resume=resume, reporter=reporter, progress=download_progress(console))
     summary.pop("params")
     if json_out:
         sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
@@ -74,6 +74,16 @@ def train(
         m = summary["metrics"]
         tail = f"; test accuracy {m['test_accuracy']:.2%}" if m else ""
         console.print(f"done: {summary['step']} steps{tail}; weights in {summary['final']}")
+
+
+NOT_CONFIG = ("run_dir", "resume", "json_out", "log_progress")
+
+
+def config_from_options(options: dict) -> TrainConfig:
+    """The TrainConfig that `nnps train`'s options describe (also used by `nnps submit`)."""
+    values = {k: v for k, v in options.items() if k not in NOT_CONFIG and k in TrainConfig.__dataclass_fields__}
+    values["hidden"] = parse_hidden(options["hidden"])
+    return TrainConfig(**values)
 
 
 def download_progress(console: Console):  # type: ignore[no-untyped-def]

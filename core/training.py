@@ -56,6 +56,7 @@ MAX_SERVER_LOSSES = 3
 
 
 class Reporter(Protocol):
+    def run_start(self, total_steps: int, steps_per_epoch: int, start_step: int, epochs: int) -> None: ...
     def epoch_start(self, epoch: int, steps: int, done: int) -> None: ...
     def advance(self, steps: int, cost: float, accuracy: float, examples_per_s: float) -> None: ...
     def epoch_end(self, row: dict[str, Any]) -> None: ...
@@ -201,6 +202,8 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
     last_good, losses = plan.start, 0  # what a lost server is rebuilt from
     started = epoch_t0 = time.perf_counter()
     train_seconds = 0.0
+    if reporter:
+        reporter.run_start(plan.total_steps, spe, step, plan.config.epochs)
     if reporter and step < plan.total_steps:
         reporter.epoch_start(step // spe + 1, min(spe, plan.total_steps - (step // spe) * spe), step % spe)
     snap = plan.start

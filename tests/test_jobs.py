@@ -1,0 +1,173 @@
+"""Submission and status against a real Ray head on 127.0.0.1 (`ray start --head --block`),
+through the dashboard's HTTP Jobs API only, with Ray's token authentication on."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nnps.cli.main import app
+from nnps.core import checkpoint
+from nnps.core.config import TrainConfig
+from nnps.core.training import train
+from tests.conftest import MNIST_10K
+
+pytestmark = pytest.mark.ray
+BIN = Path(sys.executable).parent
+runner = CliRunner()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A Ray head with its dashboard on 127.0.0.1, token auth on; the jobs it runs use this
+    virtualenv's python (PATH), as a cluster's image would provide nnps's dependencies."""
+    token = secrets.token_hex(16)
+    dash, gcs = free_port(), free_port()
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PATH=f"{BIN}:{os.environ['PATH']}")
+    log_path = tmp_path_factory.mktemp("head") / "head.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+         "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    address = f"http://127.0.0.1:{dash}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            req = urllib.request.Request(f"{address}/api/version", headers={"Authorization": f"Bearer {token}"})
+            urllib.request.urlopen(req, timeout=2).read()
+            break
+        except OSError:
+            assert proc.poll() is None, log_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, "Ray head did not come up in 90 s"
+            time.sleep(0.5)
+    old = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    yield address
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    os.killpg(proc.pid, signal.SIGTERM)  # this head's own process group, never a broad `ray stop`
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log.close()
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout
+
+
+def status(address: str, job: str) -> dict:
+    code, out = cli("status", job, "--address", address, "--json")
+    assert code == 0, out
+    return json.loads(out)
+
+
+TRAIN = ["--data", str(MNIST_10K), "--hidden", "20", "--batch-size", "50", "--epochs", "2", "--lr", "3.0",
+         "--dtype", "float64", "--seed", "2", "--workers", "2"]  # fmt: skip
+
+
+def test_submit_watch_fetch_equals_local(head: str, mnist10k, tmp_path: Path) -> None:
+    run_dir = tmp_path / "cluster-run"
+    code, out = cli("submit", "--address", head, "--run-dir", str(run_dir), "--json", *TRAIN)
+    assert code == 0, out
+    job = json.loads(out)["job_id"]
+    seen_running = None
+    deadline = time.monotonic() + 240
+    while (s := status(head, job))["status"] not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        if s["status"] == "RUNNING" and "progress" in s:
+            seen_running = s
+        assert time.monotonic() < deadline, s
+        time.sleep(0.3)
+    assert s["status"] == "SUCCEEDED", s
+    assert seen_running is not None, "never saw RUNNING with progress"
+    p = seen_running["progress"]
+    assert p["total_steps"] == 400 and 0 <= p["step"] <= 400 and p["epochs"] == 2
+    assert s["progress"]["step"] == 400 and s["progress"]["epochs_done"] == 2
+    code, out = cli("fetch", job, "--address", head, "--out", str(tmp_path / "results"))
+    assert code == 0, out
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["config.json", "final.npz", "metrics.jsonl"]
+    local = train(TrainConfig(data=str(MNIST_10K), hidden=(20,), batch_size=50, epochs=2, lr=3.0, dtype="float64",
+                              seed=2), mnist10k)  # fmt: skip
+    remote = checkpoint.load(str(tmp_path / "results" / "final.npz"))
+    assert np.max(np.abs(remote.params - local["params"])) < 1e-9
+    code, out = cli("jobs", "--address", head, "--json")
+    assert job in [j["job_id"] for j in json.loads(out)]
+
+
+def test_stop_a_running_job(head: str, tmp_path: Path) -> None:
+    code, out = cli("submit", "--address", head, "--json", *TRAIN[:-4], "--epochs", "200", "--workers", "1")
+    job = json.loads(out)["job_id"]
+    deadline = time.monotonic() + 120
+    while status(head, job)["status"] != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    code, out = cli("stop", job, "--address", head)
+    assert (code, out) == (0, f"{job}: stop requested\n")
+    while (s := status(head, job))["status"] not in ("STOPPED", "FAILED", "SUCCEEDED"):
+        assert time.monotonic() < deadline + 60
+        time.sleep(0.3)
+    assert s["status"] == "STOPPED"
+
+
+def test_failing_job_exits_non_zero_with_the_reason(head: str, capsys) -> None:
+    from nnps.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["submit", "--address", head, "--wait", "--data", "/no/such/data", "--epochs", "1"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 1
+    assert err.startswith("error: job nnps-") and err.endswith(" FAILED: /no/such/data: no such file or directory\n")
+    assert err.count("\n") == 1
+
+
+def test_unknown_job_and_bad_token_and_unreachable(head: str, capsys, monkeypatch) -> None:
+    from nnps.cli.main import main
+
+    def run(args: list[str]) -> tuple[int, str]:
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        return e.value.code, capsys.readouterr().err
+
+    assert run(["status", "nnps-nope", "--address", head]) == (1, f"error: no job nnps-nope at {head}\n")
+    # Ray caches the token in-process: a fresh process with a wrong one.
+    env = dict(os.environ, RAY_AUTH_TOKEN="wrong-token")
+    out = subprocess.run([sys.executable, "-m", "nnps.cli.main", "jobs", "--address", head], env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 1 and out.stderr.startswith(f"error: cannot use Ray's Jobs API at {head}: authentication refused")
+    assert out.stderr.count("\n") == 1
+    assert run(["jobs", "--address", "http://127.0.0.1:1"]) == (1, "error: cannot reach Ray at http://127.0.0.1:1: Connection refused\n")
+
+
+def test_submit_rejects_a_bad_train_flag_before_submitting(capsys) -> None:
+    from nnps.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["submit", "--address", "http://127.0.0.1:1", "--epocs", "3"])
+    assert e.value.code == 2 and "No such option: --epocs" in capsys.readouterr().err
