@@ -47,7 +47,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the initial weights and the batch order")] = DEFAULTS.seed,
     dtype: Annotated[str, typer.Option(help="float32 or float64")] = DEFAULTS.dtype,
     init: Annotated[Optional[str], typer.Option(help="Start from this checkpoint's weights")] = None,
-    workers: Annotated[int, typer.Option(help="0: in-process; N: N Ray worker actors")] = DEFAULTS.workers,
+    workers: Annotated[str, typer.Option(help="0: in-process; N: N Ray worker actors; auto: the fastest by a measured cost model")] = "auto",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)", envvar="RAY_ADDRESS")] = None,
     run_dir: Annotated[Optional[str], typer.Option(help="Run directory: local path or a pyarrow URI (s3://...). Default runs/<time>")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint")] = False,
@@ -63,10 +63,11 @@ def train(
     rd = RunDir(run_dir or default_run_dir())
     console = Console(stderr=True)
     if log_progress:
-        summary = driver.run(config, rd, resume=resume, reporter=LineReporter())
+        summary = driver.run(config, rd, resume=resume, reporter=LineReporter(), say=print)
     else:
         with RichReporter(console, config.epochs) as reporter:
-            summary = driver.run(config, rd, resume=resume, reporter=reporter, progress=download_progress(console))
+            summary = driver.run(config, rd, resume=resume, reporter=reporter, progress=download_progress(console),
+                                 say=lambda line: print(line, file=sys.stderr))
     summary.pop("params")
     if json_out:
         sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")

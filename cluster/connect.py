@@ -48,7 +48,9 @@ def ray_connection(address: str | None, num_cpus: int | None = None) -> Iterator
     if address:
         kwargs["address"] = address
     else:
-        kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+        # "local" starts a fresh instance even where a stale /tmp/ray/ray_current_cluster
+        # (left by a `ray start` that was killed) would make ray.init try to join it.
+        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False)
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:

@@ -6,21 +6,59 @@ works where Ray is not wanted.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Callable
 
-from nnps.core import catalog
+from nnps.core import catalog, costmodel
 from nnps.core.config import TrainConfig
+from nnps.core.datasets import Dataset
 from nnps.core.rundir import RunDir
-from nnps.core.training import Reporter, make_in_process, train
+from nnps.core.training import Reporter, build_network, make_in_process, train
+
+SLOWER_WARNING = 1.5  # warn when the chosen workers are predicted this many times slower than in-process
 
 
 def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, reporter: Reporter | None = None,
-        progress: catalog.Progress | None = None) -> dict[str, Any]:  # fmt: skip
+        progress: catalog.Progress | None = None, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
     if config.workers == 0:
         dataset = catalog.load(config.data, progress=progress)
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
+    from nnps.cluster.connect import ray_connection
     from nnps.cluster.ray_executor import ray_session
 
-    with ray_session(config) as factory:  # first: a bad --address fails before any data is read
+    if config.workers == "auto" and not config.address:
         dataset = catalog.load(config.data, progress=progress)
-        return train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter)
+        config = choose_workers(config, dataset, os.cpu_count() or 1, say)
+        if config.workers == 0:
+            return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
+        with ray_session(config) as factory:
+            return train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter)
+    cpus = max(os.cpu_count() or 1, config.workers if isinstance(config.workers, int) else 0)
+    with ray_connection(config.address, num_cpus=cpus):  # first: a bad --address fails before any data is read
+        import ray
+
+        dataset = catalog.load(config.data, progress=progress)
+        if config.workers == "auto":
+            config = choose_workers(config, dataset, int(ray.cluster_resources().get("CPU", 1)), say)
+        else:
+            warn_if_slower(config, dataset, say)
+        if config.workers == 0:
+            return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
+        with ray_session(config) as factory:
+            return train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter)
+
+
+def choose_workers(config: TrainConfig, dataset: Dataset, cpus: int, say: Callable[[str], None]) -> TrainConfig:
+    choice = costmodel.predict(build_network(config, dataset), config.batch_size, cpus)
+    say(choice.line(config.batch_size))
+    return config.replace(workers=choice.workers)
+
+
+def warn_if_slower(config: TrainConfig, dataset: Dataset, say: Callable[[str], None]) -> None:
+    k = int(config.workers)
+    choice = costmodel.predict(build_network(config, dataset), config.batch_size, k)
+    p = choice.predicted_s
+    if p[k] > SLOWER_WARNING * p[0]:
+        say(f"warning: {k} workers at batch {config.batch_size} are predicted to take {p[k] * 1e3:.2f} ms per step "
+            f"against {p[0] * 1e3:.2f} ms in-process ({p[k] / p[0]:.1f}x slower): coordination dominates; "
+            f"--workers 0 or a larger --batch-size would train faster ({choice.source})")  # fmt: skip

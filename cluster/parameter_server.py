@@ -41,6 +41,11 @@ Array = np.ndarray
 INLINE_BYTES = 100 * 1024
 
 
+def split_k(indices: Array, k: int) -> list[Array]:
+    """Exactly k consecutive shards, sizes differing by at most one, some maybe empty."""
+    return np.array_split(indices, k)
+
+
 @ray.remote(num_cpus=0)
 class ParameterServer:
     def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, n_train: int,
@@ -58,6 +63,19 @@ class ParameterServer:
             shards = split(self.sampler.batch(self.server.step), k)
             replies = ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)])
             self.server.apply(*replies)
+        return self.server.step
+
+    # The compiled-graph path (ray_executor.CompiledSteps) splits a step into two calls,
+    # plan -> workers -> apply_planned, that Ray wires together with shared-memory channels.
+
+    def plan(self, step: int) -> tuple[Array, list[Array]]:
+        """The parameters and the k shards of `step` (some may be empty)."""
+        if step != self.server.step:
+            raise RuntimeError(f"compiled step {step} reached a server at step {self.server.step}")
+        return self.server.params, split_k(self.sampler.batch(step), len(self.workers))
+
+    def apply_planned(self, *replies: Array | None) -> int:
+        self.server.apply(*(r for r in replies if r is not None))
         return self.server.step
 
     def params(self) -> Array:

@@ -36,9 +36,60 @@ from nnps.worker.gradient_worker import GradientWorker, worker_options
 Array = np.ndarray
 
 
+class CompiledSteps:
+    """The step as a Ray compiled graph: server.plan -> k workers -> server.apply_planned,
+    over shared-memory channels instead of a task submission per call (bench/step_overhead.py
+    measures both). Ray marks compiled graphs experimental, so this is an accelerator with a
+    fallback: if compiling fails, or the graph breaks (a worker died: compiled graphs do not
+    survive actor restarts), RayExecutor tears it down and runs on plain actor calls."""
+
+    WINDOW = 4  # executions in flight: enough to hide the driver's submission latency
+
+    def __init__(self, server: ray.actor.ActorHandle, workers: list) -> None:
+        from ray.dag import InputNode
+
+        with InputNode() as step:
+            plan = server.plan.bind(step)
+            replies = [w.gradient_sums_planned.bind(plan, i) for i, w in enumerate(workers)]
+            out = server.apply_planned.bind(*replies)
+        self.dag = out.experimental_compile()
+
+    def run(self, start: int, stop: int) -> None:
+        pending = []
+        for step in range(start, stop):
+            pending.append(self.dag.execute(step))
+            if len(pending) >= self.WINDOW:
+                ray.get(pending.pop(0))
+        ray.get(pending)
+
+    def teardown(self) -> None:
+        try:
+            self.dag.teardown()
+        except Exception:  # a graph that broke may fail to tear down cleanly; it is discarded anyway
+            pass
+
+
+# Above this many multiply-adds in a shard's widest product, the compiled graph's
+# busy-waiting readers cost more CPU than its messaging saves, on a machine whose cores the
+# workers fill (bench/step_overhead.py: 784-30-10 with 2 workers on 2 cores, batch 1000
+# 7.5 ms graph vs 9.2 ms plain; batch 10000 43.6 ms graph vs 29.5 ms plain).
+GRAPH_MAX_SHARD_PRODUCT = 50_000_000
+
+
+def compiled_wanted(plan: Plan, k: int) -> bool:
+    """Compiled graphs unless NNPS_RAY_COMPILED=0 or the shards are large."""
+    if os.environ.get("NNPS_RAY_COMPILED", "1") == "0":
+        return False
+    sizes = plan.network.sizes
+    widest = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return -(-plan.config.batch_size // k) * widest < GRAPH_MAX_SHARD_PRODUCT
+
+
 class RayExecutor:
-    def __init__(self, plan: Plan, dataset: Dataset, num_workers: int) -> None:
+    def __init__(self, plan: Plan, dataset: Dataset, num_workers: int, compiled: bool | None = None) -> None:
         self.plan = plan
+        self.compiled_wanted = compiled_wanted(plan, num_workers) if compiled is None else compiled
+        self.compiled: CompiledSteps | None = None
         # Put once: every worker on a node maps the same read-only copy.
         self.data_refs = [ray.put(a) for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)]
         self.n_rows = {"train": len(dataset.y_train), "test": len(dataset.y_test)}
@@ -53,13 +104,32 @@ class RayExecutor:
 
     def restore(self, snapshot: Snapshot) -> None:
         """(Re)build the parameter server from a snapshot: at start, and after it was lost."""
+        self._drop_compiled()
         if self.server is not None:
             ray.kill(self.server, no_restart=True)
         p = self.plan
         self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_train, self.workers)
         self.reached = None
+        if self.compiled_wanted:
+            try:
+                self.compiled = CompiledSteps(self.server, self.workers)
+            except Exception as e:  # compiled graphs are experimental: any failure means the plain path
+                self.fallback_reason = f"{type(e).__name__}: {e}"
+
+    def _drop_compiled(self) -> None:
+        if self.compiled is not None:
+            self.compiled.teardown()
+            self.compiled = None
 
     def run(self, start: int, stop: int) -> None:
+        self.stop = stop
+        if self.compiled is not None:
+            try:
+                self.compiled.run(start, stop)
+                return
+            except Exception as e:  # the graph broke (a worker died...): finish on plain actor calls
+                self.fallback_reason = f"{type(e).__name__}"
+                self._drop_compiled()
         self.reached = self.server.run.remote(stop)  # returns at once; snapshot() waits
 
     def snapshot(self) -> Snapshot:
@@ -91,6 +161,7 @@ class RayExecutor:
         return ray.get([w.where.remote() for w in self.workers])
 
     def close(self) -> None:
+        self._drop_compiled()
         for actor in [*self.workers, self.server]:
             ray.kill(actor, no_restart=True)
 
@@ -98,6 +169,6 @@ class RayExecutor:
 @contextmanager
 def ray_session(config: TrainConfig) -> Iterator[ExecutorFactory]:
     """Connect to Ray and yield a factory of RayExecutors with `config.workers` workers."""
-    num_cpus = max(os.cpu_count() or 1, config.workers)
+    num_cpus = max(os.cpu_count() or 1, int(config.workers))
     with ray_connection(config.address, num_cpus=num_cpus):
-        yield lambda plan, dataset: RayExecutor(plan, dataset, config.workers)
+        yield lambda plan, dataset: RayExecutor(plan, dataset, int(config.workers))

@@ -62,7 +62,7 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     init: str | None = None  # start from this checkpoint's weights
-    workers: int = 0  # 0: in-process; N: N Ray worker actors
+    workers: int | str = "auto"  # 0: in-process; N: N Ray worker actors; "auto": the cost model picks
     address: str | None = None  # Ray cluster to join; None: an embedded local one
     extra: dict[str, Any] = field(default_factory=dict)  # room for later versions' keys
 
@@ -97,7 +97,13 @@ class TrainConfig:
             raise ConfigError(f"--steps must be >= 0, got {self.steps!r}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ConfigError(f"--checkpoint-every must be >= 1 step, got {self.checkpoint_every!r}")
-        if self.workers < 0:
+        if isinstance(self.workers, str):
+            if self.workers != "auto":
+                try:
+                    object.__setattr__(self, "workers", int(self.workers))
+                except ValueError:
+                    raise ConfigError(f"--workers must be a count or auto, got {self.workers!r}")
+        if isinstance(self.workers, int) and self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers!r}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"--seed must be in [0, 2^63), got {self.seed!r}")

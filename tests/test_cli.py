@@ -35,8 +35,10 @@ def test_train_builds_the_exact_config(tiny_npz: Path, tmp_path: Path) -> None:
     expected = TrainConfig(data=str(tiny_npz), hidden=(16, 8), activation="tanh", output="softmax",
                            cost="cross-entropy", weight_init="scaled", optimizer="nesterov", lr=0.1, momentum=0.8,
                            l2=0.001, schedule="step", lr_step_epochs=2, lr_gamma=0.5, batch_size=16, epochs=2,
-                           checkpoint_every=5, seed=11, dtype="float64")  # fmt: skip
+                           checkpoint_every=5, seed=11, dtype="float64", workers=0)  # fmt: skip
+    # --workers auto (the default) resolved to in-process for this tiny net, and said so
     assert json.loads((rd / "config.json").read_text()) == expected.to_dict()
+    assert "--workers auto: in-process (" in result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["step"] == 30 and summary["final"] == str(rd / "final.npz")
     assert summary["metrics"]["epoch"] == 2
@@ -99,7 +101,8 @@ def test_corrupt_checkpoint_does_not_touch_the_run(tmp_path: Path, tiny_npz: Pat
     ck = rd / "ckpt-000000048.npz"
     ck.write_bytes(ck.read_bytes()[:100])  # the latest checkpoint is damaged
     before = {p.name: p.read_bytes() for p in rd.iterdir()}
-    rc, _, err = run_main(["train", "--data", str(tiny_npz), "--epochs", "3", "--run-dir", str(rd), "--resume"], capsys)
+    rc, _, err = run_main(["train", "--data", str(tiny_npz), "--epochs", "3", "--run-dir", str(rd), "--resume",
+                           "--workers", "0"], capsys)  # fmt: skip
     assert rc == 1 and err.startswith(f"error: {ck}: not a readable checkpoint (BadZipFile") and err.count("\n") == 1
     assert {p.name: p.read_bytes() for p in rd.iterdir()} == before  # nothing written, nothing lost
 

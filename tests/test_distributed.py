@@ -32,7 +32,7 @@ CFG = TrainConfig(data="mnist-10k", hidden=(20,), batch_size=50, epochs=1, steps
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 

@@ -39,6 +39,11 @@ class GradientWorker:
     def gradient_sums(self, params: Array, indices: Array) -> Array:
         return self.core.gradient_sums(params, indices)
 
+    def gradient_sums_planned(self, plan: tuple[Array, list[Array]], i: int) -> Array | None:
+        """Shard i of a step planned by the server (compiled-graph path); None if empty."""
+        params, shards = plan
+        return self.core.gradient_sums(params, shards[i]) if len(shards[i]) else None
+
     def evaluate(self, params: Array, split: str, lo: int, hi: int) -> Array:
         return self.core.evaluate(params, split, lo, hi)
 

@@ -1,0 +1,120 @@
+"""When does distribution pay? A cost model of one synchronous step.
+
+    t_serial(b)  = the in-process step at batch b                       (measured here)
+    t_k(b)       = t_shard(ceil(b / k)) + c_k                            (k Ray workers)
+
+t_shard is the in-process step on one BLAS thread at the shard's size (measured here, a
+few steps on random data of the network's shape: ~0.2 s); c_k is the coordination cost
+of a step with k workers (the parameter broadcast, the k replies, the server's update and
+Ray's messaging), measured on the cluster at hand by `nnps bench`, which saves it to
+~/.cache/nnps/overhead.json; without that file, the values measured on a 2-core laptop
+(bench/step_overhead.py, docs/performance.md) stand in.
+
+`choose` picks the k (0 = in-process) with the smallest predicted time per step; since
+sync SGD with k workers equals serial SGD, the choice changes speed only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nnps.core.config import TrainConfig
+from nnps.core.datasets import Dataset
+from nnps.core.network import Network
+from nnps.core.threads import blas_threads
+
+# Coordination per step (seconds) by number of workers, measured on this project's 2-core
+# development machine with bench/step_overhead.py (compiled-graph path, 784-30-10).
+DEFAULT_OVERHEAD = {1: 0.9e-3, 2: 3.3e-3}
+EXTRA_PER_WORKER = 1.5e-3  # beyond the measured counts, per additional worker
+
+
+def overhead_file() -> Path:
+    from nnps.core.catalog import cache_dir
+
+    return cache_dir() / "overhead.json"
+
+
+def load_overhead() -> tuple[dict[int, float], str]:
+    try:
+        data = json.loads(overhead_file().read_text())
+        return {int(k): float(v) for k, v in data["overhead_s"].items()}, f"measured by nnps bench on {data['where']}"
+    except (OSError, ValueError, KeyError):
+        return dict(DEFAULT_OVERHEAD), "defaults from a 2-core laptop (run `nnps bench` to measure yours)"
+
+
+def save_overhead(overhead: dict[int, float], where: str) -> Path:
+    path = overhead_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"overhead_s": {str(k): v for k, v in overhead.items()}, "where": where}))
+    return path
+
+
+def overhead_for(k: int, overhead: dict[int, float]) -> float:
+    if k in overhead:
+        return overhead[k]
+    top = max(overhead)
+    return overhead[top] + (k - top) * EXTRA_PER_WORKER
+
+
+def step_seconds(network: Network, batch: int, threads: int | None, steps: int = 0) -> float:
+    """Measured seconds of one in-process step at `batch` (random data of the right shape)."""
+    from nnps.core.server import Server, Snapshot
+    from nnps.core.shard import ShardWorker
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch, network.sizes[0]), dtype=np.uint8)
+    y = rng.integers(0, network.sizes[-1], batch).astype(np.uint8)
+    worker = ShardWorker(network, x, y, x[:1], y[:1])
+    server = Server(TrainConfig(lr=1e-9), network, Snapshot(np.zeros(network.layout.size, network.np_dtype)), 1)
+    idx = np.arange(batch)
+    steps = steps or max(3, min(50, 20000 // batch))
+    with blas_threads(threads):
+        server.apply(worker.gradient_sums(server.params, idx))
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            server.apply(worker.gradient_sums(server.params, idx))
+        return (time.perf_counter() - t0) / steps
+
+
+@dataclass
+class Choice:
+    workers: int
+    predicted_s: dict[int, float]  # k -> seconds per step
+    source: str
+
+    def line(self, batch: int) -> str:
+        p = self.predicted_s
+        pick = "in-process" if self.workers == 0 else f"{self.workers} Ray workers"
+        others = ", ".join(f"{k} workers {v * 1e3:.2f} ms" for k, v in sorted(p.items()) if k)
+        return (f"--workers auto: {pick} ({p[self.workers] * 1e3:.2f} ms/step predicted at batch {batch}; "
+                f"in-process {p[0] * 1e3:.2f} ms, {others}; coordination costs: {self.source})")  # fmt: skip
+
+
+def predict(network: Network, batch: int, max_workers: int) -> Choice:
+    from nnps.core.threads import threads_for
+
+    overhead, source = load_overhead()
+    predicted = {0: step_seconds(network, batch, threads_for(network, batch))}
+    for k in range(1, max_workers + 1):
+        shard = math.ceil(batch / k)
+        predicted[k] = step_seconds(network, shard, 1) + overhead_for(k, overhead)
+    best = min(predicted, key=lambda k: (predicted[k], k))
+    return Choice(best, predicted, source)
+
+
+def network_for(config: TrainConfig, dataset: Dataset) -> Network:
+    from nnps.core.training import build_network
+
+    return build_network(config, dataset)
+
+
+def max_workers_here() -> int:
+    return max(1, os.cpu_count() or 1)
