@@ -27,6 +27,7 @@ def default_run_dir() -> str:
 
 @handle_errors
 def train(
+    ctx: typer.Context,
     data: Annotated[str, typer.Option(help="Catalog name (mnist, fashion-mnist, kmnist) or a path: IDX dir, Parquet dir, .npz")] = DEFAULTS.data,
     hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated: 30 or 16,16")] = "30",
     activation: Annotated[str, typer.Option(help="Hidden activation: sigmoid, relu, tanh")] = DEFAULTS.activation,
@@ -59,8 +60,16 @@ def train(
 
     if resume and not run_dir:
         raise ConfigError("--resume needs --run-dir, the run to continue")
-    config = config_from_options(locals())
+    options = {k: v for k, v in locals().items() if k != "ctx"}
     rd = RunDir(run_dir or default_run_dir())
+    if resume and rd.exists("config.json"):
+        # Resume the saved run; only flags given on this command line change it (e.g. --epochs).
+        given = {k for k in options if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+        saved = TrainConfig.from_dict(json.loads(rd.read("config.json")))
+        config = saved.replace(**{k: v for k, v in config_from_options(options).to_dict().items()
+                                  if k in given or (k == "address" and v)})  # fmt: skip
+    else:
+        config = config_from_options(options)
     console = Console(stderr=True)
     if log_progress:
         summary = driver.run(config, rd, resume=resume, reporter=LineReporter(), say=print)

@@ -115,3 +115,18 @@ def test_data_info_and_prepare(tiny_npz: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0 and sorted(p.name for p in (tmp_path / "pq").iterdir()) == ["test.parquet", "train.parquet"]
     again = json.loads(runner.invoke(app, ["data", "info", str(tmp_path / "pq"), "--json"]).stdout)
     assert again["fingerprint"] == info["fingerprint"]
+
+
+def test_resume_needs_only_the_run_dir(tiny_npz: Path, tmp_path: Path) -> None:
+    rd = tmp_path / "r"
+    args = ["train", "--data", str(tiny_npz), "--hidden", "12", "--lr", "0.5", "--epochs", "3", "--workers", "0"]
+    assert runner.invoke(app, [*args, "--run-dir", str(rd), "--steps", "30", "--checkpoint-every", "10"]).exit_code == 0
+    res = runner.invoke(app, ["train", "--run-dir", str(rd), "--resume", "--steps", "60"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((rd / "config.json").read_text())
+    assert (saved["hidden"], saved["lr"], saved["epochs"], saved["steps"]) == ([12], 0.5, 3, 60)
+    whole = runner.invoke(app, [*args, "--run-dir", str(tmp_path / "w"), "--steps", "60"])
+    assert whole.exit_code == 0
+    with np.load(rd / "final.npz") as a, np.load(tmp_path / "w" / "final.npz") as b:
+        np.testing.assert_array_equal(a["w1"], b["w1"])
+        assert json.loads(str(a["meta"]))["step"] == 60

@@ -1,0 +1,52 @@
+"""`nnps bench`: measure where distribution pays on this machine or cluster."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from nnps.cli.errors import handle_errors
+from nnps.core.config import parse_hidden
+
+
+@handle_errors
+def bench(
+    hidden: Annotated[str, typer.Option(help="Hidden layer widths of the network to measure")] = "30",
+    batches: Annotated[str, typer.Option(help="Batch sizes, comma-separated")] = "10,100,1000,10000",
+    max_workers: Annotated[Optional[int], typer.Option(help="Up to this many workers (default: the CPUs Ray sees)")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster to measure (default: an embedded local Ray)", envvar="RAY_ADDRESS")] = None,
+    save: Annotated[bool, typer.Option(help="Save the coordination costs for --workers auto")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:  # fmt: skip
+    """Examples/s with N Ray workers against one process, per batch size; calibrates --workers auto."""
+    import os
+
+    import ray
+
+    from nnps.cluster.calibrate import measure, overheads, round_trip
+    from nnps.cluster.connect import ray_connection
+    from nnps.core import costmodel
+
+    sizes = [int(b) for b in batches.split(",")]
+    with ray_connection(address, num_cpus=os.cpu_count()):
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        rt = round_trip()
+        rows = measure(parse_hidden(hidden), sizes, max_workers or cpus)
+    serial = {r.batch: r.seconds for r in rows if r.workers == 0}
+    where = f"{address or 'local Ray'} ({cpus} CPUs)"
+    if save:
+        path = costmodel.save_overhead(overheads(rows), where)
+    if json_out:
+        sys.stdout.write(json.dumps({"round_trip_s": rt, "rows": [r.__dict__ for r in rows]}) + "\n")
+        return
+    print(f"784-{hidden.replace(',', '-')}-10 on {where}; Ray actor round trip {rt * 1e3:.2f} ms")
+    print(f"{'batch':>6} {'workers':>7} {'mode':>6} {'ms/step':>8} {'ex/s':>10} {'vs 1 process':>12}")
+    for r in rows:
+        mark = "  <- pays" if r.workers and serial[r.batch] / r.seconds > 1.0 else ""
+        print(f"{r.batch:>6} {r.workers:>7} {r.mode:>6} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>10,.0f} "
+              f"{serial[r.batch] / r.seconds:>11.2f}x{mark}")  # fmt: skip
+    if save:
+        print(f"coordination costs saved to {path} for --workers auto")

@@ -1,0 +1,101 @@
+"""Measure where distribution pays on the Ray cluster at hand (`nnps bench`).
+
+For a network and a list of batch sizes, it times, side by side: the in-process step,
+and the step with k Ray workers (k = 1..max) as `nnps train --workers k` runs it, on
+random data of the network's shape. The coordination cost c_k (step time minus the
+compute of one shard) at the smallest batch is saved for `--workers auto`
+(core/costmodel.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+from nnps.cluster.ray_executor import RayExecutor
+from nnps.core.config import TrainConfig
+from nnps.core.datasets import Dataset
+from nnps.core.threads import blas_threads
+from nnps.core.training import make_in_process, plan_run
+
+
+@dataclass
+class Row:
+    batch: int
+    workers: int  # 0: in-process
+    mode: str  # "serial", "graph" or "plain"
+    seconds: float  # per step
+    compute: float  # per step, of the largest shard on one thread (k > 0)
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.batch / self.seconds
+
+
+def random_dataset(inputs: int = 784, n: int = 20000) -> Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, inputs), dtype=np.uint8)
+    y = rng.integers(0, 10, n).astype(np.uint8)
+    return Dataset("random", x, y, x[:1000], y[:1000])
+
+
+def per_step(executor, steps: int) -> float:  # type: ignore[no-untyped-def]
+    executor.run(0, 2)  # warm up
+    executor.snapshot()
+    t0 = time.perf_counter()
+    executor.run(2, 2 + steps)
+    executor.snapshot()
+    return (time.perf_counter() - t0) / steps
+
+
+def round_trip(n: int = 200) -> float:
+    """Ray's own no-op actor round trip, in seconds."""
+
+    @ray.remote(num_cpus=0)
+    class Echo:
+        def ping(self, x: int) -> int:
+            return x
+
+    a = Echo.remote()
+    ray.get(a.ping.remote(0))
+    t0 = time.perf_counter()
+    for i in range(n):
+        ray.get(a.ping.remote(i))
+    ray.kill(a)
+    return (time.perf_counter() - t0) / n
+
+
+def measure(hidden: tuple[int, ...], batches: list[int], max_workers: int, modes: tuple[bool | None, ...] = (None,),
+            steps_budget: int = 20000) -> list[Row]:  # fmt: skip
+    """Rows for every batch x (serial, k workers x modes). Ray must be initialized.
+    modes: None = as training runs it (graph or plain by size), True = graph, False = plain."""
+    ds = random_dataset()
+    rows = []
+    for batch in batches:
+        steps = max(10, min(200, steps_budget // batch))
+        cfg = TrainConfig(data="random", hidden=hidden, batch_size=batch, lr=0.01)
+        plan = plan_run(cfg, ds, None, False)
+        rows.append(Row(batch, 0, "serial", per_step(make_in_process(plan, ds), steps), 0.0))
+        for k in range(1, max_workers + 1):
+            shard = plan_run(cfg.replace(batch_size=-(-batch // k)), ds, None, False)
+            with blas_threads(1):
+                compute = per_step(make_in_process(shard, ds), steps)
+            for compiled in modes:
+                ex = RayExecutor(plan, ds, k, compiled=compiled)
+                mode = "graph" if ex.compiled is not None else "plain"
+                try:
+                    if compiled and ex.compiled is None:
+                        continue  # did not compile: the plain row says it
+                    rows.append(Row(batch, k, mode, per_step(ex, steps), compute))
+                finally:
+                    ex.close()
+    return rows
+
+
+def overheads(rows: list[Row]) -> dict[int, float]:
+    """c_k: coordination seconds per step with k workers, at the smallest batch measured."""
+    smallest = min(r.batch for r in rows)
+    return {r.workers: max(r.seconds - r.compute, 0.0) for r in rows if r.batch == smallest and r.workers}
