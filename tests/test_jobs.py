@@ -39,10 +39,19 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     """A Ray head with its dashboard on 127.0.0.1, token auth on; the jobs it runs use this
-    virtualenv's python (PATH), as a cluster's image would provide nnps's dependencies."""
-    token = secrets.token_hex(16)
+    virtualenv's python (PATH), as a cluster's image would provide nnps's dependencies.
+
+    The token is Ray's default token file (~/.ray/auth_token, made if missing), not an
+    env var: Ray caches the token a process first used, and earlier tests' local Ray
+    instances use that file."""
+    token_file = Path.home() / ".ray" / "auth_token"
+    if not token_file.exists():
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(secrets.token_hex(32))
+    token = token_file.read_text().strip()
     dash, gcs = free_port(), free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PATH=f"{BIN}:{os.environ['PATH']}")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    env.update(RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}")
     log_path = tmp_path_factory.mktemp("head") / "head.log"
     log = log_path.open("w")
     proc = subprocess.Popen(
@@ -61,14 +70,13 @@ def head(tmp_path_factory):
             assert proc.poll() is None, log_path.read_text()[-2000:]
             assert time.monotonic() < deadline, "Ray head did not come up in 90 s"
             time.sleep(0.5)
-    old = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    old = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"
     yield address
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    if old is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = old
     os.killpg(proc.pid, signal.SIGTERM)  # this head's own process group, never a broad `ray stop`
     try:
         proc.wait(timeout=30)
