@@ -9,7 +9,7 @@ FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 $(BIN)/nnps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip "setuptools>=69"
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 

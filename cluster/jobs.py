@@ -150,12 +150,18 @@ def build_wheel() -> str:
         raise NnpsError("nnps is installed from a wheel, not a checkout: pass --wheel PATH, or --code image "
                         "if the cluster's image has nnps")  # fmt: skip
     out = Path(tempfile.mkdtemp(prefix="nnps-wheel-"))
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                             "-w", str(out), str(root)], capture_output=True, text=True)  # fmt: skip
-    wheels = list(out.glob("nnps-*.whl"))
-    if result.returncode != 0 or not wheels:
-        raise NnpsError(f"could not build the nnps wheel: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
-    return str(wheels[0])
+    errors = []
+    # Without build isolation first: it works offline with the environment's setuptools;
+    # then isolated, which fetches the build backend pyproject.toml names.
+    for isolation in (["--no-build-isolation"], []):
+        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(out),
+                                 str(root)], capture_output=True, text=True)  # fmt: skip
+        wheels = list(out.glob("nnps-*.whl"))
+        if result.returncode == 0 and wheels:
+            return str(wheels[0])
+        lines = [ln.strip() for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
+        errors.append(next((ln for ln in lines if "rror" in ln), lines[-1] if lines else "no output"))
+    raise NnpsError(f"could not build the nnps wheel from {root}: {'; '.join(errors)}")
 
 
 def unpack(wheel: str) -> str:
