@@ -31,8 +31,8 @@ from nnps.core.network import Network
 from nnps.core.threads import blas_threads
 
 # Coordination per step (seconds) by number of workers, measured on this project's 2-core
-# development machine with bench/step_overhead.py (compiled-graph path, 784-30-10).
-DEFAULT_OVERHEAD = {1: 0.9e-3, 2: 3.3e-3}
+# development machine with bench/step_overhead.py (plain actor calls, 784-30-10, batch 10).
+DEFAULT_OVERHEAD = {1: 2.9e-3, 2: 4.3e-3}
 EXTRA_PER_WORKER = 1.5e-3  # beyond the measured counts, per additional worker
 
 
