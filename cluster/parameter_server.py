@@ -35,9 +35,9 @@ from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server, Snapshot
 
 Array = np.ndarray
-# Ray inlines arguments up to 100 KiB in the task message; above that each .remote() call
-# would put its own copy in the object store, so the server puts ONE copy per step that
-# the workers on a node share.
+# Ray inlines arguments up to max_direct_call_object_size (100 KiB by default, 4 MiB in the
+# embedded Ray: connect.py); above that each .remote() call would put its own copy in the
+# object store, so the server puts ONE copy per step that the workers on a node share.
 INLINE_BYTES = 100 * 1024
 
 
@@ -49,17 +49,18 @@ def split_k(indices: Array, k: int) -> list[Array]:
 @ray.remote(num_cpus=0)
 class ParameterServer:
     def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, n_train: int,
-                 workers: list) -> None:  # fmt: skip
+                 workers: list, inline_bytes: int = INLINE_BYTES) -> None:  # fmt: skip
         self.sampler = Sampler(n_train, config.batch_size, config.seed)
         self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)
         self.workers = workers
+        self.inline_bytes = inline_bytes
 
     def run(self, stop: int) -> int:
         """Apply steps until `stop` (or divergence); returns the step reached."""
         k = len(self.workers)
         while self.server.step < stop and self.server.diverged_at is None:
             params = self.server.params
-            arg = ray.put(params) if params.nbytes > INLINE_BYTES else params
+            arg = ray.put(params) if params.nbytes > self.inline_bytes else params
             shards = split(self.sampler.batch(self.server.step), k)
             replies = ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)])
             self.server.apply(*replies)

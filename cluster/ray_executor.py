@@ -25,7 +25,7 @@ import numpy as np
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
-from nnps.cluster.connect import ray_connection
+from nnps.cluster.connect import inline_bytes, ray_connection
 from nnps.cluster.parameter_server import ParameterServer
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
@@ -121,7 +121,7 @@ class RayExecutor:
         if self.server is not None:
             ray.kill(self.server, no_restart=True)
         p = self.plan
-        self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_train, self.workers)
+        self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_train, self.workers, inline_bytes())
         self.reached = None
         if self.compiled_wanted:
             try:

@@ -167,11 +167,14 @@ def checkpoint_bytes(plan: Plan, dataset: Dataset, snap: Snapshot) -> bytes:
     return checkpoint.to_bytes(checkpoint.Checkpoint(plan.network, snap.params, snap.opt_state, meta))
 
 
-def _chunk(plan: Plan, step: int) -> int:
-    """Where the next run of steps ends: at the next epoch end, checkpoint or stop, and
-    often enough (~50 per epoch) that the progress bar moves."""
+CHUNK_SECONDS = 0.25  # the driver checks in about this often: progress, divergence
+
+
+def _chunk(plan: Plan, step: int, length: int) -> int:
+    """Where the next run of steps ends: after `length` steps, or at the next epoch end,
+    checkpoint or stop. The driver waits only between chunks, so longer chunks pipeline."""
     spe = plan.steps_per_epoch
-    stops = [plan.total_steps, (step // spe + 1) * spe, step + max(1, min(256, spe // 50))]
+    stops = [plan.total_steps, (step // spe + 1) * spe, step + max(1, length)]
     if plan.config.checkpoint_every:
         every = plan.config.checkpoint_every
         stops.append((step // every + 1) * every)
@@ -207,13 +210,16 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
     if reporter and step < plan.total_steps:
         reporter.epoch_start(step // spe + 1, min(spe, plan.total_steps - (step // spe) * spe), step % spe)
     snap = plan.start
+    length = 1  # steps per chunk, grown to ~CHUNK_SECONDS of work once a step has been timed
     while step < plan.total_steps:
-        stop = _chunk(plan, step)
+        stop = _chunk(plan, step, length)
         try:
             t0 = time.perf_counter()
             executor.run(step, stop)
             snap = executor.snapshot()
-            train_seconds += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            train_seconds += took
+            length = max(1, min(4096, int(CHUNK_SECONDS / max(took / (stop - step), 1e-7))))
             epoch_done = stop % spe == 0
             evaluation = executor.evaluate("test") if epoch_done or stop == plan.total_steps else None
         except ServerLost as e:
