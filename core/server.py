@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nnps.core.config import TrainConfig
-from nnps.core.network import N_STATS, Network
+from nnps.core.network import Network
 from nnps.core.optimizers import Optimizer, Schedule
 
 Array = np.ndarray
