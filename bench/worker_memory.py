@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import ray
 
+from nnps.cluster.calibrate import random_dataset
 from nnps.cluster.ray_executor import RayExecutor
 from nnps.core.config import TrainConfig
-from nnps.core.datasets import Dataset
 from nnps.core.training import plan_run
 
 
@@ -36,10 +35,8 @@ def main() -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     print(f"{'train images':>12} {'data MB':>8} {'worker':>6} {'USS MB':>7} {'shared MB':>9} {'RSS MB':>7}")
     for n in (10_000, 60_000):
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (n, 784), dtype=np.uint8)
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        ds = Dataset("random", x, y, x[:1000], y[:1000])
+        ds = random_dataset(n=n)
+        x = ds.x_train
         plan = plan_run(TrainConfig(data="random", hidden=(30,), batch_size=1000, lr=0.1), ds, None, False)
         ex = RayExecutor(plan, ds, 2, compiled=False)
         ex.run(0, 3 * plan.steps_per_epoch)  # three epochs: every row of the data is touched

@@ -16,7 +16,7 @@ from rich.table import Table
 from nnps.cli.errors import handle_errors
 from nnps.core import catalog, checkpoint, idx
 from nnps.core.errors import DataError
-from nnps.core.shard import ShardWorker
+from nnps.core.shard import ShardWorker, unpack_evaluation
 
 
 @handle_errors
@@ -34,12 +34,11 @@ def evaluate(
     if ds.num_inputs != ck.network.sizes[0]:
         raise DataError(f"{data}: images have {ds.num_inputs} pixels, the checkpoint's network takes {ck.network.sizes[0]}")
     worker = ShardWorker(ck.network, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
-    total = worker.evaluate(ck.params, split)
     n = ck.network.sizes[-1]
-    confusion = total[1:].reshape(n, n).astype(int)
+    cost, confusion = unpack_evaluation(worker.evaluate(ck.params, split), n)
     count = int(confusion.sum())
     result = {"checkpoint": ckpt, "data": data, "split": split, "examples": count,
-              "accuracy": float(np.trace(confusion)) / count, "cost": float(total[0]) / count,
+              "accuracy": float(np.trace(confusion)) / count, "cost": cost / count,
               "confusion": confusion.tolist()}  # fmt: skip
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")

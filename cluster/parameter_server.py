@@ -41,11 +41,6 @@ Array = np.ndarray
 INLINE_BYTES = 100 * 1024
 
 
-def split_k(indices: Array, k: int) -> list[Array]:
-    """Exactly k consecutive shards, sizes differing by at most one, some maybe empty."""
-    return np.array_split(indices, k)
-
-
 @ray.remote(num_cpus=0)
 class ParameterServer:
     def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, n_train: int,
@@ -73,7 +68,7 @@ class ParameterServer:
         """The parameters and the k shards of `step` (some may be empty)."""
         if step != self.server.step:
             raise RuntimeError(f"compiled step {step} reached a server at step {self.server.step}")
-        return self.server.params, split_k(self.sampler.batch(step), len(self.workers))
+        return self.server.params, split(self.sampler.batch(step), len(self.workers), keep_empty=True)
 
     def apply_planned(self, *replies: Array | None) -> int:
         self.server.apply(*(r for r in replies if r is not None))

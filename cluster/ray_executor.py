@@ -31,6 +31,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.errors import ClusterError
 from nnps.core.server import Snapshot
+from nnps.core.shard import unpack_evaluation
 from nnps.core.training import ExecutorFactory, Plan, ServerLost
 from nnps.worker.gradient_worker import GradientWorker, worker_options
 
@@ -135,7 +136,6 @@ class RayExecutor:
             self.compiled = None
 
     def run(self, start: int, stop: int) -> None:
-        self.stop = stop
         if self.compiled is not None:
             try:
                 self.compiled.run(start, stop)
@@ -166,8 +166,7 @@ class RayExecutor:
             total = np.sum(ray.get(parts), axis=0)
         except (RayActorError, RayTaskError) as e:
             raise ServerLost(f"evaluation failed: {type(e).__name__}")
-        n = self.plan.network.sizes[-1]
-        return float(total[0]), total[1:].reshape(n, n).astype(np.int64)
+        return unpack_evaluation(total, self.plan.network.sizes[-1])
 
     def placement(self) -> list[tuple[int, str]]:
         """(pid, node id) of each worker."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from nnps.core.config import TrainConfig
-from nnps.core.datasets import Dataset
 from nnps.core.network import Network
 from nnps.core.threads import blas_threads
 
@@ -108,13 +106,3 @@ def predict(network: Network, batch: int, max_workers: int) -> Choice:
         predicted[k] = step_seconds(network, shard, 1) + overhead_for(k, overhead)
     best = min(predicted, key=lambda k: (predicted[k], k))
     return Choice(best, predicted, source)
-
-
-def network_for(config: TrainConfig, dataset: Dataset) -> Network:
-    from nnps.core.training import build_network
-
-    return build_network(config, dataset)
-
-
-def max_workers_here() -> int:
-    return max(1, os.cpu_count() or 1)

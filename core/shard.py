@@ -20,6 +20,11 @@ Array = np.ndarray
 EVAL_CHUNK = 5000  # rows per forward pass when evaluating: bounds memory for wide nets
 
 
+def unpack_evaluation(total: Array, n_outputs: int) -> tuple[float, Array]:
+    """(sum of C_x, confusion matrix) from `ShardWorker.evaluate`'s vector, or a sum of several."""
+    return float(total[0]), total[1:].reshape(n_outputs, n_outputs).astype(np.int64)
+
+
 class ShardWorker:
     def __init__(self, network: Network, x_train: Array, y_train: Array, x_test: Array, y_test: Array) -> None:
         self.network = network

@@ -26,7 +26,7 @@ from nnps.core.network import Network, initial_params
 from nnps.core.rundir import RunDir
 from nnps.core.sampler import Sampler
 from nnps.core.server import Server, Snapshot
-from nnps.core.shard import ShardWorker
+from nnps.core.shard import ShardWorker, unpack_evaluation
 from nnps.core.threads import blas_threads, threads_for
 
 Array = np.ndarray
@@ -82,9 +82,7 @@ class InProcess:
         self.server.restore(snapshot)
 
     def evaluate(self, split: str) -> tuple[float, Array]:
-        total = self.worker.evaluate(self.server.params, split)
-        n = self.server.network.sizes[-1]
-        return float(total[0]), total[1:].reshape(n, n).astype(np.int64)
+        return unpack_evaluation(self.worker.evaluate(self.server.params, split), self.server.network.sizes[-1])
 
     def close(self) -> None:
         pass
@@ -201,7 +199,8 @@ def train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None = None, 
 def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Executor, reporter: Reporter | None,
           rows: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     spe, step = plan.steps_per_epoch, plan.start.step
-    last_ckpt: str | None = run_dir.uri_of(run_dir.checkpoints()[-1][1]) if run_dir and run_dir.checkpoints() else None
+    present = run_dir.checkpoints() if run_dir else []  # one listing: it is a remote call on s3:// and the like
+    last_ckpt: str | None = run_dir.uri_of(present[-1][1]) if run_dir and present else None
     last_good, losses = plan.start, 0  # what a lost server is rebuilt from
     started = epoch_t0 = time.perf_counter()
     train_seconds = 0.0

@@ -66,12 +66,11 @@ def actor_pids(title: str) -> list[int]:
     return sorted(pids)
 
 
-class KillAfter:
-    """A Reporter that, once `after` steps are done, SIGKILLs one `title` process a few ms
-    later, while the next steps are in flight."""
+class AfterSteps:
+    """A Reporter that calls `fire()` once, when `after` steps are done."""
 
-    def __init__(self, title: str, after: int) -> None:
-        self.title, self.after, self.done, self.killed = title, after, 0, []
+    def __init__(self, after: int) -> None:
+        self.after, self.done, self.fired = after, 0, False
 
     def run_start(self, *a) -> None: ...
     def epoch_start(self, *a) -> None: ...
@@ -79,10 +78,25 @@ class KillAfter:
 
     def advance(self, steps: int, *a) -> None:
         self.done += steps
-        if self.done >= self.after and not self.killed:
-            pid = actor_pids(self.title)[0]
-            self.killed.append(pid)
-            threading.Timer(0.01, os.kill, (pid, signal.SIGKILL)).start()
+        if self.done >= self.after and not self.fired:
+            self.fired = True
+            self.fire()
+
+    def fire(self) -> None:
+        raise NotImplementedError
+
+
+class KillAfter(AfterSteps):
+    """SIGKILLs one `title` process a few ms after `after` steps, while the next are in flight."""
+
+    def __init__(self, title: str, after: int) -> None:
+        super().__init__(after)
+        self.title, self.killed = title, []
+
+    def fire(self) -> None:
+        pid = actor_pids(self.title)[0]
+        self.killed.append(pid)
+        threading.Timer(0.01, os.kill, (pid, signal.SIGKILL)).start()
 
 
 def test_worker_killed_mid_run(mnist10k, serial) -> None:

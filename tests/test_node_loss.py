@@ -13,28 +13,21 @@ from ray.cluster_utils import Cluster
 
 from nnps.cluster.ray_executor import ray_session
 from nnps.core.training import train
-from tests.test_distributed import CFG
+from tests.test_distributed import CFG, AfterSteps
 
 pytestmark = pytest.mark.ray
 
 
-class RemoveNodeAfter:
+class RemoveNodeAfter(AfterSteps):
     def __init__(self, cluster: Cluster, nodes: list, after: int, executor: dict) -> None:
-        self.cluster, self.nodes, self.after, self.done, self.removed = cluster, nodes, after, 0, False
-        self.executor, self.workers_on_node = executor, 0
+        super().__init__(after)
+        self.cluster, self.nodes, self.executor, self.workers_on_node = cluster, nodes, executor, 0
 
-    def run_start(self, *a) -> None: ...
-    def epoch_start(self, *a) -> None: ...
-    def epoch_end(self, *a) -> None: ...
-
-    def advance(self, steps: int, *a) -> None:
-        self.done += steps
-        if self.done >= self.after and not self.removed:
-            self.removed = True
-            nodes = [node for _, node in self.executor["e"].placement()]
-            victim = next(n for n in self.nodes if n.node_id == nodes[0])  # the node of worker 0
-            self.workers_on_node = nodes.count(victim.node_id)
-            self.cluster.remove_node(victim)
+    def fire(self) -> None:
+        nodes = [node for _, node in self.executor["e"].placement()]
+        victim = next(n for n in self.nodes if n.node_id == nodes[0])  # the node of worker 0
+        self.workers_on_node = nodes.count(victim.node_id)
+        self.cluster.remove_node(victim)
 
 
 def test_node_lost_mid_run(mnist10k) -> None:
@@ -56,7 +49,7 @@ def test_node_lost_mid_run(mnist10k) -> None:
                 return executor_holder["e"]
 
             params = train(cfg, mnist10k, make_executor=make, reporter=remover)["params"]
-        assert remover.removed and remover.workers_on_node >= 1
+        assert remover.fired and remover.workers_on_node >= 1
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         assert np.max(np.abs(params - serial)) < 1e-9
     finally:
