@@ -33,6 +33,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.network import Network
 from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server, Snapshot
+from nnps.worker.gradient_worker import skip_torch_probe
 
 Array = np.ndarray
 # Ray inlines arguments up to max_direct_call_object_size (100 KiB by default, 4 MiB in the
@@ -49,6 +50,7 @@ class ParameterServer:
         self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)
         self.workers = workers
         self.inline_bytes = inline_bytes
+        skip_torch_probe()
 
     def run(self, stop: int) -> int:
         """Apply steps until `stop` (or divergence); returns the step reached."""
@@ -82,3 +84,6 @@ class ParameterServer:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def ready(self) -> bool:
+        return True

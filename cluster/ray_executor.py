@@ -40,14 +40,17 @@ Array = np.ndarray
 
 class CompiledSteps:
     """The step as a Ray compiled graph: server.plan -> k workers -> server.apply_planned,
-    over shared-memory channels instead of a task submission per call (bench/step_overhead.py
-    measures both: ~25% less time per step at small batches on 2 cores).
+    over shared-memory channels instead of a task submission per call. On 2 cores with 2
+    workers it cuts the step's coordination from ~2.3-3 Ray round trips to ~1-1.8
+    (bench/step_overhead.py), the difference between losing to one process and beating it
+    at batch 1,000.
 
-    Opt-in (NNPS_RAY_COMPILED=1), not the default: Ray marks compiled graphs experimental,
-    and when a worker's node was lost mid-run, tearing the graph down blocked forever in
-    Ray 2.60 (seen in tests/test_node_loss.py), where plain actor calls let Ray restart the
-    worker and retry. If compiling fails or the graph breaks, RayExecutor falls back to
-    plain actor calls without waiting for the teardown."""
+    The default for small shards on one node (see compiled_wanted), with a fallback: Ray marks compiled graphs experimental
+    (and deprecated in its newer docs), and when a worker dies the graph breaks for good. So
+    if compiling fails, or an execution raises, RayExecutor drops the graph (its teardown in
+    a background thread: with a dead actor in it, Ray 2.60's teardown can block forever)
+    and finishes the run on plain actor calls, where Ray restarts the worker and retries.
+    NNPS_RAY_COMPILED=0 turns it off, =1 forces it for every shard size."""
 
     WINDOW = 4  # executions in flight: enough to hide the driver's submission latency
 
@@ -61,16 +64,24 @@ class CompiledSteps:
         self.dag = out.experimental_compile()
 
     def run(self, start: int, stop: int) -> None:
-        pending = []
-        for step in range(start, stop):
-            pending.append(self.dag.execute(step))
-            if len(pending) >= self.WINDOW:
-                ray.get(pending.pop(0))
-        ray.get(pending)
+        pending: list = []
+        try:
+            for step in range(start, stop):
+                pending.append(self.dag.execute(step))
+                if len(pending) >= self.WINDOW:
+                    ray.get(pending.pop(0))
+            ray.get(pending)
+        except Exception:
+            # The graph is broken and its results will never be read; otherwise each
+            # unread reference tries to free its result when collected, and raises from
+            # __del__ on the closed channel (Ray 2.60). Private flag; harmless if it goes.
+            for ref in pending:
+                ref._ray_get_called = True
+            raise
 
-    def teardown(self, wait_s: float) -> None:
+    def teardown(self, wait_s: float) -> bool:
         """Tear down in a background thread, waiting at most wait_s: with a dead actor in
-        the graph, Ray's teardown can block forever."""
+        the graph, Ray's teardown can block forever. True if it finished."""
 
         def run() -> None:
             try:
@@ -81,19 +92,30 @@ class CompiledSteps:
         thread = threading.Thread(target=run, daemon=True, name="nnps-graph-teardown")
         thread.start()
         thread.join(wait_s)
+        return not thread.is_alive()
 
 
 # Above this many multiply-adds in a shard's widest product, the compiled graph's
-# busy-waiting readers cost more CPU than its messaging saves, on a machine whose cores the
-# workers fill (bench/step_overhead.py: 784-30-10 with 2 workers on 2 cores, batch 1000
-# 7.5 ms graph vs 9.2 ms plain; batch 10000 43.6 ms graph vs 29.5 ms plain).
+# busy-waiting readers cost more CPU than its messaging saves when the workers fill every
+# core (bench/step_overhead.py: 784-30-10 with 2 workers on 2 cores, batch 1000 7.5 ms
+# graph vs 9.2 ms plain; batch 10000 43.6 ms graph vs 29.5 ms plain). With cores to spare
+# the graph won at every size measured (16 cores, 2 workers: batch 10000 13.2 vs 18.0 ms;
+# 784-1024-1024-10 at batch 256 20.6 vs 25.4 ms).
 GRAPH_MAX_SHARD_PRODUCT = 50_000_000
 
 
 def compiled_wanted(plan: Plan, k: int) -> bool:
-    """Compiled graphs if NNPS_RAY_COMPILED=1 and the shards are small."""
-    if os.environ.get("NNPS_RAY_COMPILED", "0") != "1":
+    """Compiled graphs on a one-node Ray (the embedded default) when a core is left over
+    for the server, or the shards are small; unless NNPS_RAY_COMPILED=0 (=1: always). Not across nodes: with a node lost mid-run, the
+    broken graph's actors stayed deaf to plain calls and the run hung (Ray 2.60,
+    tests/test_node_loss.py), where plain calls let Ray restart the workers elsewhere."""
+    setting = os.environ.get("NNPS_RAY_COMPILED", "auto")
+    if setting in ("0", "1"):
+        return setting == "1"
+    if len([n for n in ray.nodes() if n["Alive"]]) != 1:
         return False
+    if k < ray.cluster_resources().get("CPU", 0):
+        return True  # a core to spare for the server's and the driver's channel readers
     sizes = plan.network.sizes
     widest = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     return -(-plan.config.batch_size // k) * widest < GRAPH_MAX_SHARD_PRODUCT
@@ -104,45 +126,64 @@ class RayExecutor:
         self.plan = plan
         self.compiled_wanted = compiled_wanted(plan, num_workers) if compiled is None else compiled
         self.compiled: CompiledSteps | None = None
+        self.fallback_reason: str | None = None  # why the graph was not used or was dropped
+        self.steps_by_path = {"graph": 0, "plain": 0}  # what ran where: for `nnps bench` and tests
         # Put once: every worker on a node maps the same read-only copy.
         self.data_refs = [ray.put(a) for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)]
         self.n_rows = {"train": len(dataset.y_train), "test": len(dataset.y_test)}
-        self.workers = [
-            GradientWorker.options(**worker_options()).remote(plan.network, self.data_refs)
-            for _ in range(num_workers)
-        ]
         self.n_train = len(dataset.y_train)
+        self.num_workers = num_workers
+        self.workers: list = []
         self.server = None
         self.restore(plan.start)
         ray.get([w.ready.remote() for w in self.workers])  # fail here, not mid-step, if none can start
 
     def restore(self, snapshot: Snapshot) -> None:
-        """(Re)build the parameter server from a snapshot: at start, and after it was lost."""
+        """(Re)build the parameter server from a snapshot: at start, and after it was lost.
+        Workers that were in a compiled graph are replaced too: a graph whose server died
+        leaves them in its execution loop, deaf to plain calls."""
+        self._rebuild(snapshot, fresh_workers=not self.workers or self.compiled is not None)
+
+    def _rebuild(self, snapshot: Snapshot, fresh_workers: bool) -> None:
         self._drop_compiled()
-        if self.server is not None:
-            ray.kill(self.server, no_restart=True)
+        old = [self.server] if self.server is not None else []
+        if fresh_workers:
+            old += self.workers
+            self.workers = [GradientWorker.options(**worker_options()).remote(self.plan.network, self.data_refs)
+                            for _ in range(self.num_workers)]  # fmt: skip
+        for actor in old:
+            ray.kill(actor, no_restart=True)
         p = self.plan
         self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_train, self.workers, inline_bytes())
         self.reached = None
-        if self.compiled_wanted:
+        self.last = snapshot  # the state a broken graph's chunk is redone from
+        if self.compiled_wanted and self.fallback_reason is None:
             try:
                 self.compiled = CompiledSteps(self.server, self.workers)
             except Exception as e:  # compiled graphs are experimental: any failure means the plain path
                 self.fallback_reason = f"{type(e).__name__}: {e}"
 
-    def _drop_compiled(self, wait_s: float = 10.0) -> None:
+    def _drop_compiled(self, wait_s: float = 0.0) -> bool:
+        """Tear the graph down (in the background: a broken graph's can block forever);
+        True if there was none or it finished within wait_s."""
+        done = True
         if self.compiled is not None:
-            self.compiled.teardown(wait_s)
+            done = self.compiled.teardown(wait_s)
             self.compiled = None
+        return done
 
     def run(self, start: int, stop: int) -> None:
         if self.compiled is not None:
             try:
                 self.compiled.run(start, stop)
+                self.steps_by_path["graph"] += stop - start
                 return
-            except Exception as e:  # the graph broke (a worker died...): finish on plain actor calls
+            except Exception as e:  # the graph broke (a worker died...): no more graphs this run
                 self.fallback_reason = f"{type(e).__name__}"
-                self._drop_compiled(wait_s=0.0)
+                # Its server may have applied part of the chunk and its actors may be stuck
+                # in the graph's loop: replace them all and redo the chunk from its start.
+                self._rebuild(self.last, fresh_workers=True)
+        self.steps_by_path["plain"] += stop - start
         self.reached = self.server.run.remote(stop)  # returns at once; snapshot() waits
 
     def snapshot(self) -> Snapshot:
@@ -150,6 +191,7 @@ class RayExecutor:
             if self.reached is not None:
                 ray.get(self.reached)
             snap: Snapshot = ray.get(self.server.snapshot.remote())
+            self.last = snap
         except RayTaskError as e:
             # The server is alive but a step failed: a worker failed past Ray's retries.
             raise ClusterError(f"a step failed on a worker: {str(e.cause).splitlines()[0] if e.cause else e}")
@@ -173,7 +215,11 @@ class RayExecutor:
         return ray.get([w.where.remote() for w in self.workers])
 
     def close(self) -> None:
-        self._drop_compiled()
+        if self._drop_compiled(wait_s=5.0):  # a healthy graph tears down in well under a second
+            try:  # a plain call queues behind each actor's graph loop: it has ended once this returns
+                ray.get([a.ready.remote() for a in [*self.workers, self.server]], timeout=5.0)
+            except Exception:  # dead or slow actors: they are killed below anyway
+                pass
         for actor in [*self.workers, self.server]:
             ray.kill(actor, no_restart=True)
 

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import ray
 
-from nnps.cluster.ray_executor import ray_session
+from nnps.cluster.ray_executor import compiled_wanted, ray_session
 from nnps.core.config import TrainConfig
 from nnps.core.errors import DivergenceError
 from nnps.core.rundir import RunDir
-from nnps.core.training import train
+from nnps.core.training import plan_run, train
 
 pytestmark = pytest.mark.ray
 
@@ -42,15 +42,28 @@ def serial(mnist10k) -> np.ndarray:
     return train(CFG, mnist10k)["params"]
 
 
-def train_on_ray(cfg: TrainConfig, dataset, run_dir: RunDir | None = None, reporter=None) -> np.ndarray:
+def train_on_ray(cfg: TrainConfig, dataset, run_dir: RunDir | None = None, reporter=None,
+                 executors: list | None = None) -> np.ndarray:  # fmt: skip
+    """Train on the module's Ray; the executors made (one per server rebuild) go to `executors`."""
+    made = [] if executors is None else executors
     with ray_session(cfg) as factory:
-        return train(cfg, dataset, run_dir, make_executor=factory, reporter=reporter)["params"]
+
+        def make(plan, ds):
+            made.append(factory(plan, ds))
+            return made[-1]
+
+        return train(cfg, dataset, run_dir, make_executor=make, reporter=reporter)["params"]
 
 
+@pytest.mark.parametrize("path", ["graph", "plain"])
 @pytest.mark.parametrize("workers", [1, 3])
-def test_k_workers_equal_serial(workers: int, mnist10k, serial) -> None:
-    params = train_on_ray(CFG.replace(workers=workers), mnist10k)
+def test_k_workers_equal_serial(workers: int, path: str, mnist10k, serial, monkeypatch) -> None:
+    monkeypatch.setenv("NNPS_RAY_COMPILED", "1" if path == "graph" else "0")
+    executors: list = []
+    params = train_on_ray(CFG.replace(workers=workers), mnist10k, executors=executors)
     assert np.max(np.abs(params - serial)) < 1e-9
+    # the path asked for is the one that ran every step
+    assert executors[0].steps_by_path == ({"graph": 60, "plain": 0} if path == "graph" else {"graph": 0, "plain": 60})
 
 
 def actor_pids(title: str) -> list[int]:
@@ -99,11 +112,30 @@ class KillAfter(AfterSteps):
         threading.Timer(0.01, os.kill, (pid, signal.SIGKILL)).start()
 
 
-def test_worker_killed_mid_run(mnist10k, serial) -> None:
+def test_compiled_graph_by_default_on_one_node(mnist10k, monkeypatch) -> None:
+    monkeypatch.delenv("NNPS_RAY_COMPILED", raising=False)
+    plan = plan_run(CFG, mnist10k, None, False)  # 784-20-10: 15,680 multiply-adds per example
+    big = plan_run(CFG.replace(batch_size=16000), mnist10k, None, False)
+    # the module's Ray has 4 CPUs: up to 3 workers leave a core for the server -> graph
+    assert compiled_wanted(plan, 2) and compiled_wanted(big, 3)
+    # 4 workers fill the CPUs: graph only for small shards (13 x 15,680 < GRAPH_MAX_SHARD_PRODUCT)
+    assert compiled_wanted(plan, 4)
+    assert not compiled_wanted(big, 4)  # 4,000 x 15,680 > GRAPH_MAX_SHARD_PRODUCT: plain
+    monkeypatch.setenv("NNPS_RAY_COMPILED", "0")
+    assert not compiled_wanted(plan, 2)
+
+
+@pytest.mark.parametrize("path", ["graph", "plain"])
+def test_worker_killed_mid_run(path: str, mnist10k, serial, monkeypatch) -> None:
+    monkeypatch.setenv("NNPS_RAY_COMPILED", "1" if path == "graph" else "0")
     killer = KillAfter("GradientWorker", after=20)
-    params = train_on_ray(CFG.replace(workers=2), mnist10k, reporter=killer)
+    executors: list = []
+    params = train_on_ray(CFG.replace(workers=2), mnist10k, reporter=killer, executors=executors)
     assert killer.killed and killer.killed[0] not in actor_pids("GradientWorker")
     assert np.max(np.abs(params - serial)) < 1e-9
+    if path == "graph":  # the broken graph was dropped and the run finished on plain calls
+        done = executors[0].steps_by_path
+        assert executors[0].fallback_reason is not None and done["graph"] >= 20 and done["plain"] > 0
 
 
 def test_server_killed_mid_run_is_rebuilt_from_checkpoint(mnist10k, serial, tmp_path: Path) -> None:

@@ -26,6 +26,22 @@ Array = np.ndarray
 RESTARTS = 5  # per worker, for processes or nodes lost mid-run
 
 
+def skip_torch_probe() -> None:
+    """Tell Ray's compiled-graph channels that this process has no torch tensors to move.
+
+    On its first step in a graph, each actor otherwise runs `import torch` to ask whether
+    torch is available (ray.experimental.channel.common.ChannelContext.torch_available):
+    ~5 s of a 2-core machine's start-up wherever torch happens to be installed, for
+    messages that are numpy arrays. A private attribute of Ray's: if a Ray version drops
+    it, this does nothing and only the start-up is slower."""
+    try:
+        from ray.experimental.channel.common import ChannelContext
+
+        ChannelContext.get_current()._torch_available = False
+    except (ImportError, AttributeError):
+        pass
+
+
 @ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)
 class GradientWorker:
     def __init__(self, network: Network, data_refs: list[ray.ObjectRef]) -> None:
@@ -35,6 +51,7 @@ class GradientWorker:
         self.core = ShardWorker(network, x_train, y_train, x_test, y_test)
         # One CPU, one BLAS thread: k workers on k cores must not fight over them.
         self._blas = threadpool_limits(1, user_api="blas")
+        skip_torch_probe()
 
     def gradient_sums(self, params: Array, indices: Array) -> Array:
         return self.core.gradient_sums(params, indices)
