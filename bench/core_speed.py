@@ -76,9 +76,9 @@ def child(case_index: int) -> dict:
 
     # As the in-process path runs it: with the BLAS threads it picks (core/threads.py),
     # capped by this child's thread count.
-    threads = threads_for(net, batch)
+    threads = min(threads_for(net, batch), int(os.environ["OPENBLAS_NUM_THREADS"]))
     with blas_threads(threads):
-        result = {"nnps": batch / timed(step), "nnps_threads": threads or int(os.environ["OPENBLAS_NUM_THREADS"])}
+        result = {"nnps": batch / timed(step), "nnps_threads": threads}
     # The roof: the matmul rate of the biggest layer's forward product at this batch.
     k = max(range(len(sizes) - 1), key=lambda l: sizes[l] * sizes[l + 1])
     a = rng.random((batch, sizes[k]), dtype=np.float32)

@@ -2,18 +2,20 @@
 
 For 784-30-10 (the seed's network) at batch 10 .. 10,000, in one local Ray session:
 
-    serial      ms per step of the in-process path (--workers 0), BLAS threads as it picks
+    serial      ms per step of the in-process path (--workers 0) at its best BLAS thread
+                count (1, 2 or as it picks; the mode column says which)
     N=k plain   ms per step with k workers on plain actor calls (server-driven steps)
     N=k graph   the same over Ray's compiled graph
     overhead    step time minus the compute inside it (the in-process time of one shard of
                 batch/k on one thread), also in units of Ray's own no-op actor round trip,
                 measured in the same run
 
-Run: .venv/bin/python bench/step_overhead.py [--quick] [--hidden 1024,1024]
+Run: .venv/bin/python bench/step_overhead.py [--quick] [--hidden 1024,1024] [--batches 256]
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import ray
@@ -27,15 +29,17 @@ def main() -> None:
     if "--hidden" in sys.argv:
         hidden = tuple(int(h) for h in sys.argv[sys.argv.index("--hidden") + 1].split(","))
     batches = [10, 100, 1000] if quick else [10, 100, 1000, 10000]
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if "--batches" in sys.argv:
+        batches = [int(b) for b in sys.argv[sys.argv.index("--batches") + 1].split(",")]
+    ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
     rt = round_trip()
     print(f"network 784-{'-'.join(map(str, hidden))}-10; Ray no-op actor round trip: {rt * 1e3:.2f} ms\n")
     print(f"{'batch':>6} {'N':>2} {'mode':>6} {'ms/step':>8} {'ex/s':>9} {'vs serial':>9} {'overhead ms':>11} {'RTs':>5}")
     serial = {}
-    for r in measure(hidden, batches, 2, modes=(False, True)):
+    for r in measure(hidden, batches, [1, 2], modes=(False, True)):
         if r.workers == 0:
             serial[r.batch] = r.seconds
-            print(f"{r.batch:>6} {0:>2} {'serial':>6} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} {'1.00x':>9}")
+            print(f"{r.batch:>6} {0:>2} {r.mode:>6} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} {'1.00x':>9}")
             continue
         over = max(r.seconds - r.compute, 0.0)
         print(f"{'':>6} {r.workers:>2} {r.mode:>6} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} "

@@ -10,13 +10,24 @@ import typer
 
 from nnps.cli.errors import handle_errors
 from nnps.core.config import parse_hidden
+from nnps.core.errors import ConfigError
+
+
+def positive_ints(flag: str, text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ConfigError(f"{flag} must be positive integers, comma-separated, got {text!r}")
+    return values
 
 
 @handle_errors
 def bench(
     hidden: Annotated[str, typer.Option(help="Hidden layer widths of the network to measure")] = "30",
     batches: Annotated[str, typer.Option(help="Batch sizes, comma-separated")] = "10,100,1000,10000",
-    max_workers: Annotated[Optional[int], typer.Option(help="Up to this many workers (default: the CPUs Ray sees)")] = None,
+    workers: Annotated[Optional[str], typer.Option(help="Worker counts, comma-separated (default: 1, 2, 4, ... up to the CPUs Ray sees)")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to measure (default: an embedded local Ray)", envvar="RAY_ADDRESS")] = None,
     save: Annotated[bool, typer.Option(help="Save the coordination costs for --workers auto")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
@@ -26,15 +37,16 @@ def bench(
 
     import ray
 
-    from nnps.cluster.calibrate import measure, overheads, round_trip
+    from nnps.cluster.calibrate import measure, overheads, round_trip, worker_counts
     from nnps.cluster.connect import ray_connection
     from nnps.core import costmodel
 
-    sizes = [int(b) for b in batches.split(",")]
+    sizes = positive_ints("--batches", batches)
+    counts = positive_ints("--workers", workers) if workers else None
     with ray_connection(address, num_cpus=os.cpu_count()):
         cpus = int(ray.cluster_resources().get("CPU", 1))
         rt = round_trip()
-        rows = measure(parse_hidden(hidden), sizes, max_workers or cpus)
+        rows = measure(parse_hidden(hidden), sizes, counts or worker_counts(cpus))
     serial = {r.batch: r.seconds for r in rows if r.workers == 0}
     where = f"{address or 'local Ray'} ({cpus} CPUs)"
     if save:

@@ -18,15 +18,15 @@ import ray
 from nnps.cluster.ray_executor import RayExecutor
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
-from nnps.core.threads import blas_threads
-from nnps.core.training import make_in_process, plan_run
+from nnps.core.threads import blas_threads, threads_for
+from nnps.core.training import Plan, make_in_process, plan_run
 
 
 @dataclass
 class Row:
     batch: int
     workers: int  # 0: in-process
-    mode: str  # "serial", "graph" or "plain"
+    mode: str  # "graph" or "plain"; in-process: "<n>thr", its BLAS threads
     seconds: float  # per step
     compute: float  # per step, of the largest shard on one thread (k > 0)
 
@@ -68,7 +68,24 @@ def round_trip(n: int = 200) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def measure(hidden: tuple[int, ...], batches: list[int], max_workers: int, modes: tuple[bool | None, ...] = (None,),
+def best_single_process(plan: Plan, ds: Dataset, batch: int, steps: int) -> Row:
+    """The in-process step at its best BLAS thread count among 1, 2 and the one it picks
+    (core/threads.py): distribution has to beat the best one process can do."""
+    rows = []
+    for threads in sorted({1, 2, threads_for(plan.network, batch)}):
+        executor = make_in_process(plan, ds)
+        executor.threads = threads
+        rows.append(Row(batch, 0, f"{threads}thr", per_step(executor, steps), 0.0))
+    return min(rows, key=lambda r: r.seconds)
+
+
+def worker_counts(cpus: int) -> list[int]:
+    """1, 2, 4, ... up to the CPUs, and the CPUs themselves: the counts worth measuring."""
+    counts = [1 << i for i in range(cpus.bit_length()) if 1 << i <= cpus]
+    return counts + ([cpus] if counts[-1] != cpus else [])
+
+
+def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int], modes: tuple[bool | None, ...] = (None,),
             steps_budget: int = 20000) -> list[Row]:  # fmt: skip
     """Rows for every batch x (serial, k workers x modes). Ray must be initialized.
     modes: None = as training runs it (graph or plain by size), True = graph, False = plain."""
@@ -78,8 +95,8 @@ def measure(hidden: tuple[int, ...], batches: list[int], max_workers: int, modes
         steps = max(10, min(200, steps_budget // batch))
         cfg = TrainConfig(data="random", hidden=hidden, batch_size=batch, lr=0.01)
         plan = plan_run(cfg, ds, None, False)
-        rows.append(Row(batch, 0, "serial", per_step(make_in_process(plan, ds), steps), 0.0))
-        for k in range(1, max_workers + 1):
+        rows.append(best_single_process(plan, ds, batch, steps))
+        for k in workers:
             shard = plan_run(cfg.replace(batch_size=-(-batch // k)), ds, None, False)
             with blas_threads(1):
                 compute = per_step(make_in_process(shard, ds), steps)

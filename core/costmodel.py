@@ -29,9 +29,11 @@ from nnps.core.network import Network
 from nnps.core.threads import blas_threads
 
 # Coordination per step (seconds) by number of workers, measured on this project's 2-core
-# development machine with bench/step_overhead.py (plain actor calls, 784-30-10, batch 10).
-DEFAULT_OVERHEAD = {1: 2.9e-3, 2: 4.3e-3}
-EXTRA_PER_WORKER = 1.5e-3  # beyond the measured counts, per additional worker
+# development machine with `nnps bench` (784-30-10, batch 10, compiled-graph steps: the
+# default on one node). Further workers: ~0.12 ms each on a 16-core machine (batch 10,
+# 2 -> 15 workers: 0.68 -> 2.34 ms per step); more where workers outnumber cores.
+DEFAULT_OVERHEAD = {1: 1.5e-3, 2: 2.2e-3}
+EXTRA_PER_WORKER = 0.5e-3  # beyond the measured counts, per additional worker
 
 
 def overhead_file() -> Path:
@@ -56,8 +58,13 @@ def save_overhead(overhead: dict[int, float], where: str) -> Path:
 
 
 def overhead_for(k: int, overhead: dict[int, float]) -> float:
+    """c_k: measured, else interpolated between the nearest measured counts, else extrapolated."""
     if k in overhead:
         return overhead[k]
+    below, above = [n for n in overhead if n < k], [n for n in overhead if n > k]
+    if below and above:
+        lo, hi = max(below), min(above)
+        return overhead[lo] + (overhead[hi] - overhead[lo]) * (k - lo) / (hi - lo)
     top = max(overhead)
     return overhead[top] + (k - top) * EXTRA_PER_WORKER
 

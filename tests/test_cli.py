@@ -88,6 +88,8 @@ def test_evaluate_and_predict(tmp_path: Path) -> None:
         (["train", "--resume"], 1, "error: --resume needs --run-dir, the run to continue"),
         (["evaluate", "/nonexistent.npz"], 1, "error: /nonexistent.npz: no such file"),
         (["data", "info", "cifar"], 1, "error: cifar: no such file or directory"),
+        (["bench", "--workers", "0,2"], 1, "error: --workers must be positive integers, comma-separated, got '0,2'"),
+        (["bench", "--batches", "10,x"], 1, "error: --batches must be positive integers, comma-separated, got '10,x'"),
     ],
 )
 def test_errors_are_one_line(args: list[str], code: int, message: str, capsys) -> None:
