@@ -1,7 +1,7 @@
 """Measure where distribution pays on the Ray cluster at hand (`nnps bench`).
 
 For a network and a list of batch sizes, it times, side by side: the in-process step,
-and the step with k Ray workers (k = 1..max) as `nnps train --workers k` runs it, on
+and the step with k Ray workers (each k asked for) as `nnps train --workers k` runs it, on
 random data of the network's shape. The coordination cost c_k (step time minus the
 compute of one shard) at the smallest batch is saved for `--workers auto`
 (core/costmodel.py).

@@ -49,14 +49,14 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
 
 
 def choose_workers(config: TrainConfig, dataset: Dataset, cpus: int, say: Callable[[str], None]) -> TrainConfig:
-    choice = costmodel.predict(build_network(config, dataset), config.batch_size, cpus)
+    choice = costmodel.predict(build_network(config, dataset), config.batch_size, range(1, cpus + 1))
     say(choice.line(config.batch_size))
     return config.replace(workers=choice.workers)
 
 
 def warn_if_slower(config: TrainConfig, dataset: Dataset, say: Callable[[str], None]) -> None:
     k = int(config.workers)
-    choice = costmodel.predict(build_network(config, dataset), config.batch_size, k)
+    choice = costmodel.predict(build_network(config, dataset), config.batch_size, [k])  # only k is compared
     p = choice.predicted_s
     if p[k] > SLOWER_WARNING * p[0]:
         say(f"warning: {k} workers at batch {config.batch_size} are predicted to take {p[k] * 1e3:.2f} ms per step "

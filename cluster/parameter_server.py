@@ -14,7 +14,9 @@ One round trip (server <-> workers) per step, with the server as the owner of th
 objects; the driver only starts a chunk and reads the result, off the critical path.
 (Driving each step from the driver costs two round trips per step, because the driver,
 as the owner of every object, resolves each dependency; bench/step_overhead.py measures
-both.)
+both.) On a one-node Ray the same step runs as a compiled graph instead, through `plan`
+and `apply_planned` below (ray_executor.CompiledSteps); `run` is the path across nodes
+and the fallback.
 
 It asks for no CPU (`num_cpus=0`): its work per step is one vector sum and an optimizer
 update, small beside the workers' backprop, and on a 2-core laptop both cores go to
@@ -36,16 +38,12 @@ from nnps.core.server import Server, Snapshot
 from nnps.worker.gradient_worker import skip_torch_probe
 
 Array = np.ndarray
-# Ray inlines arguments up to max_direct_call_object_size (100 KiB by default, 4 MiB in the
-# embedded Ray: connect.py); above that each .remote() call would put its own copy in the
-# object store, so the server puts ONE copy per step that the workers on a node share.
-INLINE_BYTES = 100 * 1024
 
 
 @ray.remote(num_cpus=0)
 class ParameterServer:
     def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, n_train: int,
-                 workers: list, inline_bytes: int = INLINE_BYTES) -> None:  # fmt: skip
+                 workers: list, inline_bytes: int) -> None:  # fmt: skip
         self.sampler = Sampler(n_train, config.batch_size, config.seed)
         self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)
         self.workers = workers
@@ -57,6 +55,9 @@ class ParameterServer:
         k = len(self.workers)
         while self.server.step < stop and self.server.diverged_at is None:
             params = self.server.params
+            # Ray inlines arguments up to inline_bytes (connect.inline_bytes()); above that
+            # each .remote() call would put its own copy in the object store, so the
+            # server puts ONE copy per step that the workers on a node share.
             arg = ray.put(params) if params.nbytes > self.inline_bytes else params
             shards = split(self.sampler.batch(self.server.step), k)
             replies = ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)])

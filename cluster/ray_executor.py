@@ -1,17 +1,20 @@
 """Running the training loop's steps on Ray actors.
 
 The driver creates k `GradientWorker`s and one `ParameterServer` holding their handles,
-puts the dataset in the object store once, and then, per chunk of steps, asks the server
-to run them (`server.run.remote(stop)`): the server sends each worker the parameters and
-its shard's indices and applies the replies (see parameter_server.py). Only indices and
-the parameter vector travel per step; the replies go from the workers to the server,
-never through the driver, which waits only at the end of a chunk (progress, evaluation,
-checkpoints).
+puts the dataset in the object store once, and then runs chunks of steps one of two ways:
+on a one-node Ray, as a compiled graph (`CompiledSteps`: server.plan -> k workers ->
+server.apply_planned over shared-memory channels); otherwise, or if the graph fails, by
+asking the server to run them (`server.run.remote(stop)`: it sends each worker the
+parameters and its shard's indices and applies the replies, see parameter_server.py).
+Only indices and the parameter vector travel per step; the replies go from the workers to
+the server, never through the driver, which waits only at the end of a chunk (progress,
+evaluation, checkpoints).
 
 Faults: a dead worker is restarted by Ray and its call retried (see GradientWorker); as
 the call is a pure function of (params, indices) and the server only applies a step once
 every reply has arrived, the step is applied exactly once with every gradient in it. A
-dead server raises `ServerLost`; the loop rebuilds it from the last checkpoint.
+dead server raises `ServerLost`; the loop rebuilds it from the last checkpoint. A broken
+compiled graph is replaced, actors and all, and its chunk redone on plain calls.
 """
 
 from __future__ import annotations
@@ -45,12 +48,12 @@ class CompiledSteps:
     (bench/step_overhead.py), the difference between losing to one process and beating it
     at batch 1,000.
 
-    The default for small shards on one node (see compiled_wanted), with a fallback: Ray marks compiled graphs experimental
-    (and deprecated in its newer docs), and when a worker dies the graph breaks for good. So
-    if compiling fails, or an execution raises, RayExecutor drops the graph (its teardown in
-    a background thread: with a dead actor in it, Ray 2.60's teardown can block forever)
-    and finishes the run on plain actor calls, where Ray restarts the worker and retries.
-    NNPS_RAY_COMPILED=0 turns it off, =1 forces it for every shard size."""
+    The default on one node (see compiled_wanted), with a fallback: Ray marks compiled
+    graphs experimental (and deprecated in its newer docs), and when a worker dies the graph
+    breaks for good. So if compiling fails, or an execution raises, RayExecutor drops the
+    graph (its teardown in a background thread: with a dead actor in it, Ray 2.60's
+    teardown can block forever), replaces its actors and finishes the run on plain actor
+    calls, where Ray restarts a dead worker and retries."""
 
     WINDOW = 4  # executions in flight: enough to hide the driver's submission latency
 
@@ -106,9 +109,10 @@ GRAPH_MAX_SHARD_PRODUCT = 50_000_000
 
 def compiled_wanted(plan: Plan, k: int) -> bool:
     """Compiled graphs on a one-node Ray (the embedded default) when a core is left over
-    for the server, or the shards are small; unless NNPS_RAY_COMPILED=0 (=1: always). Not across nodes: with a node lost mid-run, the
-    broken graph's actors stayed deaf to plain calls and the run hung (Ray 2.60,
-    tests/test_node_loss.py), where plain calls let Ray restart the workers elsewhere."""
+    for the server, or the shards are small; unless NNPS_RAY_COMPILED=0 (=1: always).
+    Not across nodes: with a node lost mid-run, the broken graph's actors stayed deaf to
+    plain calls and the run hung (Ray 2.60, tests/test_node_loss.py), where plain calls
+    let Ray restart the workers elsewhere."""
     setting = os.environ.get("NNPS_RAY_COMPILED", "auto")
     if setting in ("0", "1"):
         return setting == "1"
@@ -116,9 +120,7 @@ def compiled_wanted(plan: Plan, k: int) -> bool:
         return False
     if k < ray.cluster_resources().get("CPU", 0):
         return True  # a core to spare for the server's and the driver's channel readers
-    sizes = plan.network.sizes
-    widest = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    return -(-plan.config.batch_size // k) * widest < GRAPH_MAX_SHARD_PRODUCT
+    return -(-plan.config.batch_size // k) * plan.network.layout.widest_product < GRAPH_MAX_SHARD_PRODUCT
 
 
 class RayExecutor:
@@ -131,7 +133,6 @@ class RayExecutor:
         # Put once: every worker on a node maps the same read-only copy.
         self.data_refs = [ray.put(a) for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)]
         self.n_rows = {"train": len(dataset.y_train), "test": len(dataset.y_test)}
-        self.n_train = len(dataset.y_train)
         self.num_workers = num_workers
         self.workers: list = []
         self.server = None
@@ -154,7 +155,8 @@ class RayExecutor:
         for actor in old:
             ray.kill(actor, no_restart=True)
         p = self.plan
-        self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_train, self.workers, inline_bytes())
+        self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_rows["train"], self.workers,
+                                             inline_bytes())
         self.reached = None
         self.last = snapshot  # the state a broken graph's chunk is redone from
         if self.compiled_wanted and self.fallback_reason is None:

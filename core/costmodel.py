@@ -21,12 +21,13 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from nnps.core.config import TrainConfig
 from nnps.core.network import Network
-from nnps.core.threads import blas_threads
+from nnps.core.threads import blas_threads, threads_for
 
 # Coordination per step (seconds) by number of workers, measured on this project's 2-core
 # development machine with `nnps bench` (784-30-10, batch 10, compiled-graph steps: the
@@ -103,12 +104,11 @@ class Choice:
                 f"in-process {p[0] * 1e3:.2f} ms, {others}; coordination costs: {self.source})")  # fmt: skip
 
 
-def predict(network: Network, batch: int, max_workers: int) -> Choice:
-    from nnps.core.threads import threads_for
-
+def predict(network: Network, batch: int, counts: Iterable[int]) -> Choice:
+    """Predicted seconds per step in-process and with each k in `counts` workers; the best."""
     overhead, source = load_overhead()
     predicted = {0: step_seconds(network, batch, threads_for(network, batch))}
-    for k in range(1, max_workers + 1):
+    for k in counts:
         shard = math.ceil(batch / k)
         predicted[k] = step_seconds(network, shard, 1) + overhead_for(k, overhead)
     best = min(predicted, key=lambda k: (predicted[k], k))

@@ -55,6 +55,11 @@ class Layout:
         return self.offsets[-1][2]
 
     @property
+    def widest_product(self) -> int:
+        """max_l n_{l-1} * n_l: multiply-adds per example in the largest layer product."""
+        return max(n_in * n_out for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]))
+
+    @property
     def num_layers(self) -> int:
         """L, the number of weight layers."""
         return len(self.sizes) - 1

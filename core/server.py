@@ -75,7 +75,7 @@ class Server:
         if len(replies) == 1 and replies[0].flags.writeable:
             total = replies[0]
         else:
-            if self._total is None or self._total.shape != replies[0].shape:
+            if self._total is None:
                 self._total = np.empty_like(replies[0])
             total = self._total
             if len(replies) == 1:

@@ -27,8 +27,7 @@ SMALL_PRODUCT = 8_000_000
 
 def threads_for(network: Network, batch: int) -> int:
     """One BLAS thread per SMALL_PRODUCT multiply-adds of the largest product, 1..cores."""
-    widest = max(a * b for a, b in zip(network.sizes[:-1], network.sizes[1:]))
-    return max(1, min(os.cpu_count() or 1, batch * widest // SMALL_PRODUCT))
+    return max(1, min(os.cpu_count() or 1, batch * network.layout.widest_product // SMALL_PRODUCT))
 
 
 @lru_cache(maxsize=1)

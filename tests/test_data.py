@@ -36,6 +36,13 @@ def test_real_mnist_subset(mnist10k) -> None:
     assert np.bincount(mnist10k.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
+def load_error(d: Path) -> str:
+    """The one-line message load_path(d) fails with."""
+    with pytest.raises(DataError) as e:
+        load_path(d)
+    return str(e.value)
+
+
 def corrupt(tmp_path: Path, name: str, data: bytes) -> tuple[Path, Path]:
     d = write_idx_dir(tmp_path / "d", compress=False)
     (d / name).write_bytes(data)
@@ -44,18 +51,14 @@ def corrupt(tmp_path: Path, name: str, data: bytes) -> tuple[Path, Path]:
 
 def test_bad_magic(tmp_path: Path) -> None:
     d, f = corrupt(tmp_path, "train-images-idx3-ubyte", b"\x00\x00\x08\x01" + b"\x00" * 100)
-    with pytest.raises(DataError) as e:
-        load_path(d)
-    assert str(e.value) == f"{f}: bad magic number 0x00000801, expected 0x00000803 for IDX images"
+    assert load_error(d) == f"{f}: bad magic number 0x00000801, expected 0x00000803 for IDX images"
 
 
 def test_truncated_images(tmp_path: Path) -> None:
     d = write_idx_dir(tmp_path / "d", compress=False)
     f = d / "t10k-images-idx3-ubyte"
     f.write_bytes(f.read_bytes()[:-5])
-    with pytest.raises(DataError) as e:
-        load_path(d)
-    assert str(e.value) == f"{f}: truncated: {16 + 10 * 784 - 5} bytes, header (10, 28, 28) needs {16 + 10 * 784}"
+    assert load_error(d) == f"{f}: truncated: {16 + 10 * 784 - 5} bytes, header (10, 28, 28) needs {16 + 10 * 784}"
 
 
 def test_trailing_bytes(tmp_path: Path) -> None:
@@ -69,9 +72,7 @@ def test_trailing_bytes(tmp_path: Path) -> None:
 def test_count_mismatch(tmp_path: Path) -> None:
     d = write_idx_dir(tmp_path / "d", compress=False)
     idx.write_idx(d / "train-labels-idx1-ubyte", np.zeros(19))
-    with pytest.raises(DataError) as e:
-        load_path(d)
-    assert str(e.value) == f"{d / 'train-labels-idx1-ubyte'}: 19 labels for 20 images in {d / 'train-images-idx3-ubyte'}"
+    assert load_error(d) == f"{d / 'train-labels-idx1-ubyte'}: 19 labels for 20 images in {d / 'train-images-idx3-ubyte'}"
 
 
 def test_label_out_of_range(tmp_path: Path) -> None:
@@ -79,17 +80,13 @@ def test_label_out_of_range(tmp_path: Path) -> None:
     labels = np.zeros(10)
     labels[4] = 12
     idx.write_idx(d / "t10k-labels-idx1-ubyte", labels)
-    with pytest.raises(DataError) as e:
-        load_path(d)
-    assert str(e.value) == f"{d / 't10k-labels-idx1-ubyte'}: label 12 at index 4 is out of range 0-9"
+    assert load_error(d) == f"{d / 't10k-labels-idx1-ubyte'}: label 12 at index 4 is out of range 0-9"
 
 
 def test_wrong_image_size(tmp_path: Path) -> None:
     d = write_idx_dir(tmp_path / "d", compress=False)
     idx.write_idx(d / "t10k-images-idx3-ubyte", np.zeros((10, 20, 20)))
-    with pytest.raises(DataError) as e:
-        load_path(d)
-    assert str(e.value) == f"{d / 't10k-images-idx3-ubyte'}: image size (20, 20) differs from the training images' (28, 28)"
+    assert load_error(d) == f"{d / 't10k-images-idx3-ubyte'}: image size (20, 20) differs from the training images' (28, 28)"
 
 
 def test_corrupt_gzip(tmp_path: Path) -> None:
@@ -103,9 +100,7 @@ def test_corrupt_gzip(tmp_path: Path) -> None:
 def test_missing_files(tmp_path: Path) -> None:
     d = write_idx_dir(tmp_path / "d")
     (d / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(DataError) as e:
-        load_path(d)
-    assert str(e.value) == f"{d}: missing IDX files t10k-labels-idx1-ubyte"
+    assert load_error(d) == f"{d}: missing IDX files t10k-labels-idx1-ubyte"
 
 
 def test_npz(tiny_npz: Path, tmp_path: Path) -> None:
@@ -113,9 +108,7 @@ def test_npz(tiny_npz: Path, tmp_path: Path) -> None:
     assert ds.x_train.shape == (240, 36) and ds.image_shape == (6, 6)
     bad = tmp_path / "bad.npz"
     np.savez(bad, x_train=np.zeros((2, 4, 4)), y_train=np.zeros(2))
-    with pytest.raises(DataError) as e:
-        load_path(bad)
-    assert str(e.value) == f"{bad}: missing arrays x_test, y_test (has x_train, y_train)"
+    assert load_error(bad) == f"{bad}: missing arrays x_test, y_test (has x_train, y_train)"
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip")
     with pytest.raises(DataError, match=r"garbage.npz: not a readable .npz file"):
