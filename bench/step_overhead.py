@@ -4,13 +4,17 @@ For 784-30-10 (the seed's network) at batch 10 .. 10,000, in one local Ray sessi
 
     serial      ms per step of the in-process path (--workers 0) at its best BLAS thread
                 count (1, 2 or as it picks; the mode column says which)
-    N=k plain   ms per step with k workers on plain actor calls (server-driven steps)
+    N=k plain   ms per step with k workers on plain actor calls (server-driven steps), the
+                vectors through Ray's object store (inlined in the messages when small)
     N=k graph   the same over Ray's compiled graph
+    +shm        the same with the vectors in a /dev/shm file the processes share
+                (worker/node_buffers.py): only indices and acknowledgements in messages
     overhead    step time minus the compute inside it (the in-process time of one shard of
                 batch/k on one thread), also in units of Ray's own no-op actor round trip,
                 measured in the same run
 
 Run: .venv/bin/python bench/step_overhead.py [--quick] [--hidden 1024,1024] [--batches 256]
+     [--modes plain,graph,plain+shm,graph+shm]
 """
 
 from __future__ import annotations
@@ -31,18 +35,22 @@ def main() -> None:
     batches = [10, 100, 1000] if quick else [10, 100, 1000, 10000]
     if "--batches" in sys.argv:
         batches = [int(b) for b in sys.argv[sys.argv.index("--batches") + 1].split(",")]
+    names = "plain,graph,plain+shm,graph+shm"
+    if "--modes" in sys.argv:
+        names = sys.argv[sys.argv.index("--modes") + 1]
+    modes = tuple((name.startswith("graph"), name.endswith("+shm")) for name in names.split(","))
     ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
     rt = round_trip()
     print(f"network 784-{'-'.join(map(str, hidden))}-10; Ray no-op actor round trip: {rt * 1e3:.2f} ms\n")
-    print(f"{'batch':>6} {'N':>2} {'mode':>6} {'ms/step':>8} {'ex/s':>9} {'vs serial':>9} {'overhead ms':>11} {'RTs':>5}")
+    print(f"{'batch':>6} {'N':>2} {'mode':>10} {'ms/step':>8} {'ex/s':>9} {'vs serial':>9} {'overhead ms':>11} {'RTs':>5}")
     serial = {}
-    for r in measure(hidden, batches, [1, 2], modes=(False, True)):
+    for r in measure(hidden, batches, [1, 2], modes=modes):
         if r.workers == 0:
             serial[r.batch] = r.seconds
-            print(f"{r.batch:>6} {0:>2} {r.mode:>6} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} {'1.00x':>9}")
+            print(f"{r.batch:>6} {0:>2} {r.mode:>10} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} {'1.00x':>9}")
             continue
         over = max(r.seconds - r.compute, 0.0)
-        print(f"{'':>6} {r.workers:>2} {r.mode:>6} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} "
+        print(f"{'':>6} {r.workers:>2} {r.mode:>10} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} "
               f"{serial[r.batch] / r.seconds:>8.2f}x {over * 1e3:>11.2f} {over / rt:>5.1f}")  # fmt: skip
     ray.shutdown()
 

@@ -137,7 +137,7 @@ def main() -> None:
     print(f"{'batch':>6} {'TorchTrainer ex/s':>18} {'nnps ex/s':>10} {'path':>6} {'nnps/TT':>8} {'in-process ex/s':>16}")
     for b in batches:
         tt, (nn, mode), (ser, _) = torch_rows[b]["ex_s"], rows[b]["nnps"], rows[b]["serial"]
-        print(f"{b:>6} {tt:>18,.0f} {nn:>10,.0f} {mode:>6} {nn / tt:>7.2f}x {ser:>16,.0f}")
+        print(f"{b:>6} {tt:>18,.0f} {nn:>10,.0f} {mode:>10} {nn / tt:>7.2f}x {ser:>16,.0f}")
     tt_first = min(r["to_first_step"] for r in torch_rows.values())
     print(f"\nfirst step: TorchTrainer fit() -> first step {tt_first:.1f} s (best of {len(batches)}; ray.init before "
           f"fit(): {init_s:.1f} s); `nnps train --workers {k}` launch -> first step {first:.1f} s "

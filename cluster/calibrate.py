@@ -85,10 +85,14 @@ def worker_counts(cpus: int) -> list[int]:
     return counts + ([cpus] if counts[-1] != cpus else [])
 
 
-def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int], modes: tuple[bool | None, ...] = (None,),
+Mode = tuple[bool | None, bool | None]  # (compiled graph?, shared memory?); None: as training picks
+
+
+def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int], modes: tuple[Mode, ...] = ((None, None),),
             steps_budget: int = 20000) -> list[Row]:  # fmt: skip
     """Rows for every batch x (serial, k workers x modes). Ray must be initialized.
-    modes: None = as training runs it (graph or plain by size), True = graph, False = plain."""
+    A mode is (compiled, shared): True/False forces the compiled graph / plain calls and
+    the /dev/shm step file / the object store; None takes what `nnps train` would."""
     ds = random_dataset()
     rows = []
     for batch in batches:
@@ -100,12 +104,12 @@ def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int], mod
             shard = plan_run(cfg.replace(batch_size=-(-batch // k)), ds, None, False)
             with blas_threads(1):
                 compute = per_step(make_in_process(shard, ds), steps)
-            for compiled in modes:
-                ex = RayExecutor(plan, ds, k, compiled=compiled)
-                mode = "graph" if ex.compiled is not None else "plain"
+            for compiled, shared in modes:
+                ex = RayExecutor(plan, ds, k, compiled=compiled, shared=shared)
+                mode = ("graph" if ex.compiled is not None else "plain") + ("+shm" if ex.buffers else "")
                 try:
-                    if compiled and ex.compiled is None:
-                        continue  # did not compile: the plain row says it
+                    if (compiled and ex.compiled is None) or (shared and ex.buffers is None):
+                        continue  # not available here: the row without it says so
                     rows.append(Row(batch, k, mode, per_step(ex, steps), compute))
                 finally:
                     ex.close()

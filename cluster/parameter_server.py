@@ -36,6 +36,7 @@ from nnps.core.network import Network
 from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server, Snapshot
 from nnps.worker.gradient_worker import skip_torch_probe
+from nnps.worker.node_buffers import Mapped, NodeBuffers
 
 Array = np.ndarray
 
@@ -43,23 +44,42 @@ Array = np.ndarray
 @ray.remote(num_cpus=0)
 class ParameterServer:
     def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, n_train: int,
-                 workers: list, inline_bytes: int) -> None:  # fmt: skip
+                 workers: list, inline_bytes: int, shared: bool = False) -> None:  # fmt: skip
         self.sampler = Sampler(n_train, config.batch_size, config.seed)
         self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)
         self.workers = workers
         self.inline_bytes = inline_bytes
+        self.mapped: Mapped | None = None
+        self.not_shared: str | None = None if shared else "not asked for"
+        if shared:
+            try:
+                self.mapped = Mapped(NodeBuffers.create(network.layout.size, len(workers), network.np_dtype.name))
+            except OSError as e:  # no room in /dev/shm, say: the object store carries the vectors
+                self.not_shared = f"/dev/shm: {e.strerror or e}"
+            else:  # from now on the optimizer updates the shared copy in place
+                self.mapped.params[...] = self.server.params
+                self.server.params = self.mapped.params
         skip_torch_probe()
+
+    def vectors(self) -> tuple[NodeBuffers | None, str | None]:
+        """The step file, if the vectors travel through shared memory; else why not."""
+        return (self.mapped.spec if self.mapped else None), self.not_shared
 
     def run(self, stop: int) -> int:
         """Apply steps until `stop` (or divergence); returns the step reached."""
         k = len(self.workers)
         while self.server.step < stop and self.server.diverged_at is None:
+            shards = split(self.sampler.batch(self.server.step), k)
+            if self.mapped is not None:  # the vectors stay in the step file; only indices travel
+                spec, slots = self.mapped.spec, self.mapped.replies
+                ray.get([w.gradient_sums_shared.remote(spec, i, s) for i, (w, s) in enumerate(zip(self.workers, shards))])
+                self.server.apply(*slots[: len(shards)])
+                continue
             params = self.server.params
             # Ray inlines arguments up to inline_bytes (connect.inline_bytes()); above that
             # each .remote() call would put its own copy in the object store, so the
             # server puts ONE copy per step that the workers on a node share.
             arg = ray.put(params) if params.nbytes > self.inline_bytes else params
-            shards = split(self.sampler.batch(self.server.step), k)
             replies = ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)])
             self.server.apply(*replies)
         return self.server.step
@@ -67,14 +87,19 @@ class ParameterServer:
     # The compiled-graph path (ray_executor.CompiledSteps) splits a step into two calls,
     # plan -> workers -> apply_planned, that Ray wires together with shared-memory channels.
 
-    def plan(self, step: int) -> tuple[Array, list[Array]]:
-        """The parameters and the k shards of `step` (some may be empty)."""
+    def plan(self, step: int) -> tuple[Array | NodeBuffers, list[Array]]:
+        """The parameters (or the step file that holds them) and the k shards of `step`
+        (some may be empty)."""
         if step != self.server.step:
             raise RuntimeError(f"compiled step {step} reached a server at step {self.server.step}")
-        return self.server.params, split(self.sampler.batch(step), len(self.workers), keep_empty=True)
+        vectors = self.mapped.spec if self.mapped is not None else self.server.params
+        return vectors, split(self.sampler.batch(step), len(self.workers), keep_empty=True)
 
-    def apply_planned(self, *replies: Array | None) -> int:
-        self.server.apply(*(r for r in replies if r is not None))
+    def apply_planned(self, *replies: Array | bool | None) -> int:
+        if self.mapped is not None:  # replies are acknowledgements; the sums are in the slots
+            self.server.apply(*(slot for slot, r in zip(self.mapped.replies, replies) if r is not None))
+        else:
+            self.server.apply(*(r for r in replies if r is not None))
         return self.server.step
 
     def params(self) -> Array:

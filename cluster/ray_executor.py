@@ -36,6 +36,7 @@ from nnps.core.errors import ClusterError
 from nnps.core.server import Snapshot
 from nnps.core.shard import unpack_evaluation
 from nnps.core.training import ExecutorFactory, Plan, ServerLost
+from nnps.worker import node_buffers
 from nnps.worker.gradient_worker import GradientWorker, worker_options
 
 Array = np.ndarray
@@ -123,10 +124,25 @@ def compiled_wanted(plan: Plan, k: int) -> bool:
     return -(-plan.config.batch_size // k) * plan.network.layout.widest_product < GRAPH_MAX_SHARD_PRODUCT
 
 
+def shared_wanted() -> bool:
+    """The step's vectors through a file in /dev/shm (worker/node_buffers.py) on a one-node
+    Ray, unless NNPS_SHARED_MEMORY=0 (=1: always, which fails on a multi-node cluster).
+    Across nodes the workers cannot map the server's file: Ray's object store carries them."""
+    setting = os.environ.get("NNPS_SHARED_MEMORY", "auto")
+    if setting in ("0", "1"):
+        return setting == "1"
+    return node_buffers.available() and len([n for n in ray.nodes() if n["Alive"]]) == 1
+
+
 class RayExecutor:
-    def __init__(self, plan: Plan, dataset: Dataset, num_workers: int, compiled: bool | None = None) -> None:
+    def __init__(self, plan: Plan, dataset: Dataset, num_workers: int, compiled: bool | None = None,
+                 shared: bool | None = None) -> None:  # fmt: skip
         self.plan = plan
         self.compiled_wanted = compiled_wanted(plan, num_workers) if compiled is None else compiled
+        self.shared_wanted = shared_wanted() if shared is None else shared
+        self.buffers: node_buffers.NodeBuffers | None = None  # the server's step file, if any
+        self.not_shared: str | None = None  # why the vectors go through the object store
+        self.step_files: list[str] = []  # every server's step file, for `nnps bench` and tests
         self.compiled: CompiledSteps | None = None
         self.fallback_reason: str | None = None  # why the graph was not used or was dropped
         self.steps_by_path = {"graph": 0, "plain": 0}  # what ran where: for `nnps bench` and tests
@@ -154,9 +170,13 @@ class RayExecutor:
                             for _ in range(self.num_workers)]  # fmt: skip
         for actor in old:
             ray.kill(actor, no_restart=True)
+        self._drop_buffers()
         p = self.plan
         self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_rows["train"], self.workers,
-                                             inline_bytes())
+                                             inline_bytes(), self.shared_wanted)  # fmt: skip
+        self.buffers, self.not_shared = ray.get(self.server.vectors.remote())
+        if self.buffers is not None:
+            self.step_files.append(self.buffers.path)
         self.reached = None
         self.last = snapshot  # the state a broken graph's chunk is redone from
         if self.compiled_wanted and self.fallback_reason is None:
@@ -164,6 +184,14 @@ class RayExecutor:
                 self.compiled = CompiledSteps(self.server, self.workers)
             except Exception as e:  # compiled graphs are experimental: any failure means the plain path
                 self.fallback_reason = f"{type(e).__name__}: {e}"
+
+    def _drop_buffers(self) -> None:
+        """Remove the retired server's step file. The driver usually shares the server's
+        node; where it does not (Ray Client), no file of that name is here, and the next
+        server on that node sweeps it (node_buffers.sweep_stale)."""
+        if self.buffers is not None:
+            self.buffers.unlink()
+            self.buffers = None
 
     def _drop_compiled(self, wait_s: float = 0.0) -> bool:
         """Tear the graph down (in the background: a broken graph's can block forever);
@@ -224,6 +252,7 @@ class RayExecutor:
                 pass
         for actor in [*self.workers, self.server]:
             ray.kill(actor, no_restart=True)
+        self._drop_buffers()
 
 
 @contextmanager

@@ -31,10 +31,11 @@ class ShardWorker:
         self.data = {"train": (x_train, y_train), "test": (x_test, y_test)}
         self.scale = network.np_dtype.type(1.0 / 255.0)  # a dtype scalar keeps the product in dtype
 
-    def gradient_sums(self, params: Array, indices: Array) -> Array:
+    def gradient_sums(self, params: Array, indices: Array, out: Array | None = None) -> Array:
         x, labels = self.data["train"]
         P = self.network.layout.size
-        out = np.empty(P + N_STATS, dtype=self.network.np_dtype)
+        if out is None:
+            out = np.empty(P + N_STATS, dtype=self.network.np_dtype)
         shard = x[indices] * self.scale  # (m, n_0), scaled from uint8 where it is used
         # A diverging run overflows; the server sees the non-finite cost and stops it.
         with np.errstate(over="ignore", invalid="ignore"):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import ray
 
-from nnps.cluster.ray_executor import compiled_wanted, ray_session
+from nnps.cluster.ray_executor import compiled_wanted, ray_session, shared_wanted
 from nnps.core.config import TrainConfig
 from nnps.core.errors import DivergenceError
 from nnps.core.rundir import RunDir
@@ -55,15 +55,23 @@ def train_on_ray(cfg: TrainConfig, dataset, run_dir: RunDir | None = None, repor
         return train(cfg, dataset, run_dir, make_executor=make, reporter=reporter)["params"]
 
 
+def step_files() -> list[str]:
+    return sorted(p.name for p in Path("/dev/shm").glob("nnps-step-*"))
+
+
+@pytest.mark.parametrize("vectors", ["shm", "store"])
 @pytest.mark.parametrize("path", ["graph", "plain"])
 @pytest.mark.parametrize("workers", [1, 3])
-def test_k_workers_equal_serial(workers: int, path: str, mnist10k, serial, monkeypatch) -> None:
+def test_k_workers_equal_serial(workers: int, path: str, vectors: str, mnist10k, serial, monkeypatch) -> None:
     monkeypatch.setenv("NNPS_RAY_COMPILED", "1" if path == "graph" else "0")
+    monkeypatch.setenv("NNPS_SHARED_MEMORY", "1" if vectors == "shm" else "0")
     executors: list = []
     params = train_on_ray(CFG.replace(workers=workers), mnist10k, executors=executors)
     assert np.max(np.abs(params - serial)) < 1e-9
-    # the path asked for is the one that ran every step
+    # the path asked for is the one that ran every step, with the vectors where asked
     assert executors[0].steps_by_path == ({"graph": 60, "plain": 0} if path == "graph" else {"graph": 0, "plain": 60})
+    assert len(executors[0].step_files) == (1 if vectors == "shm" else 0)
+    assert step_files() == []  # the run's step file went with its server
 
 
 def actor_pids(title: str) -> list[int]:
@@ -125,14 +133,24 @@ def test_compiled_graph_by_default_on_one_node(mnist10k, monkeypatch) -> None:
     assert not compiled_wanted(plan, 2)
 
 
+def test_shared_memory_by_default_on_one_node(monkeypatch) -> None:
+    monkeypatch.delenv("NNPS_SHARED_MEMORY", raising=False)
+    assert shared_wanted()
+    monkeypatch.setenv("NNPS_SHARED_MEMORY", "0")
+    assert not shared_wanted()
+
+
 @pytest.mark.parametrize("path", ["graph", "plain"])
 def test_worker_killed_mid_run(path: str, mnist10k, serial, monkeypatch) -> None:
     monkeypatch.setenv("NNPS_RAY_COMPILED", "1" if path == "graph" else "0")
+    monkeypatch.delenv("NNPS_SHARED_MEMORY", raising=False)
     killer = KillAfter("GradientWorker", after=20)
     executors: list = []
     params = train_on_ray(CFG.replace(workers=2), mnist10k, reporter=killer, executors=executors)
     assert killer.killed and killer.killed[0] not in actor_pids("GradientWorker")
     assert np.max(np.abs(params - serial)) < 1e-9
+    # through the shared step file: a restarted worker maps it again by itself
+    assert len(executors[0].step_files) == 1 + (path == "graph") and step_files() == []
     if path == "graph":  # the broken graph was dropped and the run finished on plain calls
         done = executors[0].steps_by_path
         assert executors[0].fallback_reason is not None and done["graph"] >= 20 and done["plain"] > 0
@@ -141,10 +159,13 @@ def test_worker_killed_mid_run(path: str, mnist10k, serial, monkeypatch) -> None
 def test_server_killed_mid_run_is_rebuilt_from_checkpoint(mnist10k, serial, tmp_path: Path) -> None:
     killer = KillAfter("ParameterServer", after=30)
     rd = RunDir(str(tmp_path))
-    params = train_on_ray(CFG.replace(workers=2), mnist10k, rd, reporter=killer)
+    executors: list = []
+    params = train_on_ray(CFG.replace(workers=2), mnist10k, rd, reporter=killer, executors=executors)
     assert killer.killed
     assert np.max(np.abs(params - serial)) < 1e-9
     assert [s for s, _ in rd.checkpoints()] == [20, 40, 60]
+    # each server had its own step file; the killed one's was removed when it was replaced
+    assert len(executors) == 1 and len(executors[0].step_files) == 2 and step_files() == []
 
 
 def test_divergence_on_ray(mnist10k) -> None:

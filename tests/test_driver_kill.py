@@ -16,7 +16,7 @@ import pytest
 from nnps.core import checkpoint
 from nnps.core.training import train
 from tests.conftest import MNIST_10K
-from tests.test_distributed import CFG
+from tests.test_distributed import CFG, step_files
 
 pytestmark = pytest.mark.ray
 
@@ -47,6 +47,7 @@ def test_driver_killed_then_resumed(mnist10k, tmp_path: Path) -> None:
         except ProcessLookupError:
             pass
     assert not (run / "final.npz").exists()
+    assert step_files()  # the killed run's server left its step file behind...
     resumed = nnps(*ARGS, "--run-dir", str(run), "--resume")
     try:
         out, err = resumed.communicate(timeout=180)
@@ -56,6 +57,7 @@ def test_driver_killed_then_resumed(mnist10k, tmp_path: Path) -> None:
         except ProcessLookupError:
             pass
     assert resumed.returncode == 0, err
+    assert step_files() == []  # ...which the next server on the node swept away; its own went with it
     final = checkpoint.load(str(run / "final.npz"))
     assert final.step == 200
     assert np.max(np.abs(final.params - expected)) < 1e-9

@@ -32,6 +32,7 @@ class RemoveNodeAfter(AfterSteps):
 
 def test_node_lost_mid_run(mnist10k, monkeypatch) -> None:
     monkeypatch.delenv("NNPS_RAY_COMPILED", raising=False)
+    monkeypatch.delenv("NNPS_SHARED_MEMORY", raising=False)
     serial = train(CFG, mnist10k)["params"]
     # No CPUs on the head: both workers land on the two worker nodes, so removing worker
     # 0's node surely kills a worker, and its replacement fits on the other node.
@@ -52,6 +53,7 @@ def test_node_lost_mid_run(mnist10k, monkeypatch) -> None:
             params = train(cfg, mnist10k, make_executor=make, reporter=remover)["params"]
         assert remover.fired and remover.workers_on_node >= 1
         assert executor_holder["e"].steps_by_path["graph"] == 0  # several nodes: plain calls by default
+        assert executor_holder["e"].step_files == []  # and the vectors through the object store
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         assert np.max(np.abs(params - serial)) < 1e-9
     finally:

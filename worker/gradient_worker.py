@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from nnps.core.network import Network
 from nnps.core.shard import ShardWorker
+from nnps.worker.node_buffers import Mapped, NodeBuffers
 
 Array = np.ndarray
 
@@ -51,15 +52,29 @@ class GradientWorker:
         self.core = ShardWorker(network, x_train, y_train, x_test, y_test)
         # One CPU, one BLAS thread: k workers on k cores must not fight over them.
         self._blas = threadpool_limits(1, user_api="blas")
+        self._mapped: Mapped | None = None  # the server's step file, once a step names it
         skip_torch_probe()
 
     def gradient_sums(self, params: Array, indices: Array) -> Array:
         return self.core.gradient_sums(params, indices)
 
-    def gradient_sums_planned(self, plan: tuple[Array, list[Array]], i: int) -> Array | None:
+    def gradient_sums_shared(self, buffers: NodeBuffers, i: int, indices: Array) -> bool:
+        """Read the parameters from the node's step file and write the sums into reply
+        slot i (node_buffers.py); the reply itself is only an acknowledgement. Maps the
+        file on first use, so a worker Ray restarts maps it again by itself."""
+        if self._mapped is None or self._mapped.spec != buffers:
+            self._mapped = Mapped(buffers)
+        self.core.gradient_sums(self._mapped.params, indices, out=self._mapped.replies[i])
+        return True
+
+    def gradient_sums_planned(self, plan: tuple[Array | NodeBuffers, list[Array]], i: int) -> Array | bool | None:
         """Shard i of a step planned by the server (compiled-graph path); None if empty."""
-        params, shards = plan
-        return self.core.gradient_sums(params, shards[i]) if len(shards[i]) else None
+        vectors, shards = plan
+        if not len(shards[i]):
+            return None
+        if isinstance(vectors, NodeBuffers):
+            return self.gradient_sums_shared(vectors, i, shards[i])
+        return self.core.gradient_sums(vectors, shards[i])
 
     def evaluate(self, params: Array, split: str, lo: int, hi: int) -> Array:
         return self.core.evaluate(params, split, lo, hi)
