@@ -71,8 +71,47 @@ def ray_connection(address: str | None, num_cpus: int | None = None) -> Iterator
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ClusterError(f"cannot start or join Ray{f' at {address}' if address else ''}: {str(e).splitlines()[0]}")
+    raylet = None if address else _raylet_pid()
     try:
         yield
     finally:
         ray.shutdown()
         _inline_bytes = RAY_DEFAULT_INLINE_BYTES
+        if raylet is not None:
+            remove_graph_semaphores(raylet)
+
+
+def _raylet_pid() -> int | None:
+    """The embedded Ray's raylet process id (a private attribute: None if it moves)."""
+    import ray
+
+    try:
+        return int(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return None
+
+
+def remove_graph_semaphores(raylet: int) -> int:
+    """Remove the named semaphores a finished raylet left in /dev/shm; returns how many.
+
+    Ray 2.60's compiled-graph channels create two POSIX semaphores per channel buffer,
+    named sem.hdr<raylet pid>-* and sem.obj<raylet pid>-*. A graph torn down while its
+    actors are killed leaves some behind after ray.shutdown() (60 per `nnps train
+    --workers 2` here, one 4 KiB page of /dev/shm each, forever). Only called for a Ray
+    this process started, once its raylet is gone, so nothing can still be using them."""
+    import os
+    from pathlib import Path
+
+    try:
+        os.kill(raylet, 0)
+        return 0  # still running (shutdown timed out?): not ours to clean yet
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return 0
+    removed = 0
+    for kind in ("hdr", "obj"):
+        for path in Path("/dev/shm").glob(f"sem.{kind}{raylet}-*"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
