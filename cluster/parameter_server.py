@@ -35,7 +35,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.network import Network
 from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server, Snapshot
-from nnps.worker.gradient_worker import skip_torch_probe
+from nnps.worker.gradient_worker import keep_freed_memory, skip_torch_probe
 from nnps.worker.node_buffers import Mapped, NodeBuffers
 
 Array = np.ndarray
@@ -60,6 +60,7 @@ class ParameterServer:
                 self.mapped.params[...] = self.server.params
                 self.server.params = self.mapped.params
         skip_torch_probe()
+        keep_freed_memory()  # the optimizers' temporaries (Adam's) are vector-sized
 
     def vectors(self) -> tuple[NodeBuffers | None, str | None]:
         """The step file, if the vectors travel through shared memory; else why not."""

@@ -12,6 +12,7 @@ pure function of (parameters, indices), so a retry returns the same numbers.
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numpy as np
@@ -43,6 +44,25 @@ def skip_torch_probe() -> None:
         pass
 
 
+def keep_freed_memory() -> None:
+    """Let glibc's malloc keep the memory a step frees for the next step.
+
+    In Ray's worker processes each step's large temporaries (the shard's activations,
+    deltas, the scaled images) went back to the kernel when freed and came back as fresh
+    zeroed pages on the next step: 740 page faults per step for 784-1024-1024-10 at 128
+    examples, where the same loop in the driver's process has none. Raising the trim and
+    mmap thresholds keeps them: the worker's backprop went from 28-31 to 22-23 ms per
+    step (2 workers, 2 cores). The memory kept is one step's peak, reused every step.
+    Linux/glibc only; elsewhere (no mallopt) this does nothing."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest: below it, blocks come from the heap
+    mallopt(M_TRIM_THRESHOLD, 1 << 30)  # and freed ones stay there
+
+
 @ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)
 class GradientWorker:
     def __init__(self, network: Network, data_refs: list[ray.ObjectRef]) -> None:
@@ -54,6 +74,7 @@ class GradientWorker:
         self._blas = threadpool_limits(1, user_api="blas")
         self._mapped: Mapped | None = None  # the server's step file, once a step names it
         skip_torch_probe()
+        keep_freed_memory()
 
     def gradient_sums(self, params: Array, indices: Array) -> Array:
         return self.core.gradient_sums(params, indices)
