@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from nnps.worker.node_buffers import PREFIX, SHM_DIR, Mapped, NodeBuffers, sweep_stale
 
 
@@ -56,7 +55,7 @@ def test_full_dev_shm_is_refused_at_creation() -> None:
 
 
 def test_sweep_removes_files_of_dead_processes_only(spec: NodeBuffers) -> None:
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     stale = SHM_DIR / f"{PREFIX}{int(gone.stdout)}-deadbeef"
     stale.write_bytes(b"x")
     assert sweep_stale() == [stale.name]
