@@ -11,7 +11,10 @@ the parameters and its shard's indices, waits for the k replies and applies them
         server.apply(*replies)                                        # sum, / m, optimizer step
 
 One round trip (server <-> workers) per step, with the server as the owner of the reply
-objects; the driver only starts a chunk and reads the result, off the critical path.
+objects; the driver only starts a chunk and reads the result, off the critical path. On
+one node the vectors themselves stay put: the parameters and the k replies live in one
+/dev/shm file the server and the workers map (worker/node_buffers.py), the optimizer
+updates the parameters there in place, and the calls carry only (file, i, indices).
 (Driving each step from the driver costs two round trips per step, because the driver,
 as the owner of every object, resolves each dependency; bench/step_overhead.py measures
 both.) On a one-node Ray the same step runs as a compiled graph instead, through `plan`
