@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import ray
-
 from nnps.cluster.ray_executor import RayExecutor
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
-from nnps.core.threads import blas_threads, threads_for
+from nnps.core.threads import threads_for
 from nnps.core.training import Plan, make_in_process, plan_run
 
 
@@ -110,9 +109,12 @@ def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int], mod
         plan = plan_run(cfg, ds, None, False)
         rows.append(best_single_process(plan, ds, batch, steps))
         for k in workers:
-            shard = plan_run(cfg.replace(batch_size=-(-batch // k)), ds, None, False)
-            with blas_threads(1):
-                compute = per_step(make_in_process(shard, ds), steps)
+            # One shard on one thread, as a worker runs it. (The in-process executor picks
+            # its own BLAS threads per step, which overrode an outer limit here: until this
+            # was fixed, shards of over 8M multiply-adds were timed on several threads.)
+            shard = make_in_process(plan_run(cfg.replace(batch_size=-(-batch // k)), ds, None, False), ds)
+            shard.threads = 1
+            compute = per_step(shard, steps)
             for compiled, shared in modes:
                 ex = RayExecutor(plan, ds, k, compiled=compiled, shared=shared)
                 mode = ("graph" if ex.compiled is not None else "plain") + ("+shm" if ex.buffers else "")
