@@ -78,6 +78,20 @@ def test_manifest_matches_kuberay_schema(name: str, doc: dict) -> None:
     assert doc["spec"].get("authOptions", doc["spec"].get("rayClusterSpec", {}).get("authOptions")) == {"mode": "token"}
 
 
+def pod_specs(doc: dict) -> list[dict]:
+    spec = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+    return [g["template"]["spec"] for g in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]]
+
+
+@pytest.mark.parametrize(("name", "doc"), manifests(), ids=[n for n, _ in manifests()])
+def test_every_ray_container_has_a_memory_backed_dev_shm(name: str, doc: dict) -> None:
+    # Ray's object store and nnps's one-node step file live in /dev/shm, 64 MB in a container by default.
+    for pod in pod_specs(doc):
+        memory = {v["name"] for v in pod["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory"}
+        for container in pod["containers"]:
+            assert any(m["mountPath"] == "/dev/shm" and m["name"] in memory for m in container["volumeMounts"]), name
+
+
 def test_both_kinds_are_present() -> None:
     assert sorted({d["kind"] for _, d in manifests()}) == ["RayCluster", "RayJob"]
 
