@@ -48,15 +48,22 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
             return train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter)
 
 
+def vector_rate() -> float:
+    """The rate the cost model assumes for the step's vectors: the shm file's on one node."""
+    from nnps.cluster.ray_executor import shared_wanted
+
+    return costmodel.VECTOR_RATE["shm" if shared_wanted() else "store"]
+
+
 def choose_workers(config: TrainConfig, dataset: Dataset, cpus: int, say: Callable[[str], None]) -> TrainConfig:
-    choice = costmodel.predict(build_network(config, dataset), config.batch_size, range(1, cpus + 1))
+    choice = costmodel.predict(build_network(config, dataset), config.batch_size, range(1, cpus + 1), vector_rate())
     say(choice.line(config.batch_size))
     return config.replace(workers=choice.workers)
 
 
 def warn_if_slower(config: TrainConfig, dataset: Dataset, say: Callable[[str], None]) -> None:
     k = int(config.workers)
-    choice = costmodel.predict(build_network(config, dataset), config.batch_size, [k])  # only k is compared
+    choice = costmodel.predict(build_network(config, dataset), config.batch_size, [k], vector_rate())  # only k
     p = choice.predicted_s
     if p[k] > SLOWER_WARNING * p[0]:
         say(f"warning: {k} workers at batch {config.batch_size} are predicted to take {p[k] * 1e3:.2f} ms per step "

@@ -26,8 +26,6 @@ from typing import Iterator
 
 import numpy as np
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
-
 from nnps.cluster.connect import inline_bytes, ray_connection
 from nnps.cluster.parameter_server import ParameterServer
 from nnps.core.config import TrainConfig
@@ -38,6 +36,7 @@ from nnps.core.shard import unpack_evaluation
 from nnps.core.training import ExecutorFactory, Plan, ServerLost
 from nnps.worker import node_buffers
 from nnps.worker.gradient_worker import GradientWorker, worker_options
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 Array = np.ndarray
 
@@ -131,7 +130,9 @@ def shared_wanted() -> bool:
     setting = os.environ.get("NNPS_SHARED_MEMORY", "auto")
     if setting in ("0", "1"):
         return setting == "1"
-    return node_buffers.available() and len([n for n in ray.nodes() if n["Alive"]]) == 1
+    # Not started yet (the cost model asks before deciding to start Ray): the embedded one, one node.
+    one_node = not ray.is_initialized() or len([n for n in ray.nodes() if n["Alive"]]) == 1
+    return node_buffers.available() and one_node
 
 
 class RayExecutor:

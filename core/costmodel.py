@@ -1,7 +1,7 @@
 """When does distribution pay? A cost model of one synchronous step.
 
     t_serial(b)  = the in-process step at batch b                       (measured here)
-    t_k(b)       = t_shard(ceil(b / k)) + c_k                            (k Ray workers)
+    t_k(b)       = t_shard(ceil(b / k)) + c_k + (k + 1) x |params| / R   (k Ray workers)
 
 t_shard is the in-process step on one BLAS thread at the shard's size (measured here, a
 few steps on random data of the network's shape: ~0.2 s); c_k is the coordination cost
@@ -10,7 +10,13 @@ Ray's messaging), measured on the cluster at hand by `nnps bench`, which saves i
 ~/.cache/nnps/overhead.json; without that file, the values measured on a 2-core laptop
 (bench/step_overhead.py, docs/performance.md) stand in.
 
-`choose` picks the k (0 = in-process) with the smallest predicted time per step; since
+The last term is the step's vectors: the parameters out and k replies back, |params|
+bytes each, at the rate R the server moves them (VECTOR_RATE: through the /dev/shm step
+file on one node, through Ray's object store across nodes). c_k is measured on 784-30-10,
+whose vectors are small, so it leaves this term out; for 784-1024-1024-10 (7.5 MB) it is
+~5.6 ms at 2 workers on one node and ~15 ms across nodes.
+
+`predict` picks the k (0 = in-process) with the smallest predicted time per step; since
 sync SGD with k workers equals serial SGD, the choice changes speed only.
 """
 
@@ -24,7 +30,6 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-
 from nnps.core.config import TrainConfig
 from nnps.core.network import Network
 from nnps.core.threads import blas_threads, threads_for
@@ -35,6 +40,12 @@ from nnps.core.threads import blas_threads, threads_for
 # 2 -> 15 workers: 0.68 -> 2.34 ms per step); more where workers outnumber cores.
 DEFAULT_OVERHEAD = {1: 1.5e-3, 2: 2.2e-3}
 EXTRA_PER_WORKER = 0.5e-3  # beyond the measured counts, per additional worker
+
+# Bytes per second at which a step's vectors reach the workers and come back, summed over
+# the (k + 1) vectors (docs/performance.md, "Beyond one machine"): the bare exchange of
+# 3 x 7.5 MB with 2 workers through the step file took 5.3-7.4 ms on 2 cores (~4 GB/s
+# after the round trip); through Ray's objects ~1.5 GB/s on 16 cores.
+VECTOR_RATE = {"shm": 4e9, "store": 1.5e9}
 
 
 def overhead_file() -> Path:
@@ -68,6 +79,11 @@ def overhead_for(k: int, overhead: dict[int, float]) -> float:
         return overhead[lo] + (overhead[hi] - overhead[lo]) * (k - lo) / (hi - lo)
     top = max(overhead)
     return overhead[top] + (k - top) * EXTRA_PER_WORKER
+
+
+def transfer_seconds(network: Network, k: int, rate: float) -> float:
+    """The step's vectors at `rate` bytes/s: the parameters to the workers, k replies back."""
+    return (k + 1) * network.layout.size * network.np_dtype.itemsize / rate
 
 
 def step_seconds(network: Network, batch: int, threads: int | None, steps: int = 0) -> float:
@@ -104,12 +120,13 @@ class Choice:
                 f"in-process {p[0] * 1e3:.2f} ms, {others}; coordination costs: {self.source})")  # fmt: skip
 
 
-def predict(network: Network, batch: int, counts: Iterable[int]) -> Choice:
-    """Predicted seconds per step in-process and with each k in `counts` workers; the best."""
+def predict(network: Network, batch: int, counts: Iterable[int], rate: float = VECTOR_RATE["shm"]) -> Choice:
+    """Predicted seconds per step in-process and with each k in `counts` workers whose
+    vectors move at `rate` bytes/s; the best."""
     overhead, source = load_overhead()
     predicted = {0: step_seconds(network, batch, threads_for(network, batch))}
     for k in counts:
         shard = math.ceil(batch / k)
-        predicted[k] = step_seconds(network, shard, 1) + overhead_for(k, overhead)
+        predicted[k] = step_seconds(network, shard, 1) + overhead_for(k, overhead) + transfer_seconds(network, k, rate)
     best = min(predicted, key=lambda k: (predicted[k], k))
     return Choice(best, predicted, source)

@@ -1,0 +1,41 @@
+"""The cost model's arithmetic (core/costmodel.py), against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from nnps.core import costmodel
+from nnps.core.config import TrainConfig
+from nnps.core.datasets import Dataset
+from nnps.core.network import Network
+from nnps.core.training import build_network
+
+
+def network(hidden: tuple[int, ...], dtype: str = "float32") -> Network:
+    x, y = np.zeros((2, 784), np.uint8), np.zeros(2, np.uint8)
+    return build_network(TrainConfig(data="x", hidden=hidden, dtype=dtype), Dataset("x", x, y, x, y))
+
+
+def test_overhead_interpolates_between_measured_counts_and_extrapolates_beyond() -> None:
+    measured = {1: 1.0e-3, 2: 2.0e-3, 8: 5.0e-3}
+    assert costmodel.overhead_for(2, measured) == 2.0e-3
+    assert costmodel.overhead_for(5, measured) == pytest.approx(2.0e-3 + 3.0e-3 * 3 / 6)
+    assert costmodel.overhead_for(10, measured) == pytest.approx(5.0e-3 + 2 * costmodel.EXTRA_PER_WORKER)
+
+
+def test_transfer_counts_the_parameters_out_and_k_replies_back() -> None:
+    wide = network((1024, 1024))
+    P = 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10
+    assert wide.layout.size == P
+    assert costmodel.transfer_seconds(wide, 2, 4e9) == pytest.approx(3 * 4 * P / 4e9)  # ~5.6 ms
+    assert costmodel.transfer_seconds(network((1024, 1024), "float64"), 2, 4e9) == pytest.approx(3 * 8 * P / 4e9)
+
+
+def test_a_slow_vector_rate_keeps_a_wide_network_in_process(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NNPS_DATA_DIR", str(tmp_path))  # no saved overheads: the defaults
+    wide = network((256, 256))
+    slow = costmodel.predict(wide, 64, [2], rate=1e6)  # 1 MB/s: ~1.5 s of transfer per step
+    assert slow.workers == 0 and slow.predicted_s[2] > 1.0
+    fast = costmodel.predict(wide, 64, [2], rate=float("inf"))
+    # the same prediction but for the transfer (up to the noise of two timings of a few ms)
+    assert slow.predicted_s[2] - fast.predicted_s[2] == pytest.approx(costmodel.transfer_seconds(wide, 2, 1e6), abs=0.05)
