@@ -114,8 +114,8 @@ class Choice:
 
     def line(self, batch: int) -> str:
         p = self.predicted_s
-        pick = "in-process" if self.workers == 0 else f"{self.workers} Ray workers"
-        others = ", ".join(f"{k} workers {v * 1e3:.2f} ms" for k, v in sorted(p.items()) if k)
+        pick = "in-process" if self.workers == 0 else f"{self.workers} Ray worker{'s' if self.workers > 1 else ''}"
+        others = ", ".join(f"{k} worker{'s' if k > 1 else ''} {v * 1e3:.2f} ms" for k, v in sorted(p.items()) if k)
         return (f"--workers auto: {pick} ({p[self.workers] * 1e3:.2f} ms/step predicted at batch {batch}; "
                 f"in-process {p[0] * 1e3:.2f} ms, {others}; coordination costs: {self.source})")  # fmt: skip
 

@@ -39,3 +39,11 @@ def test_a_slow_vector_rate_keeps_a_wide_network_in_process(tmp_path, monkeypatc
     fast = costmodel.predict(wide, 64, [2], rate=float("inf"))
     # the same prediction but for the transfer (up to the noise of two timings of a few ms)
     assert slow.predicted_s[2] - fast.predicted_s[2] == pytest.approx(costmodel.transfer_seconds(wide, 2, 1e6), abs=0.05)
+
+
+def test_the_choice_is_said_in_one_line() -> None:
+    choice = costmodel.Choice(1, {0: 0.02, 1: 0.01, 2: 0.03}, "measured by nnps bench on here")
+    assert choice.line(256) == (
+        "--workers auto: 1 Ray worker (10.00 ms/step predicted at batch 256; in-process 20.00 ms, 1 worker 10.00 ms, "
+        "2 workers 30.00 ms; coordination costs: measured by nnps bench on here)"
+    )
