@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 import ray
+
 from nnps.worker.gradient_worker import keep_freed_memory, skip_torch_probe
 from nnps.worker.node_buffers import Mapped, NodeBuffers
 

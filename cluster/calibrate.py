@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import ray
+
 from nnps.cluster.ray_executor import RayExecutor
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset

@@ -99,19 +99,13 @@ def remove_graph_semaphores(raylet: int) -> int:
     actors are killed leaves some behind after ray.shutdown() (60 per `nnps train
     --workers 2` here, one 4 KiB page of /dev/shm each, forever). Only called for a Ray
     this process started, once its raylet is gone, so nothing can still be using them."""
-    import os
-    from pathlib import Path
+    from nnps.worker.node_buffers import SHM_DIR, process_alive
 
-    try:
-        os.kill(raylet, 0)
+    if process_alive(raylet):
         return 0  # still running (shutdown timed out?): not ours to clean yet
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        return 0
     removed = 0
     for kind in ("hdr", "obj"):
-        for path in Path("/dev/shm").glob(f"sem.{kind}{raylet}-*"):
+        for path in SHM_DIR.glob(f"sem.{kind}{raylet}-*"):
             path.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -52,22 +52,22 @@ class ParameterServer:
         self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)
         self.workers = workers
         self.inline_bytes = inline_bytes
-        self.mapped: Mapped | None = None
-        self.not_shared: str | None = None if shared else "not asked for"
-        if shared:
-            try:
-                self.mapped = Mapped(NodeBuffers.create(network.layout.size, len(workers), network.np_dtype.name))
-            except OSError as e:  # no room in /dev/shm, say: the object store carries the vectors
-                self.not_shared = f"/dev/shm: {e.strerror or e}"
-            else:  # from now on the optimizer updates the shared copy in place
-                self.mapped.params[...] = self.server.params
-                self.server.params = self.mapped.params
+        self.mapped = self._map_step_file(network) if shared else None
+        if self.mapped is not None:  # from now on the optimizer updates the shared copy in place
+            self.mapped.params[...] = self.server.params
+            self.server.params = self.mapped.params
         skip_torch_probe()
         keep_freed_memory()  # the optimizers' temporaries (Adam's) are vector-sized
 
-    def vectors(self) -> tuple[NodeBuffers | None, str | None]:
-        """The step file, if the vectors travel through shared memory; else why not."""
-        return (self.mapped.spec if self.mapped else None), self.not_shared
+    def _map_step_file(self, network: Network) -> Mapped | None:
+        try:
+            return Mapped(NodeBuffers.create(network.layout.size, len(self.workers), network.np_dtype.name))
+        except OSError:  # no room in /dev/shm, say: the object store carries the vectors
+            return None
+
+    def vectors(self) -> NodeBuffers | None:
+        """The step file, if the vectors travel through shared memory."""
+        return self.mapped.spec if self.mapped else None
 
     def run(self, stop: int) -> int:
         """Apply steps until `stop` (or divergence); returns the step reached."""

@@ -26,6 +26,8 @@ from typing import Iterator
 
 import numpy as np
 import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+
 from nnps.cluster.connect import inline_bytes, ray_connection
 from nnps.cluster.parameter_server import ParameterServer
 from nnps.core.config import TrainConfig
@@ -36,7 +38,6 @@ from nnps.core.shard import unpack_evaluation
 from nnps.core.training import ExecutorFactory, Plan, ServerLost
 from nnps.worker import node_buffers
 from nnps.worker.gradient_worker import GradientWorker, worker_options
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 Array = np.ndarray
 
@@ -116,7 +117,7 @@ def compiled_wanted(plan: Plan, k: int) -> bool:
     setting = os.environ.get("NNPS_RAY_COMPILED", "auto")
     if setting in ("0", "1"):
         return setting == "1"
-    if len([n for n in ray.nodes() if n["Alive"]]) != 1:
+    if not one_node():
         return False
     if k < ray.cluster_resources().get("CPU", 0):
         return True  # a core to spare for the server's and the driver's channel readers
@@ -130,9 +131,13 @@ def shared_wanted() -> bool:
     setting = os.environ.get("NNPS_SHARED_MEMORY", "auto")
     if setting in ("0", "1"):
         return setting == "1"
-    # Not started yet (the cost model asks before deciding to start Ray): the embedded one, one node.
-    one_node = not ray.is_initialized() or len([n for n in ray.nodes() if n["Alive"]]) == 1
-    return node_buffers.available() and one_node
+    return node_buffers.available() and one_node()
+
+
+def one_node() -> bool:
+    """Whether the Ray at hand has one live node. Not started yet (the cost model asks
+    before deciding to start Ray): the embedded one it would start, one node."""
+    return not ray.is_initialized() or len([n for n in ray.nodes() if n["Alive"]]) == 1
 
 
 class RayExecutor:
@@ -142,8 +147,7 @@ class RayExecutor:
         self.compiled_wanted = compiled_wanted(plan, num_workers) if compiled is None else compiled
         self.shared_wanted = shared_wanted() if shared is None else shared
         self.buffers: node_buffers.NodeBuffers | None = None  # the server's step file, if any
-        self.not_shared: str | None = None  # why the vectors go through the object store
-        self.step_files: list[str] = []  # every server's step file, for `nnps bench` and tests
+        self.step_files: list[str] = []  # every server's step file, for tests
         self.compiled: CompiledSteps | None = None
         self.fallback_reason: str | None = None  # why the graph was not used or was dropped
         self.steps_by_path = {"graph": 0, "plain": 0}  # what ran where: for `nnps bench` and tests
@@ -175,7 +179,7 @@ class RayExecutor:
         p = self.plan
         self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_rows["train"], self.workers,
                                              inline_bytes(), self.shared_wanted)  # fmt: skip
-        self.buffers, self.not_shared = ray.get(self.server.vectors.remote())
+        self.buffers = ray.get(self.server.vectors.remote())
         if self.buffers is not None:
             self.step_files.append(self.buffers.path)
         self.reached = None

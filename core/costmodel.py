@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
 from nnps.core.config import TrainConfig
 from nnps.core.network import Network
 from nnps.core.threads import blas_threads, threads_for

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from nnps.core import costmodel
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset

@@ -23,6 +23,8 @@ from nnps.core.config import TrainConfig
 from nnps.core.errors import DivergenceError
 from nnps.core.rundir import RunDir
 from nnps.core.training import plan_run, train
+from nnps.worker.gradient_worker import GradientWorker
+from nnps.worker.node_buffers import PREFIX, SHM_DIR, Mapped, NodeBuffers
 
 pytestmark = pytest.mark.ray
 
@@ -56,7 +58,7 @@ def train_on_ray(cfg: TrainConfig, dataset, run_dir: RunDir | None = None, repor
 
 
 def step_files() -> list[str]:
-    return sorted(p.name for p in Path("/dev/shm").glob("nnps-step-*"))
+    return sorted(p.name for p in SHM_DIR.glob(f"{PREFIX}*"))
 
 
 @pytest.mark.parametrize("vectors", ["shm", "store"])
@@ -191,9 +193,6 @@ def minor_faults(pid: int) -> int:
 def test_worker_steps_reuse_their_memory(mnist10k) -> None:
     """A worker's steps take no fresh pages from the kernel once warm (keep_freed_memory):
     784-1024-1024-10 at 128 examples faulted ~740 pages per step without it."""
-    from nnps.worker.gradient_worker import GradientWorker
-    from nnps.worker.node_buffers import Mapped, NodeBuffers
-
     plan = plan_run(CFG.replace(hidden=(1024, 1024), dtype="float32", batch_size=128), mnist10k, None, False)
     spec = NodeBuffers.create(plan.network.layout.size, 1, "float32")
     try:

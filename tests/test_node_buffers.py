@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from nnps.worker.node_buffers import PREFIX, SHM_DIR, Mapped, NodeBuffers, sweep_stale
 
 

@@ -98,18 +98,19 @@ def sweep_stale() -> list[str]:
             pid = int(path.name[len(PREFIX) :].split("-")[0])
         except ValueError:
             continue
-        if not _alive(pid):
+        if not process_alive(pid):
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (someone else's counts as alive: not ours to judge)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process: alive, and not ours to judge
+    except PermissionError:
         return True
     return True
 
