@@ -42,15 +42,15 @@ def main() -> None:
     ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
     rt = round_trip()
     print(f"network 784-{'-'.join(map(str, hidden))}-10; Ray no-op actor round trip: {rt * 1e3:.2f} ms\n")
-    print(f"{'batch':>6} {'N':>2} {'mode':>10} {'ms/step':>8} {'ex/s':>9} {'vs serial':>9} {'overhead ms':>11} {'RTs':>5}")
+    print(f"{'batch':>6} {'N':>2} {'mode':>14} {'ms/step':>8} {'ex/s':>9} {'vs serial':>9} {'overhead ms':>11} {'RTs':>5}")
     serial = {}
     for r in measure(hidden, batches, [1, 2], modes=modes):
         if r.workers == 0:
             serial[r.batch] = r.seconds
-            print(f"{r.batch:>6} {0:>2} {r.mode:>10} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} {'1.00x':>9}")
+            print(f"{r.batch:>6} {0:>2} {r.mode:>14} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} {'1.00x':>9}")
             continue
         over = max(r.seconds - r.compute, 0.0)
-        print(f"{'':>6} {r.workers:>2} {r.mode:>10} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} "
+        print(f"{'':>6} {r.workers:>2} {r.mode:>14} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} "
               f"{serial[r.batch] / r.seconds:>8.2f}x {over * 1e3:>11.2f} {over / rt:>5.1f}")  # fmt: skip
     ray.shutdown()
 

@@ -55,10 +55,10 @@ def bench(
         sys.stdout.write(json.dumps({"round_trip_s": rt, "rows": [r.__dict__ for r in rows]}) + "\n")
         return
     print(f"784-{hidden.replace(',', '-')}-10 on {where}; Ray actor round trip {rt * 1e3:.2f} ms")
-    print(f"{'batch':>6} {'workers':>7} {'mode':>10} {'ms/step':>8} {'ex/s':>10} {'vs 1 process':>12}")
+    print(f"{'batch':>6} {'workers':>7} {'mode':>14} {'ms/step':>8} {'ex/s':>10} {'vs 1 process':>12}")
     for r in rows:
         mark = "  <- pays" if r.workers and serial[r.batch] / r.seconds > 1.0 else ""
-        print(f"{r.batch:>6} {r.workers:>7} {r.mode:>10} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>10,.0f} "
+        print(f"{r.batch:>6} {r.workers:>7} {r.mode:>14} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>10,.0f} "
               f"{serial[r.batch] / r.seconds:>11.2f}x{mark}")  # fmt: skip
     if save:
         print(f"coordination costs saved to {path} for --workers auto")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import ray
 
-from nnps.cluster.ray_executor import RayExecutor
+from nnps.cluster.ray_executor import RayExecutor, threads_per_worker
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.threads import threads_for
@@ -26,7 +26,7 @@ from nnps.core.training import Plan, make_in_process, plan_run
 class Row:
     batch: int
     workers: int  # 0: in-process
-    mode: str  # "graph" or "plain"; in-process: "<n>thr", its BLAS threads
+    mode: str  # "graph" or "plain" (+shm), " <n>thr" if each worker ran n BLAS threads; in-process: "<n>thr"
     seconds: float  # per step
     compute: float  # per step, of the largest shard on one thread (k > 0)
 
@@ -110,15 +110,17 @@ def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int], mod
         plan = plan_run(cfg, ds, None, False)
         rows.append(best_single_process(plan, ds, batch, steps))
         for k in workers:
-            # One shard on one thread, as a worker runs it. (The in-process executor picks
-            # its own BLAS threads per step, which overrode an outer limit here: until this
-            # was fixed, shards of over 8M multiply-adds were timed on several threads.)
+            # One shard on the worker's BLAS threads, as a worker runs it. (The in-process
+            # executor picks its own threads per step unless told: until it was told, shards
+            # of over 8M multiply-adds were timed on several threads here.)
+            threads = threads_per_worker(plan, k)
             shard = make_in_process(plan_run(cfg.replace(batch_size=-(-batch // k)), ds, None, False), ds)
-            shard.threads = 1
+            shard.threads = threads
             compute = per_step(shard, steps)
             for compiled, shared in modes:
                 ex = RayExecutor(plan, ds, k, compiled=compiled, shared=shared)
                 mode = ("graph" if ex.compiled is not None else "plain") + ("+shm" if ex.buffers else "")
+                mode += f" {threads}thr" if threads > 1 else ""
                 try:
                     if (compiled and ex.compiled is None) or (shared and ex.buffers is None):
                         continue  # not available here: the row without it says so

@@ -56,14 +56,19 @@ def vector_rate() -> float:
 
 
 def choose_workers(config: TrainConfig, dataset: Dataset, cpus: int, say: Callable[[str], None]) -> TrainConfig:
-    choice = costmodel.predict(build_network(config, dataset), config.batch_size, range(1, cpus + 1), vector_rate())
+    from nnps.cluster.ray_executor import node_cpus
+
+    choice = costmodel.predict(build_network(config, dataset), config.batch_size, range(1, cpus + 1), vector_rate(),
+                               node_cpus())  # fmt: skip
     say(choice.line(config.batch_size))
     return config.replace(workers=choice.workers)
 
 
 def warn_if_slower(config: TrainConfig, dataset: Dataset, say: Callable[[str], None]) -> None:
+    from nnps.cluster.ray_executor import node_cpus
+
     k = int(config.workers)
-    choice = costmodel.predict(build_network(config, dataset), config.batch_size, [k], vector_rate())  # only k
+    choice = costmodel.predict(build_network(config, dataset), config.batch_size, [k], vector_rate(), node_cpus())
     p = choice.predicted_s
     if p[k] > SLOWER_WARNING * p[0]:
         say(f"warning: {k} workers at batch {config.batch_size} are predicted to take {p[k] * 1e3:.2f} ms per step "

@@ -23,7 +23,8 @@ and the fallback.
 
 It asks for no CPU (`num_cpus=0`): its work per step is one vector sum and an optimizer
 update, small beside the workers' backprop, and on a 2-core laptop both cores go to
-workers. A lost server is not restarted by Ray: the driver rebuilds it from the last
+workers. NNPS_SERVER_THREADS=n runs that update on n threads while the workers wait
+(core/server.py; one by default). A lost server is not restarted by Ray: the driver rebuilds it from the last
 checkpoint (`ray_executor.RayExecutor.restore`).
 """
 
@@ -47,9 +48,10 @@ Array = np.ndarray
 @ray.remote(num_cpus=0)
 class ParameterServer:
     def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, n_train: int,
-                 workers: list, inline_bytes: int, shared: bool = False) -> None:  # fmt: skip
+                 workers: list, inline_bytes: int, shared: bool = False, threads: int = 1) -> None:  # fmt: skip
         self.sampler = Sampler(n_train, config.batch_size, config.seed)
         self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)
+        self.server.threads = threads  # for the sum and update of wide networks (core/server.py)
         self.workers = workers
         self.inline_bytes = inline_bytes
         self.mapped = self._map_step_file(network) if shared else None

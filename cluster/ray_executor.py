@@ -35,6 +35,7 @@ from nnps.core.datasets import Dataset
 from nnps.core.errors import ClusterError
 from nnps.core.server import Snapshot
 from nnps.core.shard import unpack_evaluation
+from nnps.core.threads import worker_threads
 from nnps.core.training import ExecutorFactory, Plan, ServerLost
 from nnps.worker import node_buffers
 from nnps.worker.gradient_worker import GradientWorker, worker_options
@@ -108,7 +109,7 @@ class CompiledSteps:
 GRAPH_MAX_SHARD_PRODUCT = 50_000_000
 
 
-def compiled_wanted(plan: Plan, k: int) -> bool:
+def compiled_wanted(plan: Plan, k: int, threads: int = 1) -> bool:
     """Compiled graphs on a one-node Ray (the embedded default) when a core is left over
     for the server, or the shards are small; unless NNPS_RAY_COMPILED=0 (=1: always).
     Not across nodes: with a node lost mid-run, the broken graph's actors stayed deaf to
@@ -119,7 +120,7 @@ def compiled_wanted(plan: Plan, k: int) -> bool:
         return setting == "1"
     if not one_node():
         return False
-    if k < ray.cluster_resources().get("CPU", 0):
+    if k * threads < ray.cluster_resources().get("CPU", 0):
         return True  # a core to spare for the server's and the driver's channel readers
     return -(-plan.config.batch_size // k) * plan.network.layout.widest_product < GRAPH_MAX_SHARD_PRODUCT
 
@@ -134,6 +135,38 @@ def shared_wanted() -> bool:
     return node_buffers.available() and one_node()
 
 
+def threads_setting(name: str) -> int | None:
+    """A thread count from the environment variable `name`; None for unset or auto."""
+    setting = os.environ.get(name, "auto")
+    if setting == "auto":
+        return None
+    if not setting.isdigit() or int(setting) < 1:
+        raise ClusterError(f"{name}={setting!r}: expected a whole number >= 1, or auto")
+    return int(setting)
+
+
+def threads_per_worker(plan: Plan, k: int) -> int:
+    """BLAS threads per worker (core/threads.py: worker_threads) on the Ray at hand;
+    NNPS_WORKER_THREADS=n sets them."""
+    return threads_setting("NNPS_WORKER_THREADS") or worker_threads(plan.network, plan.config.batch_size, k, node_cpus())
+
+
+def threads_for_server() -> int:
+    """Threads for the server's sum and update (core/server.py): NNPS_SERVER_THREADS, 1 by
+    default. Two threads did the update of 784-1024-1024-10 1.5x faster on 2 cores
+    (bench/server_update.py), but whether that survives beside the workers' idle BLAS
+    threads and the graph's spinning readers is not measured yet: off until it is."""
+    return threads_setting("NNPS_SERVER_THREADS") or 1
+
+
+def node_cpus() -> int | None:
+    """The CPUs workers share on a one-node Ray (before the embedded one starts: this
+    machine's); None on a cluster of several nodes."""
+    if not ray.is_initialized():
+        return os.cpu_count() or 1
+    return int(ray.cluster_resources().get("CPU", 1)) if one_node() else None
+
+
 def one_node() -> bool:
     """Whether the Ray at hand has one live node. Not started yet (the cost model asks
     before deciding to start Ray): the embedded one it would start, one node."""
@@ -144,7 +177,9 @@ class RayExecutor:
     def __init__(self, plan: Plan, dataset: Dataset, num_workers: int, compiled: bool | None = None,
                  shared: bool | None = None) -> None:  # fmt: skip
         self.plan = plan
-        self.compiled_wanted = compiled_wanted(plan, num_workers) if compiled is None else compiled
+        self.threads = threads_per_worker(plan, num_workers)
+        self.server_threads = threads_for_server()
+        self.compiled_wanted = compiled_wanted(plan, num_workers, self.threads) if compiled is None else compiled
         self.shared_wanted = shared_wanted() if shared is None else shared
         self.buffers: node_buffers.NodeBuffers | None = None  # the server's step file, if any
         self.step_files: list[str] = []  # every server's step file, for tests
@@ -171,14 +206,14 @@ class RayExecutor:
         old = [self.server] if self.server is not None else []
         if fresh_workers:
             old += self.workers
-            self.workers = [GradientWorker.options(**worker_options()).remote(self.plan.network, self.data_refs)
-                            for _ in range(self.num_workers)]  # fmt: skip
+            self.workers = [GradientWorker.options(**worker_options(self.threads)).remote(
+                                self.plan.network, self.data_refs, self.threads) for _ in range(self.num_workers)]  # fmt: skip
         for actor in old:
             ray.kill(actor, no_restart=True)
         self._drop_buffers()
         p = self.plan
         self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_rows["train"], self.workers,
-                                             inline_bytes(), self.shared_wanted)  # fmt: skip
+                                             inline_bytes(), self.shared_wanted, self.server_threads)  # fmt: skip
         self.buffers = ray.get(self.server.vectors.remote())
         if self.buffers is not None:
             self.step_files.append(self.buffers.path)

@@ -3,8 +3,9 @@
     t_serial(b)  = the in-process step at batch b                       (measured here)
     t_k(b)       = t_shard(ceil(b / k)) + c_k + (k + 1) x |params| / R   (k Ray workers)
 
-t_shard is the in-process step on one BLAS thread at the shard's size (measured here, a
-few steps on random data of the network's shape: ~0.2 s); c_k is the coordination cost
+t_shard is the in-process step at the shard's size on a worker's BLAS threads (measured
+here, a few steps on random data of the network's shape: ~0.2 s; the threads are
+core/threads.py's worker_threads: 1 across nodes, a share of the cores on one); c_k is the coordination cost
 of a step with k workers (the parameter broadcast, the k replies, the server's update and
 Ray's messaging), measured on the cluster at hand by `nnps bench`, which saves it to
 ~/.cache/nnps/overhead.json; without that file, the values measured on a 2-core laptop
@@ -33,7 +34,7 @@ import numpy as np
 
 from nnps.core.config import TrainConfig
 from nnps.core.network import Network
-from nnps.core.threads import blas_threads, threads_for
+from nnps.core.threads import blas_threads, threads_for, worker_threads
 
 # Coordination per step (seconds) by number of workers, measured on this project's 2-core
 # development machine with `nnps bench` (784-30-10, batch 10, compiled-graph steps: the
@@ -121,13 +122,14 @@ class Choice:
                 f"in-process {p[0] * 1e3:.2f} ms, {others}; coordination costs: {self.source})")  # fmt: skip
 
 
-def predict(network: Network, batch: int, counts: Iterable[int], rate: float = VECTOR_RATE["shm"]) -> Choice:
+def predict(network: Network, batch: int, counts: Iterable[int], rate: float = VECTOR_RATE["shm"],
+            cpus: int | None = None) -> Choice:  # fmt: skip
     """Predicted seconds per step in-process and with each k in `counts` workers whose
-    vectors move at `rate` bytes/s; the best."""
+    vectors move at `rate` bytes/s, sharing one node's `cpus` (None: across nodes); the best."""
     overhead, source = load_overhead()
     predicted = {0: step_seconds(network, batch, threads_for(network, batch))}
     for k in counts:
-        shard = math.ceil(batch / k)
-        predicted[k] = step_seconds(network, shard, 1) + overhead_for(k, overhead) + transfer_seconds(network, k, rate)
+        shard, threads = math.ceil(batch / k), worker_threads(network, batch, k, cpus)
+        predicted[k] = step_seconds(network, shard, threads) + overhead_for(k, overhead) + transfer_seconds(network, k, rate)
     best = min(predicted, key=lambda k: (predicted[k], k))
     return Choice(best, predicted, source)

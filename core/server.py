@@ -11,11 +11,19 @@ The server also keeps the running train cost and accuracy of the epoch in progre
 notices divergence: a NaN or infinite cost freezes the parameters and records the step,
 so the driver can stop with the last good checkpoint intact.
 
+For a wide network the step is memory-bound: 784-1024-1024-10's sum and update pass over
+7.5 MB vectors three times, ~2 ms on one core. With `threads` > 1 the server splits the
+vector into that many contiguous parts and runs the sum and the update of each on its
+own thread (numpy releases the GIL); every operation is elementwise, so the result is the
+same bit for bit (tests/test_optimizers.py). bench/server_update.py measures it; 1 thread
+unless the caller asks (NNPS_SERVER_THREADS for the Ray path).
+
 `nnps.cluster.ParameterServer` is this class behind a Ray actor.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +33,10 @@ from nnps.core.network import Network
 from nnps.core.optimizers import Optimizer, Schedule
 
 Array = np.ndarray
+
+# Below this many parameters one thread does the update: a thread's hand-off (~20-50 us)
+# would cost more than the part of the pass it takes over.
+PARALLEL_MIN = 1 << 20
 
 
 @dataclass
@@ -54,6 +66,9 @@ class Server:
         self.steps_per_epoch = steps_per_epoch
         self.optimizer = make_optimizer(config, network, steps_per_epoch)
         self._total: Array | None = None  # the replies' sum, reused every step
+        self.threads = 1  # for the sum and update: see the module's docstring
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
         self.restore(snapshot)
 
     def restore(self, s: Snapshot) -> None:
@@ -78,22 +93,27 @@ class Server:
             if self._total is None:
                 self._total = np.empty_like(replies[0])
             total = self._total
-            if len(replies) == 1:
-                np.copyto(total, replies[0])
-            else:
-                np.add(replies[0], replies[1], out=total)
-            for reply in replies[2:]:
-                total += reply
         P = self.network.layout.size
-        g = total[:P]
+        add_up(total, replies, slice(P, None))
         cost, correct, m = (float(v) for v in total[P:])
         if not np.isfinite(cost):
             self.diverged_at, self.bad_cost = self.step, cost
             return self.params
         if self.step % self.steps_per_epoch == 0:  # first step of an epoch: new running sums
             self.cost_sum, self.correct, self.examples = 0.0, 0, 0
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as the next step's cost
-            self.optimizer.step(self.params, g, int(m), self.step)  # divides the sum by m
+
+        def update(part: slice) -> None:
+            add_up(total, replies, part)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as the next step's cost
+                self.optimizer.step(self.params, total, int(m), self.step, part)  # divides the sum by m
+
+        parts = split_range(P, self.threads if P >= PARALLEL_MIN else 1)
+        if len(parts) == 1:
+            update(parts[0])
+        else:
+            if self._pool is None or self._pool_size != len(parts):
+                self._pool, self._pool_size = ThreadPoolExecutor(len(parts), thread_name_prefix="nnps-update"), len(parts)
+            list(self._pool.map(update, parts))
         self.step += 1
         self.cost_sum += cost
         self.correct += int(correct)
@@ -106,3 +126,23 @@ class Server:
 
     def current_lr(self) -> float:
         return self.optimizer.schedule.lr(self.optimizer.lr, self.step)
+
+
+def add_up(total: Array, replies: tuple[Array, ...], part: slice) -> None:
+    """total[part] = replies[0][part] + replies[1][part] + ..., left to right."""
+    if replies[0] is total:
+        return  # a lone reply that is its own sum
+    out = total[part]
+    if len(replies) == 1:
+        np.copyto(out, replies[0][part])
+        return
+    np.add(replies[0][part], replies[1][part], out=out)
+    for reply in replies[2:]:
+        out += reply[part]
+
+
+def split_range(n: int, parts: int) -> list[slice]:
+    """[0, n) in `parts` contiguous slices, cut at multiples of 16 elements (64-byte lines
+    for float32) so no two threads write one cache line."""
+    cuts = [min(n, (n * i // parts) // 16 * 16) for i in range(parts)] + [n]
+    return [slice(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]

@@ -4,8 +4,8 @@ OpenBLAS splits even small products over every core, and for the seed's network 
 costs more than it gains: 784-30-10 at batch 100 runs 2.4x FASTER on one thread than on
 two on a 2-core machine (bench/core_speed.py). Products of a few million multiply-adds
 and more do gain from threads, but not from all of a big machine's: the in-process path
-gives BLAS one thread per ~8M multiply-adds of its largest product, up to the cores; a Ray
-worker always runs on one thread (one CPU each).
+gives BLAS one thread per ~8M multiply-adds of its largest product, up to the cores; k Ray
+workers on one node share its cores, less one for the server (`worker_threads`).
 threadpoolctl changes the limit at run time (~20 us), without restarting the process.
 """
 
@@ -25,9 +25,27 @@ from nnps.core.network import Network
 SMALL_PRODUCT = 8_000_000
 
 
-def threads_for(network: Network, batch: int) -> int:
-    """One BLAS thread per SMALL_PRODUCT multiply-adds of the largest product, 1..cores."""
-    return max(1, min(os.cpu_count() or 1, batch * network.layout.widest_product // SMALL_PRODUCT))
+def threads_for(network: Network, batch: int, cores: int | None = None) -> int:
+    """One BLAS thread per SMALL_PRODUCT multiply-adds of the largest product, 1..cores
+    (default: this machine's)."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(cores, batch * network.layout.widest_product // SMALL_PRODUCT))
+
+
+def worker_threads(network: Network, batch: int, k: int, cpus: int | None) -> int:
+    """BLAS threads (and CPUs asked of Ray) for each of k workers on one node of `cpus`
+    CPUs: the cores left after two split evenly, and no more than the shard's products
+    use. The two: in a compiled graph the server's and the driver's channel readers spin
+    while they wait (on 16 cores 1 worker of 784-30-10 at batch 10000 took 147 ms a step
+    on 15 threads through the graph, 17 ms on plain calls). On 16 cores 2 workers get 7
+    each, where one thread each left 14 cores idle (2 workers of 784-1024-1024-10 at batch
+    256: 0.46x of one process on 16 threads; with 7 each, 0.91x).
+    cpus=None (several nodes): 1, since where Ray puts k workers is its call, and a
+    worker asking for more CPUs than any node has left would never start."""
+    if cpus is None:
+        return 1
+    share = max(1, (cpus - 2) // k)
+    return min(share, threads_for(network, -(-batch // k), cpus))
 
 
 @lru_cache(maxsize=1)

@@ -9,6 +9,7 @@ from nnps.core import costmodel
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.network import Network
+from nnps.core.threads import worker_threads
 from nnps.core.training import build_network
 
 
@@ -48,3 +49,15 @@ def test_the_choice_is_said_in_one_line() -> None:
         "--workers auto: 1 Ray worker (10.00 ms/step predicted at batch 256; in-process 20.00 ms, 1 worker 10.00 ms, "
         "2 workers 30.00 ms; coordination costs: measured by nnps bench on here)"
     )
+
+
+def test_workers_share_one_node_s_cores_less_two_for_the_graph_s_readers() -> None:
+    wide, seed = network((1024, 1024)), network((30,))
+    # 784-1024-1024-10 at batch 256: shards of 128 x 1M multiply-adds want every core there is
+    assert [worker_threads(wide, 256, k, 16) for k in (1, 2, 4, 8, 15, 16)] == [14, 7, 3, 1, 1, 1]
+    # 784-30-10: shards of 500 x 23,520 (11.8M) use 1 thread, of 5,000 (118M) 14; the share caps them
+    assert worker_threads(seed, 1000, 2, 16) == 1
+    assert worker_threads(seed, 10000, 2, 16) == 7
+    assert worker_threads(seed, 10000, 2, 64) == 14
+    assert worker_threads(wide, 256, 2, 2) == 1  # 2 cores: one each, as before
+    assert worker_threads(wide, 256, 2, None) == 1  # several nodes: one CPU each

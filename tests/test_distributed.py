@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+from threadpoolctl import threadpool_info
 
 from nnps.cluster.ray_executor import compiled_wanted, ray_session, shared_wanted
 from nnps.core.config import TrainConfig
-from nnps.core.errors import DivergenceError
+from nnps.core.errors import ClusterError, DivergenceError
 from nnps.core.rundir import RunDir
 from nnps.core.training import plan_run, train
 from nnps.worker.gradient_worker import GradientWorker
@@ -74,6 +75,52 @@ def test_k_workers_equal_serial(workers: int, path: str, vectors: str, mnist10k,
     assert executors[0].steps_by_path == ({"graph": 60, "plain": 0} if path == "graph" else {"graph": 0, "plain": 60})
     assert len(executors[0].step_files) == (1 if vectors == "shm" else 0)
     assert step_files() == []  # the run's step file went with its server
+
+
+def free_cpus_become(n: float, wait_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + wait_s
+    while ray.available_resources().get("CPU", 0) != n:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_workers_run_and_reserve_their_blas_threads(mnist10k, serial, monkeypatch) -> None:
+    """NNPS_WORKER_THREADS=2 (what 2 workers of a wide network get on 5 cores): the worker
+    asks Ray for 2 CPUs, its BLAS runs 2 threads, and the sums equal serial SGD's."""
+    monkeypatch.setenv("NNPS_WORKER_THREADS", "2")
+    executors: list = []
+    params = train_on_ray(CFG.replace(workers=1), mnist10k, executors=executors)
+    assert np.max(np.abs(params - serial)) < 1e-9
+    assert executors[0].threads == 2
+    assert free_cpus_become(4)  # the run closed: its worker's 2 CPUs are back (Ray frees them in a while)
+    with ray_session(CFG.replace(workers=1)) as factory:
+        ex = factory(plan_run(CFG, mnist10k, None, False), mnist10k)
+        try:
+            assert free_cpus_become(2)
+            blas = ray.get(ex.workers[0].__ray_call__.remote(
+                lambda self: [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]))  # fmt: skip
+            assert blas and set(blas) == {2}
+        finally:
+            ex.close()
+
+
+def test_server_threads_reach_the_server(mnist10k, monkeypatch) -> None:
+    monkeypatch.setenv("NNPS_SERVER_THREADS", "3")
+    with ray_session(CFG.replace(workers=1)) as factory:
+        ex = factory(plan_run(CFG, mnist10k, None, False), mnist10k)
+        try:
+            assert ray.get(ex.server.__ray_call__.remote(lambda self: self.server.threads)) == 3
+        finally:
+            ex.close()
+
+
+@pytest.mark.parametrize("name", ["NNPS_WORKER_THREADS", "NNPS_SERVER_THREADS"])
+def test_bad_threads_setting_is_one_line(name: str, mnist10k, monkeypatch) -> None:
+    monkeypatch.setenv(name, "two")
+    with pytest.raises(ClusterError, match=rf"{name}='two': expected a whole number >= 1, or auto"):
+        train_on_ray(CFG.replace(workers=1), mnist10k)
 
 
 def actor_pids(title: str) -> list[int]:

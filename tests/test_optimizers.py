@@ -62,3 +62,49 @@ def test_schedules() -> None:
     cos = Schedule("cosine", total_steps=100)
     assert cos.lr(2.0, 0) == 2.0 and cos.lr(2.0, 50) == pytest.approx(1.0) and cos.lr(2.0, 100) == pytest.approx(0.0)
     assert Schedule().lr(0.3, 12345) == 0.3
+
+
+@pytest.mark.parametrize("name,l2", [("sgd", 0.0), ("sgd", 1e-3), ("momentum", 0.0), ("nesterov", 1e-3), ("adam", 1e-3)])
+def test_update_in_parts_on_threads_equals_one_pass(name: str, l2: float, monkeypatch) -> None:
+    """The server's sum and update split over 3 threads (core/server.py) give the same
+    parameters and optimizer state bit for bit as one pass: every rule is elementwise."""
+    from nnps.core import server as server_module
+    from nnps.core.config import TrainConfig
+    from nnps.core.datasets import Dataset
+    from nnps.core.server import Server, Snapshot
+    from nnps.core.training import build_network
+
+    monkeypatch.setattr(server_module, "PARALLEL_MIN", 0)  # 784-30-10 is below the real threshold
+    x, y = np.zeros((2, 784), np.uint8), np.zeros(2, np.uint8)
+    cfg = TrainConfig(data="x", hidden=(30,), optimizer=name, l2=l2, lr=0.1, dtype="float32")
+    net = build_network(cfg, Dataset("x", x, y, x, y))
+    rng = np.random.default_rng(1)
+    start = Snapshot(rng.standard_normal(net.layout.size).astype(np.float32))
+    steps = [[rng.standard_normal(net.layout.size + 3).astype(np.float32) for _ in range(3)] for _ in range(4)]
+    for replies in steps:
+        replies[0][-3:], replies[1][-3:], replies[2][-3:] = (1.0, 2, 10), (0.5, 3, 10), (0.25, 4, 12)
+        for r in replies:
+            r.flags.writeable = False  # as Ray hands them over
+    servers = []
+    for threads in (1, 3):
+        server = Server(cfg, net, start, steps_per_epoch=100)
+        server.threads = threads
+        for replies in steps:
+            server.apply(*replies)
+        servers.append(server)
+    one, parted = servers
+    assert parted._pool_size == 3 and one._pool is None  # the parts did run on 3 threads
+    assert np.array_equal(one.params, parted.params)
+    for key in one.optimizer.state:
+        assert np.array_equal(one.optimizer.state[key], parted.optimizer.state[key])
+    assert (one.step, one.cost_sum, one.correct, one.examples) == (4, 7.0, 36, 128)
+    assert (parted.step, parted.cost_sum, parted.correct, parted.examples) == (4, 7.0, 36, 128)
+
+
+def test_split_range_covers_the_vector_in_cache_line_aligned_parts() -> None:
+    from nnps.core.server import split_range
+
+    parts = split_range(1_863_690, 4)
+    assert [p.start for p in parts] == [0, 465_920, 931_840, 1_397_760]
+    assert parts[-1].stop == 1_863_690 and all(a.stop == b.start for a, b in zip(parts, parts[1:]))
+    assert split_range(40, 4) == [slice(0, 16), slice(16, 40)]  # cut at 16-element lines; empty parts dropped

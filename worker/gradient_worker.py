@@ -4,8 +4,9 @@ The training data reaches the actor as object-store references resolved by Ray i
 read-only numpy views: one copy per node, shared zero-copy by every worker on it, put
 there once by the driver. No worker loads the data itself.
 
-One CPU per actor, and its BLAS pinned to one thread, so k workers on k cores do not
-fight over them. If the actor's process dies, Ray restarts it (same constructor
+Each actor asks Ray for as many CPUs as it runs BLAS threads (`worker_threads` in
+core/threads.py picks them: one across nodes, a share of the node's cores on one node),
+so k workers do not fight over cores. If the actor's process dies, Ray restarts it (same constructor
 arguments, so the same data references) and retries the lost call: `gradient_sums` is a
 pure function of (parameters, indices), so a retry returns the same numbers.
 """
@@ -65,13 +66,14 @@ def keep_freed_memory() -> None:
 
 @ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)
 class GradientWorker:
-    def __init__(self, network: Network, data_refs: list[ray.ObjectRef]) -> None:
+    def __init__(self, network: Network, data_refs: list[ray.ObjectRef], threads: int = 1) -> None:
         # The references come wrapped in a list so that Ray hands them over unresolved and
         # a restarted actor fetches them again; ray.get maps them zero-copy, read-only.
         x_train, y_train, x_test, y_test = ray.get(data_refs)
         self.core = ShardWorker(network, x_train, y_train, x_test, y_test)
-        # One CPU, one BLAS thread: k workers on k cores must not fight over them.
-        self._blas = threadpool_limits(1, user_api="blas")
+        # As many BLAS threads as CPUs Ray gave it (worker_options): k workers must not
+        # fight over the cores.
+        self._blas = threadpool_limits(threads, user_api="blas")
         self._mapped: Mapped | None = None  # the server's step file, once a step names it
         skip_torch_probe()
         keep_freed_memory()
@@ -108,8 +110,8 @@ class GradientWorker:
         return True
 
 
-def worker_options() -> dict:
-    """Options for GradientWorker.options(...): spread across nodes. (BLAS threads are set
-    in the actor with threadpoolctl: a runtime_env with env_vars would cost each actor a
-    fresh worker process instead of one Ray started ahead.)"""
-    return {"scheduling_strategy": "SPREAD"}
+def worker_options(threads: int = 1) -> dict:
+    """Options for GradientWorker.options(...): spread across nodes, a CPU per BLAS thread.
+    (The threads are set in the actor with threadpoolctl: a runtime_env with env_vars
+    would cost each actor a fresh worker process instead of one Ray started ahead.)"""
+    return {"scheduling_strategy": "SPREAD", "num_cpus": threads}
