@@ -112,7 +112,8 @@ class Server:
             update(parts[0])
         else:
             if self._pool is None or self._pool_size != len(parts):
-                self._pool, self._pool_size = ThreadPoolExecutor(len(parts), thread_name_prefix="nnps-update"), len(parts)
+                self._pool = ThreadPoolExecutor(len(parts), thread_name_prefix="nnps-update")
+                self._pool_size = len(parts)
             list(self._pool.map(update, parts))
         self.step += 1
         self.cost_sum += cost
