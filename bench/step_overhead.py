@@ -9,12 +9,14 @@ For 784-30-10 (the seed's network) at batch 10 .. 10,000, in one local Ray sessi
     N=k graph   the same over Ray's compiled graph
     +shm        the same with the vectors in a /dev/shm file the processes share
                 (worker/node_buffers.py): only indices and acknowledgements in messages
+    sock+shm    the step file, and the indices and acknowledgements through Unix sockets
+                instead of Ray calls (worker/step_sockets.py)
     overhead    step time minus the compute inside it (the in-process time of one shard of
                 batch/k on one thread), also in units of Ray's own no-op actor round trip,
                 measured in the same run
 
 Run: .venv/bin/python bench/step_overhead.py [--quick] [--hidden 1024,1024] [--batches 256]
-     [--modes plain,graph,plain+shm,graph+shm]
+     [--modes plain,graph,plain+shm,graph+shm,sock+shm]
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 
 import ray
 
-from nnps.cluster.calibrate import measure, round_trip
+from nnps.cluster.calibrate import MODES, measure, round_trip
 
 
 def main() -> None:
@@ -35,10 +37,10 @@ def main() -> None:
     batches = [10, 100, 1000] if quick else [10, 100, 1000, 10000]
     if "--batches" in sys.argv:
         batches = [int(b) for b in sys.argv[sys.argv.index("--batches") + 1].split(",")]
-    names = "plain,graph,plain+shm,graph+shm"
+    names = "plain,graph,plain+shm,graph+shm,sock+shm"
     if "--modes" in sys.argv:
         names = sys.argv[sys.argv.index("--modes") + 1]
-    modes = tuple((name.startswith("graph"), name.endswith("+shm")) for name in names.split(","))
+    modes = tuple(MODES[name] for name in names.split(","))
     ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
     rt = round_trip()
     print(f"network 784-{'-'.join(map(str, hidden))}-10; Ray no-op actor round trip: {rt * 1e3:.2f} ms\n")

@@ -34,6 +34,7 @@ import os
 
 import numpy as np
 import ray
+from ray.exceptions import RayError
 
 from nnps.core.config import TrainConfig
 from nnps.core.network import Network
@@ -41,6 +42,7 @@ from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server, Snapshot
 from nnps.worker.gradient_worker import keep_freed_memory, skip_torch_probe
 from nnps.worker.node_buffers import Mapped, NodeBuffers
+from nnps.worker.step_sockets import ChannelBroken, ServerSockets
 
 Array = np.ndarray
 
@@ -48,7 +50,8 @@ Array = np.ndarray
 @ray.remote(num_cpus=0)
 class ParameterServer:
     def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, n_train: int,
-                 workers: list, inline_bytes: int, shared: bool = False, threads: int = 1) -> None:  # fmt: skip
+                 workers: list, inline_bytes: int, shared: bool = False, threads: int = 1,
+                 sockets: bool = False) -> None:  # fmt: skip
         self.sampler = Sampler(n_train, config.batch_size, config.seed)
         self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)
         self.server.threads = threads  # for the sum and update of wide networks (core/server.py)
@@ -58,6 +61,11 @@ class ParameterServer:
         if self.mapped is not None:  # from now on the optimizer updates the shared copy in place
             self.mapped.params[...] = self.server.params
             self.server.params = self.mapped.params
+        # Step signals through Unix sockets (worker/step_sockets.py): only with the step file.
+        self.want_sockets = sockets and self.mapped is not None
+        self.sockets: ServerSockets | None = None
+        self.channel_error: str | None = None  # why the sockets were dropped, if they were
+        self.steps_by_channel = {"socket": 0, "ray": 0}
         skip_torch_probe()
         keep_freed_memory()  # the optimizers' temporaries (Adam's) are vector-sized
 
@@ -74,7 +82,10 @@ class ParameterServer:
     def run(self, stop: int) -> int:
         """Apply steps until `stop` (or divergence); returns the step reached."""
         k = len(self.workers)
+        if self.want_sockets:
+            self._run_sockets(stop)
         while self.server.step < stop and self.server.diverged_at is None:
+            self.steps_by_channel["ray"] += 1
             shards = split(self.sampler.batch(self.server.step), k)
             if self.mapped is not None:  # the vectors stay in the step file; only indices travel
                 spec, slots = self.mapped.spec, self.mapped.replies
@@ -89,6 +100,33 @@ class ParameterServer:
             replies = ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)])
             self.server.apply(*replies)
         return self.server.step
+
+    def _run_sockets(self, stop: int) -> None:
+        """Steps over the workers' sockets until `stop`; if one breaks (a worker died), close
+        them all and leave the rest of the run to Ray calls. The step that broke was not
+        applied: `run` redoes it."""
+        assert self.mapped is not None  # want_sockets requires the step file
+        spec, slots = self.mapped.spec, self.mapped.replies
+        try:
+            if self.sockets is None:
+                self.sockets = ServerSockets(spec)
+                ray.get([w.serve_steps.remote(spec, i) for i, w in enumerate(self.workers)])
+                self.sockets.accept()
+            while self.server.step < stop and self.server.diverged_at is None:
+                shards = split(self.sampler.batch(self.server.step), len(self.workers))
+                self.sockets.step(shards)
+                self.server.apply(*slots[: len(shards)])
+                self.steps_by_channel["socket"] += 1
+        except (ChannelBroken, RayError, OSError) as e:
+            self.channel_error = f"{type(e).__name__}: {e}"
+            self.want_sockets = False
+            if self.sockets is not None:
+                self.sockets.close()  # the other workers' threads read EOF and end
+                self.sockets = None
+
+    def channels(self) -> dict:
+        """Steps taken over each channel, and why the sockets were dropped (for nnps bench, tests)."""
+        return {**self.steps_by_channel, "socket_error": self.channel_error}
 
     # The compiled-graph path (ray_executor.CompiledSteps) splits a step into two calls,
     # plan -> workers -> apply_planned, that Ray wires together with shared-memory channels.

@@ -167,6 +167,16 @@ def node_cpus() -> int | None:
     return int(ray.cluster_resources().get("CPU", 1)) if one_node() else None
 
 
+def sockets_wanted() -> bool:
+    """Step signals through Unix sockets (worker/step_sockets.py) wherever the vectors are
+    in a step file, unless NNPS_STEP_SOCKETS=0; they replace the compiled graph there
+    unless NNPS_RAY_COMPILED=1 asks for it."""
+    setting = os.environ.get("NNPS_STEP_SOCKETS", "auto")
+    if setting in ("0", "1"):
+        return setting == "1"
+    return os.environ.get("NNPS_RAY_COMPILED") != "1"
+
+
 def one_node() -> bool:
     """Whether the Ray at hand has one live node. Not started yet (the cost model asks
     before deciding to start Ray): the embedded one it would start, one node."""
@@ -175,17 +185,25 @@ def one_node() -> bool:
 
 class RayExecutor:
     def __init__(self, plan: Plan, dataset: Dataset, num_workers: int, compiled: bool | None = None,
-                 shared: bool | None = None) -> None:  # fmt: skip
+                 shared: bool | None = None, sockets: bool | None = None) -> None:  # fmt: skip
         self.plan = plan
         self.threads = threads_per_worker(plan, num_workers)
         self.server_threads = threads_for_server()
-        self.compiled_wanted = compiled_wanted(plan, num_workers, self.threads) if compiled is None else compiled
         self.shared_wanted = shared_wanted() if shared is None else shared
+        # With the vectors in a step file, the step's signals go through sockets (the
+        # server's plain loop) instead of a compiled graph; compiled=True asks for the graph.
+        self.sockets_wanted = self.shared_wanted and (sockets_wanted() if sockets is None else sockets)
+        if compiled is None:
+            compiled = not self.sockets_wanted and compiled_wanted(plan, num_workers, self.threads)
+        self.compiled_wanted = compiled
+        self.sockets_wanted = self.sockets_wanted and not compiled
         self.buffers: node_buffers.NodeBuffers | None = None  # the server's step file, if any
         self.step_files: list[str] = []  # every server's step file, for tests
         self.compiled: CompiledSteps | None = None
         self.fallback_reason: str | None = None  # why the graph was not used or was dropped
         self.steps_by_path = {"graph": 0, "plain": 0}  # what ran where: for `nnps bench` and tests
+        self.last_channels: dict = {}  # the server's, see channels()
+        self.closed = False
         # Put once: every worker on a node maps the same read-only copy.
         self.data_refs = [ray.put(a) for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)]
         self.n_rows = {"train": len(dataset.y_train), "test": len(dataset.y_test)}
@@ -213,7 +231,8 @@ class RayExecutor:
         self._drop_buffers()
         p = self.plan
         self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_rows["train"], self.workers,
-                                             inline_bytes(), self.shared_wanted, self.server_threads)  # fmt: skip
+                                             inline_bytes(), self.shared_wanted, self.server_threads,
+                                             self.sockets_wanted)  # fmt: skip
         self.buffers = ray.get(self.server.vectors.remote())
         if self.buffers is not None:
             self.step_files.append(self.buffers.path)
@@ -280,6 +299,13 @@ class RayExecutor:
             raise ServerLost(f"evaluation failed: {type(e).__name__}")
         return unpack_evaluation(total, self.plan.network.sizes[-1])
 
+    def channels(self) -> dict:
+        """The current server's steps by channel ("socket", "ray") and why sockets were
+        dropped, if they were; graph steps are in steps_by_path. After close: the last."""
+        if not self.closed:
+            self.last_channels = ray.get(self.server.channels.remote())
+        return self.last_channels
+
     def placement(self) -> list[tuple[int, str]]:
         """(pid, node id) of each worker."""
         return ray.get([w.where.remote() for w in self.workers])
@@ -288,10 +314,12 @@ class RayExecutor:
         if self._drop_compiled(wait_s=5.0):  # a healthy graph tears down in well under a second
             try:  # a plain call queues behind each actor's graph loop: it has ended once this returns
                 ray.get([a.ready.remote() for a in [*self.workers, self.server]], timeout=5.0)
+                self.channels()  # kept for nnps bench and tests
             except Exception:  # dead or slow actors: they are killed below anyway
                 pass
         for actor in [*self.workers, self.server]:
             ray.kill(actor, no_restart=True)
+        self.closed = True
         self._drop_buffers()
 
 

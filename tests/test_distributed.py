@@ -7,6 +7,7 @@ fault tests kill real processes with SIGKILL, found by the actors' process title
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 import ray
 from threadpoolctl import threadpool_info
 
-from nnps.cluster.ray_executor import compiled_wanted, ray_session, shared_wanted
+from nnps.cluster.ray_executor import compiled_wanted, ray_session, shared_wanted, sockets_wanted
 from nnps.core.config import TrainConfig
 from nnps.core.errors import ClusterError, DivergenceError
 from nnps.core.rundir import RunDir
@@ -62,19 +63,31 @@ def step_files() -> list[str]:
     return sorted(p.name for p in SHM_DIR.glob(f"{PREFIX}*"))
 
 
-@pytest.mark.parametrize("vectors", ["shm", "store"])
-@pytest.mark.parametrize("path", ["graph", "plain"])
+def set_path(monkeypatch, path: str) -> None:
+    """Steps over the compiled graph, Ray calls ("plain") or the step sockets."""
+    monkeypatch.setenv("NNPS_RAY_COMPILED", "1" if path == "graph" else "0")
+    monkeypatch.setenv("NNPS_STEP_SOCKETS", "1" if path == "socket" else "0")
+
+
+# The step sockets need the step file: no ("socket", "store").
+PATHS = [(p, v) for p in ("graph", "plain", "socket") for v in ("shm", "store") if (p, v) != ("socket", "store")]
+
+
+@pytest.mark.parametrize("path,vectors", PATHS)
 @pytest.mark.parametrize("workers", [1, 3])
 def test_k_workers_equal_serial(workers: int, path: str, vectors: str, mnist10k, serial, monkeypatch) -> None:
-    monkeypatch.setenv("NNPS_RAY_COMPILED", "1" if path == "graph" else "0")
+    set_path(monkeypatch, path)
     monkeypatch.setenv("NNPS_SHARED_MEMORY", "1" if vectors == "shm" else "0")
     executors: list = []
     params = train_on_ray(CFG.replace(workers=workers), mnist10k, executors=executors)
     assert np.max(np.abs(params - serial)) < 1e-9
     # the path asked for is the one that ran every step, with the vectors where asked
-    assert executors[0].steps_by_path == ({"graph": 60, "plain": 0} if path == "graph" else {"graph": 0, "plain": 60})
-    assert len(executors[0].step_files) == (1 if vectors == "shm" else 0)
-    assert step_files() == []  # the run's step file went with its server
+    ex = executors[0]
+    assert ex.steps_by_path == ({"graph": 60, "plain": 0} if path == "graph" else {"graph": 0, "plain": 60})
+    if path != "graph":
+        assert ex.channels() == {"socket": 60 * (path == "socket"), "ray": 60 * (path == "plain"), "socket_error": None}
+    assert len(ex.step_files) == (1 if vectors == "shm" else 0)
+    assert step_files() == []  # the run's step file (and socket) went with its server
 
 
 def free_cpus_become(n: float, wait_s: float = 20.0) -> bool:
@@ -182,6 +195,18 @@ def test_compiled_graph_by_default_on_one_node(mnist10k, monkeypatch) -> None:
     assert not compiled_wanted(plan, 2)
 
 
+def test_step_sockets_by_default_on_one_node(mnist10k, monkeypatch) -> None:
+    for name in ("NNPS_RAY_COMPILED", "NNPS_SHARED_MEMORY", "NNPS_STEP_SOCKETS"):
+        monkeypatch.delenv(name, raising=False)
+    executors: list = []
+    train_on_ray(CFG.replace(workers=2, steps=10), mnist10k, executors=executors)
+    ex = executors[0]
+    assert ex.sockets_wanted and ex.compiled_wanted is False and ex.buffers is None  # closed: file gone
+    assert ex.channels() == {"socket": 10, "ray": 0, "socket_error": None}
+    monkeypatch.setenv("NNPS_RAY_COMPILED", "1")  # asking for the graph turns the sockets off
+    assert not sockets_wanted()
+
+
 def test_shared_memory_by_default_on_one_node(monkeypatch) -> None:
     monkeypatch.delenv("NNPS_SHARED_MEMORY", raising=False)
     assert shared_wanted()
@@ -189,9 +214,9 @@ def test_shared_memory_by_default_on_one_node(monkeypatch) -> None:
     assert not shared_wanted()
 
 
-@pytest.mark.parametrize("path", ["graph", "plain"])
+@pytest.mark.parametrize("path", ["graph", "plain", "socket"])
 def test_worker_killed_mid_run(path: str, mnist10k, serial, monkeypatch) -> None:
-    monkeypatch.setenv("NNPS_RAY_COMPILED", "1" if path == "graph" else "0")
+    set_path(monkeypatch, path)
     monkeypatch.delenv("NNPS_SHARED_MEMORY", raising=False)
     killer = KillAfter("GradientWorker", after=20)
     executors: list = []
@@ -203,6 +228,10 @@ def test_worker_killed_mid_run(path: str, mnist10k, serial, monkeypatch) -> None
     if path == "graph":  # the broken graph was dropped and the run finished on plain calls
         done = executors[0].steps_by_path
         assert executors[0].fallback_reason is not None and done["graph"] >= 20 and done["plain"] > 0
+    if path == "socket":  # the dead worker's socket closed; the server went on with Ray calls
+        done = executors[0].channels()
+        assert done["socket"] >= 20 and done["ray"] > 0 and done["socket"] + done["ray"] == 60
+        assert re.fullmatch(r"ChannelBroken: worker [01] closed its socket( \(.+\))?", done["socket_error"])
 
 
 def test_server_killed_mid_run_is_rebuilt_from_checkpoint(mnist10k, serial, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from nnps.core.network import Network
 from nnps.core.shard import ShardWorker
+from nnps.worker import step_sockets
 from nnps.worker.node_buffers import Mapped, NodeBuffers
 
 Array = np.ndarray
@@ -81,13 +82,25 @@ class GradientWorker:
     def gradient_sums(self, params: Array, indices: Array) -> Array:
         return self.core.gradient_sums(params, indices)
 
+    def _map(self, buffers: NodeBuffers) -> Mapped:
+        if self._mapped is None or self._mapped.spec != buffers:
+            self._mapped = Mapped(buffers)
+        return self._mapped
+
     def gradient_sums_shared(self, buffers: NodeBuffers, i: int, indices: Array) -> bool:
         """Read the parameters from the node's step file and write the sums into reply
         slot i (node_buffers.py); the reply itself is only an acknowledgement. Maps the
         file on first use, so a worker Ray restarts maps it again by itself."""
-        if self._mapped is None or self._mapped.spec != buffers:
-            self._mapped = Mapped(buffers)
-        self.core.gradient_sums(self._mapped.params, indices, out=self._mapped.replies[i])
+        mapped = self._map(buffers)
+        self.core.gradient_sums(mapped.params, indices, out=mapped.replies[i])
+        return True
+
+    def serve_steps(self, buffers: NodeBuffers, i: int) -> bool:
+        """Take slot i's steps from the server's socket (step_sockets.py) in a thread of
+        this process, from now until the server closes it; returns at once."""
+        mapped = self._map(buffers)
+        step_sockets.serve(buffers, i, lambda indices: self.core.gradient_sums(mapped.params, indices,
+                                                                               out=mapped.replies[i]))  # fmt: skip
         return True
 
     def gradient_sums_planned(self, plan: tuple[Array | NodeBuffers, list[Array]], i: int) -> Array | bool | None:

@@ -72,7 +72,11 @@ class NodeBuffers:
         return spec
 
     def unlink(self) -> None:
-        Path(self.path).unlink(missing_ok=True)
+        """Remove the file, and the files named after it (its step socket: step_sockets.py)."""
+        path = Path(self.path)
+        for sibling in path.parent.glob(f"{path.name}.*"):
+            sibling.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
 class Mapped:
@@ -90,8 +94,8 @@ class Mapped:
 
 
 def sweep_stale() -> list[str]:
-    """Remove step files whose creating process is gone (a server killed before it could
-    remove its own). Returns the names removed."""
+    """Remove step files (and their sockets) whose creating process is gone (a server
+    killed before it could remove its own). Returns the names removed."""
     removed = []
     for path in SHM_DIR.glob(f"{PREFIX}*"):
         try:
