@@ -43,7 +43,7 @@ def bench(
 
     sizes = positive_ints("--batches", batches)
     counts = positive_ints("--workers", workers) if workers else None
-    with ray_connection(address, num_cpus=os.cpu_count()):
+    with ray_connection(address, num_cpus=max([os.cpu_count() or 1, *(counts or [])])):  # room for every count asked
         cpus = int(ray.cluster_resources().get("CPU", 1))
         rt = round_trip()
         rows = measure(parse_hidden(hidden), sizes, counts or worker_counts(cpus))

@@ -3,8 +3,7 @@
 For a network and a list of batch sizes, it times, side by side: the in-process step,
 and the step with k Ray workers (each k asked for) as `nnps train --workers k` runs it, on
 random data of the network's shape. The coordination cost c_k (step time minus the
-compute of one shard) at the smallest batch is saved for `--workers auto`
-(core/costmodel.py).
+compute of one shard) at each batch is saved for `--workers auto` (core/costmodel.py).
 """
 
 from __future__ import annotations
@@ -135,7 +134,13 @@ def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int],
     return rows
 
 
-def overheads(rows: list[Row]) -> dict[int, float]:
-    """c_k: coordination seconds per step with k workers, at the smallest batch measured."""
-    smallest = min(r.batch for r in rows)
-    return {r.workers: max(r.seconds - r.compute, 0.0) for r in rows if r.batch == smallest and r.workers}
+def overheads(rows: list[Row]) -> dict[int, dict[int, float]]:
+    """c_k(b): seconds per step beyond the shard's compute, by workers and batch (the
+    fastest mode where several were measured)."""
+    out: dict[int, dict[int, float]] = {}
+    for r in rows:
+        if r.workers:
+            c = max(r.seconds - r.compute, 0.0)
+            by_batch = out.setdefault(r.workers, {})
+            by_batch[r.batch] = min(c, by_batch.get(r.batch, c))
+    return out

@@ -23,6 +23,7 @@ PROBE_TIMEOUT_S = 3.0
 INLINE_BYTES = 4 * 1024 * 1024
 RAY_DEFAULT_INLINE_BYTES = 100 * 1024
 _inline_bytes = RAY_DEFAULT_INLINE_BYTES
+_embedded = False  # see embedded()
 
 
 def inline_bytes() -> int:
@@ -65,8 +66,9 @@ def ray_connection(address: str | None, num_cpus: int | None = None) -> Iterator
         kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False,
                       _system_config={"max_direct_call_object_size": INLINE_BYTES,
                                       "task_rpc_inlined_bytes_limit": 4 * INLINE_BYTES})  # fmt: skip
-    global _inline_bytes
+    global _inline_bytes, _embedded
     _inline_bytes = RAY_DEFAULT_INLINE_BYTES if address else INLINE_BYTES
+    _embedded = not address
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -76,9 +78,15 @@ def ray_connection(address: str | None, num_cpus: int | None = None) -> Iterator
         yield
     finally:
         ray.shutdown()
-        _inline_bytes = RAY_DEFAULT_INLINE_BYTES
+        _inline_bytes, _embedded = RAY_DEFAULT_INLINE_BYTES, False
         if raylet is not None:
             remove_graph_semaphores(raylet)
+
+
+def embedded() -> bool:
+    """Whether the Ray at hand is the one ray_connection started here (its CPUs are all
+    there will be: no autoscaler adds nodes to it)."""
+    return _embedded
 
 
 def _raylet_pid() -> int | None:

@@ -28,7 +28,7 @@ import numpy as np
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
-from nnps.cluster.connect import inline_bytes, ray_connection
+from nnps.cluster.connect import embedded, inline_bytes, ray_connection
 from nnps.cluster.parameter_server import ParameterServer
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
@@ -188,6 +188,10 @@ class RayExecutor:
                  shared: bool | None = None, sockets: bool | None = None) -> None:  # fmt: skip
         self.plan = plan
         self.threads = threads_per_worker(plan, num_workers)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if embedded() and num_workers * self.threads > cpus:  # Ray would wait for the CPUs forever
+            raise ClusterError(f"{num_workers} workers x {self.threads} CPUs need {num_workers * self.threads} CPUs; "
+                               f"the Ray cluster has {cpus:g}")  # fmt: skip
         self.server_threads = threads_for_server()
         self.shared_wanted = shared_wanted() if shared is None else shared
         # With the vectors in a step file, the step's signals go through sockets (the

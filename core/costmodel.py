@@ -1,15 +1,16 @@
 """When does distribution pay? A cost model of one synchronous step.
 
     t_serial(b)  = the in-process step at batch b                       (measured here)
-    t_k(b)       = t_shard(ceil(b / k)) + c_k + (k + 1) x |params| / R   (k Ray workers)
+    t_k(b)       = t_shard(ceil(b / k)) + c_k(b) + (k + 1) x |params| / R   (k Ray workers)
 
 t_shard is the in-process step at the shard's size on a worker's BLAS threads (measured
 here, a few steps on random data of the network's shape: ~0.2 s; the threads are
-core/threads.py's worker_threads: 1 across nodes, a share of the cores on one); c_k is the coordination cost
-of a step with k workers (the parameter broadcast, the k replies, the server's update and
-Ray's messaging), measured on the cluster at hand by `nnps bench`, which saves it to
-~/.cache/nnps/overhead.json; without that file, the values measured on a 2-core laptop
-(bench/step_overhead.py, docs/performance.md) stand in.
+core/threads.py's worker_threads: 1 across nodes, a share of the cores on one). c_k(b) is
+what a step with k workers costs beyond its shard's compute (the signals, the server's
+update, the shards not running fully in parallel), measured on the cluster at hand by
+`nnps bench` at each batch it runs and saved to ~/.cache/nnps/overhead.json; between the
+batches measured it is interpolated in log(batch). Without that file the values measured
+on a 2-core laptop (bench/step_overhead.py, docs/performance.md) stand in.
 
 The last term is the step's vectors: the parameters out and k replies back, |params|
 bytes each, at the rate R the server moves them (VECTOR_RATE: through the /dev/shm step
@@ -36,12 +37,19 @@ from nnps.core.config import TrainConfig
 from nnps.core.network import Network
 from nnps.core.threads import blas_threads, threads_for, worker_threads
 
-# Coordination per step (seconds) by number of workers, measured on this project's 2-core
-# development machine with `nnps bench` (784-30-10, batch 10, compiled-graph steps: the
-# default on one node). Further workers: ~0.12 ms each on a 16-core machine (batch 10,
-# 2 -> 15 workers: 0.68 -> 2.34 ms per step); more where workers outnumber cores.
-DEFAULT_OVERHEAD = {1: 1.5e-3, 2: 2.2e-3}
+# Coordination per step (seconds) by number of workers and batch, measured on this
+# project's 2-core development machine (784-30-10, steps over the step sockets, the default
+# on one node; bench/step_overhead.py, docs/performance.md). It grows with the batch: the
+# step time beyond one shard's compute includes the shards not running fully in parallel
+# beside the server, the driver and Ray's processes (2 workers: 0.48 ms at batch 10, 0.63
+# at 100, 0.7-2.8 at 1000, 2.4-7.1 at 10000, from runs on a loaded machine; the middle of
+# each range here). Further workers: ~0.12 ms each on a 16-core machine (graph, batch 10,
+# 2 -> 15 workers: 0.68 -> 2.34 ms); more where workers outnumber cores (4 on 2: 1.35 ms).
+DEFAULT_OVERHEAD = {1: {10: 0.5e-3, 1000: 0.7e-3, 10000: 3.1e-3},
+                    2: {10: 0.5e-3, 100: 0.6e-3, 1000: 2.2e-3, 10000: 5.0e-3}}  # fmt: skip
 EXTRA_PER_WORKER = 0.5e-3  # beyond the measured counts, per additional worker
+
+Overhead = dict[int, dict[int, float]]  # workers -> batch -> seconds
 
 # Bytes per second at which a step's vectors reach the workers and come back, summed over
 # the (k + 1) vectors (docs/performance.md, "Beyond one machine"): the bare exchange of
@@ -56,31 +64,48 @@ def overhead_file() -> Path:
     return cache_dir() / "overhead.json"
 
 
-def load_overhead() -> tuple[dict[int, float], str]:
+def load_overhead() -> tuple[Overhead, str]:
     try:
         data = json.loads(overhead_file().read_text())
-        return {int(k): float(v) for k, v in data["overhead_s"].items()}, f"measured by nnps bench on {data['where']}"
-    except (OSError, ValueError, KeyError):
-        return dict(DEFAULT_OVERHEAD), "defaults from a 2-core laptop (run `nnps bench` to measure yours)"
+        overhead = {int(k): {int(b): float(c) for b, c in by_batch.items()} for k, by_batch in data["overhead_s"].items()}
+        return overhead, f"measured by nnps bench on {data['where']}"
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):  # absent, or another version's file
+        return {k: dict(v) for k, v in DEFAULT_OVERHEAD.items()}, "defaults from a 2-core laptop (run `nnps bench` to measure yours)"
 
 
-def save_overhead(overhead: dict[int, float], where: str) -> Path:
+def save_overhead(overhead: Overhead, where: str) -> Path:
     path = overhead_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"overhead_s": {str(k): v for k, v in overhead.items()}, "where": where}))
+    data = {str(k): {str(b): c for b, c in by_batch.items()} for k, by_batch in overhead.items()}
+    path.write_text(json.dumps({"overhead_s": data, "where": where}))
     return path
 
 
-def overhead_for(k: int, overhead: dict[int, float]) -> float:
-    """c_k: measured, else interpolated between the nearest measured counts, else extrapolated."""
-    if k in overhead:
-        return overhead[k]
-    below, above = [n for n in overhead if n < k], [n for n in overhead if n > k]
+def at_batch(by_batch: dict[int, float], batch: int) -> float:
+    """c at `batch`: linear in log(batch) between the measured batches, flat beyond them."""
+    sizes = sorted(by_batch)
+    if batch <= sizes[0]:
+        return by_batch[sizes[0]]
+    if batch >= sizes[-1]:
+        return by_batch[sizes[-1]]
+    hi = next(b for b in sizes if b >= batch)
+    lo = max(b for b in sizes if b < batch)
+    t = (math.log(batch) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return by_batch[lo] + (by_batch[hi] - by_batch[lo]) * t
+
+
+def overhead_for(k: int, batch: int, overhead: Overhead) -> float:
+    """c_k at `batch`: measured (at_batch), else interpolated between the nearest measured
+    counts, else extrapolated by EXTRA_PER_WORKER per worker."""
+    c = {n: at_batch(by_batch, batch) for n, by_batch in overhead.items()}
+    if k in c:
+        return c[k]
+    below, above = [n for n in c if n < k], [n for n in c if n > k]
     if below and above:
         lo, hi = max(below), min(above)
-        return overhead[lo] + (overhead[hi] - overhead[lo]) * (k - lo) / (hi - lo)
-    top = max(overhead)
-    return overhead[top] + (k - top) * EXTRA_PER_WORKER
+        return c[lo] + (c[hi] - c[lo]) * (k - lo) / (hi - lo)
+    top = max(c)
+    return c[top] + (k - top) * EXTRA_PER_WORKER
 
 
 def transfer_seconds(network: Network, k: int, rate: float) -> float:
@@ -130,6 +155,7 @@ def predict(network: Network, batch: int, counts: Iterable[int], rate: float = V
     predicted = {0: step_seconds(network, batch, threads_for(network, batch))}
     for k in counts:
         shard, threads = math.ceil(batch / k), worker_threads(network, batch, k, cpus)
-        predicted[k] = step_seconds(network, shard, threads) + overhead_for(k, overhead) + transfer_seconds(network, k, rate)
+        predicted[k] = (step_seconds(network, shard, threads) + overhead_for(k, batch, overhead)
+                        + transfer_seconds(network, k, rate))  # fmt: skip
     best = min(predicted, key=lambda k: (predicted[k], k))
     return Choice(best, predicted, source)

@@ -19,10 +19,25 @@ def network(hidden: tuple[int, ...], dtype: str = "float32") -> Network:
 
 
 def test_overhead_interpolates_between_measured_counts_and_extrapolates_beyond() -> None:
-    measured = {1: 1.0e-3, 2: 2.0e-3, 8: 5.0e-3}
-    assert costmodel.overhead_for(2, measured) == 2.0e-3
-    assert costmodel.overhead_for(5, measured) == pytest.approx(2.0e-3 + 3.0e-3 * 3 / 6)
-    assert costmodel.overhead_for(10, measured) == pytest.approx(5.0e-3 + 2 * costmodel.EXTRA_PER_WORKER)
+    measured = {1: {10: 1.0e-3}, 2: {10: 2.0e-3}, 8: {10: 5.0e-3}}
+    assert costmodel.overhead_for(2, 10, measured) == 2.0e-3
+    assert costmodel.overhead_for(5, 10, measured) == pytest.approx(2.0e-3 + 3.0e-3 * 3 / 6)
+    assert costmodel.overhead_for(10, 10, measured) == pytest.approx(5.0e-3 + 2 * costmodel.EXTRA_PER_WORKER)
+
+
+def test_overhead_follows_the_batch_in_log_steps_and_stays_flat_beyond() -> None:
+    measured = {2: {10: 1.0e-3, 1000: 3.0e-3}, 4: {10: 2.0e-3}}
+    assert costmodel.overhead_for(2, 100, measured) == pytest.approx(2.0e-3)  # halfway in log(batch)
+    assert costmodel.overhead_for(2, 5, measured) == 1.0e-3 and costmodel.overhead_for(2, 10**5, measured) == 3.0e-3
+    assert costmodel.overhead_for(3, 100, measured) == pytest.approx((2.0e-3 + 2.0e-3) / 2)
+
+
+def test_saved_overheads_round_trip_and_a_stale_file_means_the_defaults(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NNPS_DATA_DIR", str(tmp_path))
+    costmodel.save_overhead({2: {10: 1.5e-3, 1000: 2.5e-3}}, "here (2 CPUs)")
+    assert costmodel.load_overhead() == ({2: {10: 1.5e-3, 1000: 2.5e-3}}, "measured by nnps bench on here (2 CPUs)")
+    costmodel.overhead_file().write_text('{"overhead_s": {"2": 0.0015}, "where": "an older nnps"}')  # c_k alone
+    assert costmodel.load_overhead()[0] == costmodel.DEFAULT_OVERHEAD
 
 
 def test_transfer_counts_the_parameters_out_and_k_replies_back() -> None:

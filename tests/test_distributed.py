@@ -262,6 +262,15 @@ def test_unreachable_address_is_one_line_within_seconds(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 10
 
 
+def test_more_cpus_than_the_embedded_ray_has_is_one_line(tiny_npz: Path, tmp_path: Path) -> None:
+    """Ray would wait forever for CPUs its embedded instance will never have."""
+    env = {**os.environ, "NNPS_WORKER_THREADS": "4096"}
+    out = subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--data", str(tiny_npz), "--workers", "2",
+                          "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert out.returncode == 1
+    assert re.fullmatch(r"error: 2 workers x 4096 CPUs need 8192 CPUs; the Ray cluster has \d+\n", out.stderr.splitlines(True)[-1])
+
+
 def minor_faults(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])  # field 10, minflt
 
