@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 
 import numpy as np
 import ray
@@ -76,6 +77,10 @@ class GradientWorker:
         # fight over the cores.
         self._blas = threadpool_limits(threads, user_api="blas")
         self._mapped: Mapped | None = None  # the server's step file, once a step names it
+        # One writer into a slot at a time: when a socket breaks mid-step, the server redoes
+        # the step with a Ray call while this worker's socket thread may still be writing
+        # the same slot (GEMM accumulates into its output: two at once would mix).
+        self._slot_lock = threading.Lock()
         skip_torch_probe()
         keep_freed_memory()
 
@@ -92,15 +97,20 @@ class GradientWorker:
         slot i (node_buffers.py); the reply itself is only an acknowledgement. Maps the
         file on first use, so a worker Ray restarts maps it again by itself."""
         mapped = self._map(buffers)
-        self.core.gradient_sums(mapped.params, indices, out=mapped.replies[i])
+        with self._slot_lock:
+            self.core.gradient_sums(mapped.params, indices, out=mapped.replies[i])
         return True
 
     def serve_steps(self, buffers: NodeBuffers, i: int) -> bool:
         """Take slot i's steps from the server's socket (step_sockets.py) in a thread of
         this process, from now until the server closes it; returns at once."""
         mapped = self._map(buffers)
-        step_sockets.serve(buffers, i, lambda indices: self.core.gradient_sums(mapped.params, indices,
-                                                                               out=mapped.replies[i]))  # fmt: skip
+
+        def compute(indices: Array) -> None:
+            with self._slot_lock:
+                self.core.gradient_sums(mapped.params, indices, out=mapped.replies[i])
+
+        step_sockets.serve(buffers, i, compute)
         return True
 
     def gradient_sums_planned(self, plan: tuple[Array | NodeBuffers, list[Array]], i: int) -> Array | bool | None:
