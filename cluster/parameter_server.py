@@ -17,9 +17,11 @@ one node the vectors themselves stay put: the parameters and the k replies live 
 updates the parameters there in place, and the calls carry only (file, i, indices).
 (Driving each step from the driver costs two round trips per step, because the driver,
 as the owner of every object, resolves each dependency; bench/step_overhead.py measures
-both.) On a one-node Ray the same step runs as a compiled graph instead, through `plan`
-and `apply_planned` below (ray_executor.CompiledSteps); `run` is the path across nodes
-and the fallback.
+both.) On one node, with the step file, the indices and acknowledgements go over Unix
+sockets instead of Ray calls (worker/step_sockets.py, `_run_sockets`): the same loop with
+a socket message where the `.remote` call was, and Ray calls again if a socket breaks.
+With NNPS_RAY_COMPILED=1 the step runs as a compiled graph instead, through `plan` and
+`apply_planned` below (ray_executor.CompiledSteps).
 
 It asks for no CPU (`num_cpus=0`): its work per step is one vector sum and an optimizer
 update, small beside the workers' backprop, and on a 2-core laptop both cores go to

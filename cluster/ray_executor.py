@@ -1,11 +1,13 @@
 """Running the training loop's steps on Ray actors.
 
 The driver creates k `GradientWorker`s and one `ParameterServer` holding their handles,
-puts the dataset in the object store once, and then runs chunks of steps one of two ways:
-on a one-node Ray, as a compiled graph (`CompiledSteps`: server.plan -> k workers ->
-server.apply_planned over shared-memory channels); otherwise, or if the graph fails, by
-asking the server to run them (`server.run.remote(stop)`: it sends each worker the
-parameters and its shard's indices and applies the replies, see parameter_server.py).
+puts the dataset in the object store once, and then runs chunks of steps by asking the
+server to run them (`server.run.remote(stop)`: it sends each worker its shard's indices,
+and the parameters or where they are, and applies the replies, see parameter_server.py;
+on one node over the step sockets), or, on one node without them or with
+NNPS_RAY_COMPILED=1, as a compiled graph
+(`CompiledSteps`: server.plan -> k workers -> server.apply_planned over shared-memory
+channels), falling back to the server's loop if the graph fails.
 Only indices and the parameter vector travel per step; the replies go from the workers to
 the server, never through the driver, which waits only at the end of a chunk (progress,
 evaluation, checkpoints).
@@ -50,7 +52,8 @@ class CompiledSteps:
     (bench/step_overhead.py), the difference between losing to one process and beating it
     at batch 1,000.
 
-    The default on one node (see compiled_wanted), with a fallback: Ray marks compiled
+    Used on one node without the step sockets (no step file, or NNPS_STEP_SOCKETS=0) or
+    when NNPS_RAY_COMPILED=1 (see compiled_wanted), with a fallback: Ray marks compiled
     graphs experimental (and deprecated in its newer docs), and when a worker dies the graph
     breaks for good. So if compiling fails, or an execution raises, RayExecutor drops the
     graph (its teardown in a background thread: with a dead actor in it, Ray 2.60's
