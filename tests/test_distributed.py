@@ -136,6 +136,16 @@ def test_bad_threads_setting_is_one_line(name: str, mnist10k, monkeypatch) -> No
         train_on_ray(CFG.replace(workers=1), mnist10k)
 
 
+def test_batch_smaller_than_the_workers_over_sockets(mnist10k, monkeypatch) -> None:
+    """Batch 2 over 3 workers: the third gets no shard (and no message) each step."""
+    set_path(monkeypatch, "socket")
+    cfg = CFG.replace(batch_size=2, workers=3)
+    executors: list = []
+    params = train_on_ray(cfg, mnist10k, executors=executors)
+    assert np.max(np.abs(params - train(cfg.replace(workers=0), mnist10k)["params"])) < 1e-9
+    assert executors[0].channels() == {"socket": 60, "ray": 0, "socket_error": None}
+
+
 def actor_pids(title: str) -> list[int]:
     """Processes whose title Ray set to `ray::<title>...`."""
     pids = []
