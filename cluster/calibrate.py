@@ -18,7 +18,7 @@ from nnps.cluster.ray_executor import RayExecutor, threads_per_worker
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.threads import threads_for
-from nnps.core.training import Plan, make_in_process, plan_run
+from nnps.core.training import CHUNK_SECONDS, Plan, make_in_process, plan_run
 
 
 @dataclass
@@ -42,14 +42,21 @@ def random_dataset(inputs: int = 784, n: int = 20000) -> Dataset:
 
 
 def per_step(executor, steps: int, blocks: int = 3) -> float:  # type: ignore[no-untyped-def]
-    """Seconds per step: the best of `blocks` runs of steps/blocks steps each, after two
-    warm-up steps. The best block, because on a small machine a transient neighbour (Ray
-    starting a fresh worker process to replace a killed actor takes ~1 s of a core) lands
-    in one block, not in all, and it would otherwise bias whichever row came after it."""
-    executor.run(0, 2)  # warm up
+    """Seconds per step: the best of `blocks` runs of steps each, after two warm-up steps.
+    A block is at least steps/blocks steps and at least ~CHUNK_SECONDS of them, as long as
+    a chunk of training (core/training.py): between chunks the driver waits on the server
+    (a Ray round trip or two), which training pays once per chunk. Until session 4 blocks
+    were steps/blocks long: 6 steps at batch 1000, so that wait was spread over 6 steps
+    and overstated every distributed row at large batches. The best block, because on a
+    small machine a transient neighbour (Ray starting a fresh worker process to replace a
+    killed actor takes ~1 s of a core) lands in one block, not in all."""
+    executor.run(0, 2)  # warm up: first-step costs (actors' imports, sockets, graph)
     executor.snapshot()
-    per_block = max(1, steps // blocks)
-    best, start = float("inf"), 2
+    t0 = time.perf_counter()
+    executor.run(2, 4)
+    executor.snapshot()
+    per_block = max(1, steps // blocks, min(1000, int(CHUNK_SECONDS / max((time.perf_counter() - t0) / 2, 1e-6))))
+    best, start = float("inf"), 4
     for _ in range(blocks):
         t0 = time.perf_counter()
         executor.run(start, start + per_block)

@@ -1,0 +1,95 @@
+"""Lockstep over the step sockets without Ray, beside one process alone, in one run.
+
+What is left of a step's cost at batch 1000 on 2 cores once Ray is out of the picture:
+k plain processes (multiprocessing) map a step file and serve their shards over the
+step sockets (worker/step_sockets.py), the parent drives the steps (ServerSockets.step;
+no update, the parameters stay put), against the same backprop of the whole batch in
+this process on one BLAS thread, and two processes running their shards independently
+(no lockstep). 784-30-10, random data, best of 3 x 100 steps.
+
+Run: .venv/bin/python bench/lockstep.py [--batch 1000] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from nnps.core.config import TrainConfig
+from nnps.core.datasets import Dataset
+from nnps.core.sampler import split
+from nnps.core.shard import ShardWorker
+from nnps.core.training import build_network
+from nnps.worker.node_buffers import Mapped, NodeBuffers
+from nnps.worker.step_sockets import ServerSockets, serve
+
+STEPS = 100
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, (10000, 784), dtype=np.uint8)
+Y = rng.integers(0, 10, 10000).astype(np.uint8)
+NET = build_network(TrainConfig(data="x", hidden=(30,), dtype="float32"), Dataset("x", X, Y, X, Y))
+BATCHES = [rng.permutation(10000) for _ in range(STEPS)]
+
+
+def best(run) -> float:  # type: ignore[no-untyped-def]
+    run()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t0) / STEPS)
+    return min(times)
+
+
+def alone(size: int, out: mp.Queue | None = None) -> float:
+    threadpool_limits(1, user_api="blas")
+    worker, grad = ShardWorker(NET, X, Y, X[:1], Y[:1]), np.empty(NET.layout.size + 3, np.float32)
+    params = np.zeros(NET.layout.size, np.float32)
+    s = best(lambda: [worker.gradient_sums(params, b[:size], out=grad) for b in BATCHES])
+    if out is not None:
+        out.put(s)
+    return s
+
+
+def serve_slot(spec: NodeBuffers, i: int) -> None:
+    threadpool_limits(1, user_api="blas")
+    worker, mapped = ShardWorker(NET, X, Y, X[:1], Y[:1]), Mapped(spec)
+    serve(spec, i, lambda idx: worker.gradient_sums(mapped.params, idx, out=mapped.replies[i])).join()
+
+
+def main() -> None:
+    batch = int(sys.argv[sys.argv.index("--batch") + 1]) if "--batch" in sys.argv else 1000
+    k = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv else 2
+    one = alone(batch)
+    queue: mp.Queue = mp.Queue()
+    procs = [mp.Process(target=alone, args=(-(-batch // k), queue)) for _ in range(k)]
+    for p in procs:
+        p.start()
+    independent = max(queue.get() for _ in procs)
+    for p in procs:
+        p.join()
+    spec = NodeBuffers.create(NET.layout.size, k, "float32")
+    server = ServerSockets(spec)
+    procs = [mp.Process(target=serve_slot, args=(spec, i)) for i in range(k)]
+    try:
+        for p in procs:
+            p.start()
+        server.accept(30)
+        lockstep = best(lambda: [server.step(split(b[:batch], k)) for b in BATCHES])
+    finally:
+        server.close()
+        for p in procs:
+            p.join()
+        spec.unlink()
+    print(f"784-30-10, batch {batch}, {k} processes; ms per step, best of 3 x {STEPS}")
+    print(f"  one process, whole batch, 1 thread   {one * 1e3:7.3f}")
+    print(f"  {k} processes, own shards, no lockstep {independent * 1e3:7.3f}  (slowest)")
+    print(f"  {k} processes in lockstep over sockets {lockstep * 1e3:7.3f}  ({one / lockstep:.2f}x one process)")
+
+
+if __name__ == "__main__":
+    main()
