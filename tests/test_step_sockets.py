@@ -4,6 +4,7 @@ each way a step can break."""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -78,6 +79,25 @@ def test_a_worker_that_dies_breaks_the_channel(spec: NodeBuffers) -> None:
         assert re.fullmatch(r"worker 1 closed its socket( \(.+\))?", str(e.value))
     finally:
         proc.kill()
+        server.close()
+
+
+def test_a_connection_that_does_not_name_a_free_slot_is_dropped(spec: NodeBuffers) -> None:
+    server = ServerSockets(spec)
+    strays = []
+    for slot in (7, 0, 0):  # there is no slot 7, and slot 0 is taken by the time the second 0 asks
+        stray = socket.socket(socket.AF_UNIX)
+        stray.connect(socket_path(spec))
+        stray.sendall(slot.to_bytes(4, "little"))
+        strays.append(stray)
+    serve(spec, 1, lambda idx: None)
+    server.accept(timeout_s=10)
+    try:
+        assert strays[0].recv(1) == b"" and strays[2].recv(1) == b""  # the server closed them
+        assert server.conns[0] is not None and server.conns[1] is not None
+    finally:
+        for stray in strays:
+            stray.close()
         server.close()
 
 

@@ -69,7 +69,7 @@ class ServerSockets:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.path)
         os.chmod(self.path, 0o600)
-        self.listener.listen(spec.workers)
+        self.listener.listen(spec.workers + 8)  # room for a stray connection or two beside the workers
         self.conns: list[socket.socket | None] = [None] * spec.workers
 
     def accept(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -84,10 +84,11 @@ class ServerSockets:
             conn.settimeout(None)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
             hello = _recv_exact(conn, 4)
-            if hello is None:
-                conn.close()
+            slot = int.from_bytes(hello, "little") if hello is not None else -1
+            if not 0 <= slot < len(self.conns) or self.conns[slot] is not None:
+                conn.close()  # closed before saying its slot, or not a slot of ours: not a worker
                 continue
-            self.conns[int.from_bytes(hello, "little")] = conn
+            self.conns[slot] = conn
 
     def step(self, shards: list[Array]) -> None:
         """Send shard i to worker i, then wait for every one's answer."""
