@@ -18,7 +18,7 @@ updates the parameters there in place, and the calls carry only (file, i, indice
 (Driving each step from the driver costs two round trips per step, because the driver,
 as the owner of every object, resolves each dependency; bench/step_overhead.py measures
 both.) On one node, with the step file, the indices and acknowledgements go over Unix
-sockets instead of Ray calls (worker/step_sockets.py, `_run_sockets`): the same loop with
+sockets instead of Ray calls (worker/step_sockets.py, `_sent_over_sockets`): the same loop with
 a socket message where the `.remote` call was, and Ray calls again if a socket breaks.
 With NNPS_RAY_COMPILED=1 the step runs as a compiled graph instead, through `plan` and
 `apply_planned` below (ray_executor.CompiledSteps).
@@ -83,48 +83,47 @@ class ParameterServer:
 
     def run(self, stop: int) -> int:
         """Apply steps until `stop` (or divergence); returns the step reached."""
-        k = len(self.workers)
-        if self.want_sockets:
-            self._run_sockets(stop)
         while self.server.step < stop and self.server.diverged_at is None:
-            self.steps_by_channel["ray"] += 1
-            shards = split(self.sampler.batch(self.server.step), k)
-            if self.mapped is not None:  # the vectors stay in the step file; only indices travel
-                spec, slots = self.mapped.spec, self.mapped.replies
-                ray.get([w.gradient_sums_shared.remote(spec, i, s) for i, (w, s) in enumerate(zip(self.workers, shards))])
-                self.server.apply(*slots[: len(shards)])
+            shards = split(self.sampler.batch(self.server.step), len(self.workers))
+            if self.mapped is None:
+                # Ray inlines arguments up to inline_bytes (connect.inline_bytes()); above that
+                # each .remote() call would put its own copy in the object store, so the
+                # server puts ONE copy per step that the workers on a node share.
+                params = self.server.params
+                arg = ray.put(params) if params.nbytes > self.inline_bytes else params
+                self.server.apply(*ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)]))
+                self.steps_by_channel["ray"] += 1
                 continue
-            params = self.server.params
-            # Ray inlines arguments up to inline_bytes (connect.inline_bytes()); above that
-            # each .remote() call would put its own copy in the object store, so the
-            # server puts ONE copy per step that the workers on a node share.
-            arg = ray.put(params) if params.nbytes > self.inline_bytes else params
-            replies = ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)])
-            self.server.apply(*replies)
+            # The vectors stay in the step file; only indices travel, over the sockets or Ray.
+            channel = "socket" if self._sent_over_sockets(shards) else "ray"
+            if channel == "ray":
+                spec = self.mapped.spec
+                ray.get([w.gradient_sums_shared.remote(spec, i, s) for i, (w, s) in enumerate(zip(self.workers, shards))])
+            self.server.apply(*self.mapped.replies[: len(shards)])
+            self.steps_by_channel[channel] += 1
         return self.server.step
 
-    def _run_sockets(self, stop: int) -> None:
-        """Steps over the workers' sockets until `stop`; if one breaks (a worker died), close
-        them all and leave the rest of the run to Ray calls. The step that broke was not
-        applied: `run` redoes it."""
+    def _sent_over_sockets(self, shards: list[Array]) -> bool:
+        """One step's shards over the workers' sockets; True once every sum is in its slot.
+        False if the sockets are not wanted, or one broke (a worker died): then they are
+        all closed, and this step and the rest of the run go by Ray calls."""
+        if not self.want_sockets:
+            return False
         assert self.mapped is not None  # want_sockets requires the step file
-        spec, slots = self.mapped.spec, self.mapped.replies
         try:
             if self.sockets is None:
-                self.sockets = ServerSockets(spec)
-                ray.get([w.serve_steps.remote(spec, i) for i, w in enumerate(self.workers)])
+                self.sockets = ServerSockets(self.mapped.spec)
+                ray.get([w.serve_steps.remote(self.mapped.spec, i) for i, w in enumerate(self.workers)])
                 self.sockets.accept()
-            while self.server.step < stop and self.server.diverged_at is None:
-                shards = split(self.sampler.batch(self.server.step), len(self.workers))
-                self.sockets.step(shards)
-                self.server.apply(*slots[: len(shards)])
-                self.steps_by_channel["socket"] += 1
+            self.sockets.step(shards)
+            return True
         except (ChannelBroken, RayError, OSError) as e:
             self.channel_error = f"{type(e).__name__}: {e}"
             self.want_sockets = False
             if self.sockets is not None:
                 self.sockets.close()  # the other workers' threads read EOF and end
                 self.sockets = None
+            return False
 
     def channels(self) -> dict:
         """Steps taken over each channel, and why the sockets were dropped (for nnps bench, tests)."""

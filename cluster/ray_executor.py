@@ -112,15 +112,20 @@ class CompiledSteps:
 GRAPH_MAX_SHARD_PRODUCT = 50_000_000
 
 
+def flag_setting(name: str) -> bool | None:
+    """An on/off environment variable: "1" True, "0" False, anything else (auto) None."""
+    return {"1": True, "0": False}.get(os.environ.get(name, "auto"))
+
+
 def compiled_wanted(plan: Plan, k: int, threads: int = 1) -> bool:
     """Compiled graphs on a one-node Ray (the embedded default) when a core is left over
     for the server, or the shards are small; unless NNPS_RAY_COMPILED=0 (=1: always).
     Not across nodes: with a node lost mid-run, the broken graph's actors stayed deaf to
     plain calls and the run hung (Ray 2.60, tests/test_node_loss.py), where plain calls
     let Ray restart the workers elsewhere."""
-    setting = os.environ.get("NNPS_RAY_COMPILED", "auto")
-    if setting in ("0", "1"):
-        return setting == "1"
+    forced = flag_setting("NNPS_RAY_COMPILED")
+    if forced is not None:
+        return forced
     if not one_node():
         return False
     if k * threads < ray.cluster_resources().get("CPU", 0):
@@ -132,9 +137,9 @@ def shared_wanted() -> bool:
     """The step's vectors through a file in /dev/shm (worker/node_buffers.py) on a one-node
     Ray, unless NNPS_SHARED_MEMORY=0 (=1: always, which fails on a multi-node cluster).
     Across nodes the workers cannot map the server's file: Ray's object store carries them."""
-    setting = os.environ.get("NNPS_SHARED_MEMORY", "auto")
-    if setting in ("0", "1"):
-        return setting == "1"
+    forced = flag_setting("NNPS_SHARED_MEMORY")
+    if forced is not None:
+        return forced
     return node_buffers.available() and one_node()
 
 
@@ -174,10 +179,10 @@ def sockets_wanted() -> bool:
     """Step signals through Unix sockets (worker/step_sockets.py) wherever the vectors are
     in a step file, unless NNPS_STEP_SOCKETS=0; they replace the compiled graph there
     unless NNPS_RAY_COMPILED=1 asks for it."""
-    setting = os.environ.get("NNPS_STEP_SOCKETS", "auto")
-    if setting in ("0", "1"):
-        return setting == "1"
-    return os.environ.get("NNPS_RAY_COMPILED") != "1"
+    forced = flag_setting("NNPS_STEP_SOCKETS")
+    if forced is not None:
+        return forced
+    return flag_setting("NNPS_RAY_COMPILED") is not True
 
 
 def one_node() -> bool:
@@ -199,11 +204,10 @@ class RayExecutor:
         self.shared_wanted = shared_wanted() if shared is None else shared
         # With the vectors in a step file, the step's signals go through sockets (the
         # server's plain loop) instead of a compiled graph; compiled=True asks for the graph.
-        self.sockets_wanted = self.shared_wanted and (sockets_wanted() if sockets is None else sockets)
-        if compiled is None:
-            compiled = not self.sockets_wanted and compiled_wanted(plan, num_workers, self.threads)
-        self.compiled_wanted = compiled
-        self.sockets_wanted = self.sockets_wanted and not compiled
+        sockets = sockets_wanted() if sockets is None else sockets
+        self.sockets_wanted = self.shared_wanted and sockets and not compiled
+        self.compiled_wanted = (not self.sockets_wanted and compiled_wanted(plan, num_workers, self.threads)
+                                if compiled is None else compiled)  # fmt: skip
         self.buffers: node_buffers.NodeBuffers | None = None  # the server's step file, if any
         self.step_files: list[str] = []  # every server's step file, for tests
         self.compiled: CompiledSteps | None = None

@@ -104,13 +104,7 @@ class GradientWorker:
     def serve_steps(self, buffers: NodeBuffers, i: int) -> bool:
         """Take slot i's steps from the server's socket (step_sockets.py) in a thread of
         this process, from now until the server closes it; returns at once."""
-        mapped = self._map(buffers)
-
-        def compute(indices: Array) -> None:
-            with self._slot_lock:
-                self.core.gradient_sums(mapped.params, indices, out=mapped.replies[i])
-
-        step_sockets.serve(buffers, i, compute)
+        step_sockets.serve(buffers, i, lambda indices: self.gradient_sums_shared(buffers, i, indices))
         return True
 
     def gradient_sums_planned(self, plan: tuple[Array | NodeBuffers, list[Array]], i: int) -> Array | bool | None:
