@@ -13,7 +13,8 @@ one run on one local Ray:
                   the /dev/shm file on one node) and in-process
 
 And the start-up: seconds from launching `nnps train --workers k` (a fresh process: Python
-imports, ray.init, data, actors) to its first step, read off its first progress line.
+imports, ray.init, data, actors) to its first step, read off its first progress line; with
+the warm start (the default) also to the workers' first step, its handover line.
 
 Needs torch and ray[train] (not nnps dependencies). Run:
     .venv/bin/python bench/vs_torchtrainer.py [--workers 2] [--batches 10,100,1000]
@@ -95,8 +96,9 @@ def torchtrainer(batch: int, workers: int, steps: int) -> dict:
     return {"ex_s": batch / r["seconds"], "to_first_step": r["first_step"] - t0}
 
 
-def nnps_first_step(workers: int) -> float:
-    """Seconds from launching `nnps train --workers k` to its first applied step."""
+def nnps_first_step(workers: int, warm: bool) -> tuple[float, float]:
+    """Seconds from launching `nnps train --workers k` to its first applied step, and to
+    its workers' first (later with a warm start: its first steps run in-process)."""
     import numpy as np
 
     from nnps.cluster.calibrate import random_dataset
@@ -105,17 +107,26 @@ def nnps_first_step(workers: int) -> float:
         ds = random_dataset()
         data = os.path.join(d, "random.npz")
         np.savez(data, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
+        # Long enough that the workers take over; stopped once they have.
         cmd = [sys.executable, "-m", "nnps.cli.main", "train", "--data", data, "--workers", str(workers),
-               "--batch-size", "100", "--steps", "400", "--log-progress", "--run-dir", os.path.join(d, "run")]  # fmt: skip
+               "--batch-size", "100", "--steps", "10000000", "--epochs", "100000", "--log-progress",
+               "--warm-start" if warm else "--no-warm-start", "--run-dir", os.path.join(d, "run")]  # fmt: skip
         t0 = time.time()
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        first = None
         try:
             for line in p.stdout:  # type: ignore[union-attr]
-                if line.startswith("NNPS_PROGRESS "):
-                    return float(json.loads(line.split(" ", 1)[1])["time"]) - t0
+                if line.startswith("NNPS_PROGRESS ") and first is None:
+                    first = float(json.loads(line.split(" ", 1)[1])["time"]) - t0
+                    if not warm:
+                        return first, first
+                if line.startswith("warm start: ") and "go on from step" in line:
+                    return first if first is not None else time.time() - t0, time.time() - t0
             raise RuntimeError(f"`{' '.join(cmd)}` printed no progress line")
         finally:
-            p.kill()
+            # SIGTERM: nnps shuts its Ray down. A SIGKILL left Ray's agents running for a
+            # minute or two, holding their port: the next ray.init waited 3.4 s for it.
+            p.terminate()
             p.wait()
 
 
@@ -127,7 +138,9 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     k = args.workers
 
-    first = nnps_first_step(k)  # before this process starts its own Ray: a cold start
+    # Before this process starts its own Ray: cold starts.
+    first, workers_first = nnps_first_step(k, warm=True)
+    cold, _ = nnps_first_step(k, warm=False)
     t0 = time.time()
     ray.init(address="local", num_cpus=k, include_dashboard=False, log_to_driver=False, configure_logging=False)
     init_s = time.time() - t0
@@ -145,8 +158,10 @@ def main() -> None:
         print(f"{b:>6} {tt:>18,.0f} {nn:>10,.0f} {mode:>10} {nn / tt:>7.2f}x {ser:>16,.0f}")
     tt_first = min(r["to_first_step"] for r in torch_rows.values())
     print(f"\nfirst step: TorchTrainer fit() -> first step {tt_first:.1f} s (best of {len(batches)}; ray.init before "
-          f"fit(): {init_s:.1f} s); `nnps train --workers {k}` launch -> first step {first:.1f} s "
-          f"({first / tt_first:.2f}x of TorchTrainer's)")  # fmt: skip
+          f"fit(): {init_s:.1f} s)\n`nnps train --workers {k}` launch -> first step {first:.1f} s "
+          f"({first / tt_first:.2f}x of TorchTrainer's; in-process while Ray starts), its workers' first step "
+          f"{workers_first:.1f} s ({workers_first / tt_first:.2f}x); with --no-warm-start, first step {cold:.1f} s "
+          f"({cold / tt_first:.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

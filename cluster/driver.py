@@ -13,7 +13,7 @@ from nnps.core import catalog, costmodel
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.rundir import RunDir
-from nnps.core.training import Reporter, build_network, make_in_process, train
+from nnps.core.training import Plan, Reporter, build_network, make_in_process, train
 
 SLOWER_WARNING = 1.5  # warn when the chosen workers are predicted this many times slower than in-process
 
@@ -23,20 +23,27 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
     if config.workers == 0:
         dataset = catalog.load(config.data, progress=progress)
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
+    import ray
+
     from nnps.cluster.connect import ray_connection
     from nnps.cluster.ray_executor import ray_session
 
+    warm = config.warm_start and not config.address and not ray.is_initialized()
     if config.workers == "auto" and not config.address:
         dataset = catalog.load(config.data, progress=progress)
         config = choose_workers(config, dataset, os.cpu_count() or 1, say)
         if config.workers == 0:
             return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
+        if warm:
+            return _warm(config, dataset, run_dir, resume, reporter, say)
         with ray_session(config) as factory:
             return train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter)
+    if warm:
+        dataset = catalog.load(config.data, progress=progress)
+        warn_if_slower(config, dataset, say)  # before Ray starts: it times in-process steps on their BLAS threads
+        return _warm(config, dataset, run_dir, resume, reporter, say)
     cpus = max(os.cpu_count() or 1, config.workers if isinstance(config.workers, int) else 0)
     with ray_connection(config.address, num_cpus=cpus):  # first: a bad --address fails before any data is read
-        import ray
-
         dataset = catalog.load(config.data, progress=progress)
         if config.workers == "auto":
             config = choose_workers(config, dataset, int(ray.cluster_resources().get("CPU", 1)), say)
@@ -46,6 +53,26 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
             return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
         with ray_session(config) as factory:
             return train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter)
+
+
+def _warm(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume: bool, reporter: Reporter | None,
+          say: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    """Train with `config.workers` workers on an embedded Ray started in the background,
+    in-process until they are up (cluster/warm_start.py)."""
+    from nnps.cluster.ray_executor import RayExecutor
+    from nnps.cluster.warm_start import RayStart, WarmStart
+
+    k = int(config.workers)
+    start = RayStart(num_cpus=max(os.cpu_count() or 1, k))
+    try:
+
+        def make(plan: Plan, dataset: Dataset) -> WarmStart:
+            remote = start.executor(lambda p, d: RayExecutor(p, d, k), plan, dataset)
+            return WarmStart(plan, dataset, remote, say, start.t0, start.uncap)
+
+        return train(config, dataset, run_dir, resume=resume, make_executor=make, reporter=reporter)
+    finally:
+        start.close()
 
 
 def vector_rate() -> float:

@@ -147,6 +147,15 @@ class ParameterServer:
             self.server.apply(*(r for r in replies if r is not None))
         return self.server.step
 
+    def load(self, snapshot: Snapshot) -> int:
+        """Take over a run at `snapshot` (its parameters, optimizer state, step and epoch
+        sums): where a warm start's in-process steps left off (cluster/warm_start.py)."""
+        self.server.restore(snapshot)
+        if self.mapped is not None:  # the optimizer goes on updating the shared copy in place
+            self.mapped.params[...] = self.server.params
+            self.server.params = self.mapped.params
+        return self.server.step
+
     def params(self) -> Array:
         return self.server.params
 

@@ -272,6 +272,16 @@ class RayExecutor:
             self.compiled = None
         return done
 
+    def load(self, snapshot: Snapshot) -> None:
+        """Go on from `snapshot` with the same actors (a warm start's handover): one call
+        to the server, or, with a compiled graph, whose server answers no plain calls, a
+        rebuilt server."""
+        if self.compiled is not None:
+            self.restore(snapshot)
+            return
+        ray.get(self.server.load.remote(snapshot))
+        self.last, self.reached = snapshot, None
+
     def run(self, start: int, stop: int) -> None:
         if self.compiled is not None:
             try:

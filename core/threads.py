@@ -55,10 +55,29 @@ def _controller():  # type: ignore[no-untyped-def]
     return ThreadpoolController()
 
 
+_cap: int | None = None  # see blas_cap
+
+
 @contextmanager
 def blas_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    with _controller().limit(limits=n, user_api="blas"):
+    with _controller().limit(limits=min(n, _cap or n), user_api="blas"):
         yield
+
+
+@contextmanager
+def blas_cap(n: int) -> Iterator[None]:
+    """At most n BLAS threads for every product in this process during the block, those
+    under blas_threads too. For while another thread forks: OpenBLAS's fork handler
+    stops its thread pool, and a multithreaded product running meanwhile on another
+    thread then hangs (a matrix product beside subprocess.Popen with a preexec_fn: hung
+    on 2 threads, never on 1). One thread runs BLAS on the caller's thread, no pool."""
+    global _cap
+    old, _cap = _cap, n
+    try:
+        with _controller().limit(limits=n, user_api="blas"):
+            yield
+    finally:
+        _cap = old

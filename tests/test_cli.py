@@ -30,12 +30,12 @@ def test_train_builds_the_exact_config(tiny_npz: Path, tmp_path: Path) -> None:
                                  "0.1", "--momentum", "0.8", "--l2", "0.001", "--schedule", "step", "--lr-step-epochs",
                                  "2", "--lr-gamma", "0.5", "--batch-size", "16", "--epochs", "2", "--checkpoint-every",
                                  "5", "--seed", "11", "--dtype", "float64", "--weight-init", "scaled",
-                                 "--run-dir", str(rd), "--json"])  # fmt: skip
+                                 "--no-warm-start", "--run-dir", str(rd), "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     expected = TrainConfig(data=str(tiny_npz), hidden=(16, 8), activation="tanh", output="softmax",
                            cost="cross-entropy", weight_init="scaled", optimizer="nesterov", lr=0.1, momentum=0.8,
                            l2=0.001, schedule="step", lr_step_epochs=2, lr_gamma=0.5, batch_size=16, epochs=2,
-                           checkpoint_every=5, seed=11, dtype="float64", workers=0)  # fmt: skip
+                           checkpoint_every=5, seed=11, dtype="float64", workers=0, warm_start=False)  # fmt: skip
     # --workers auto (the default) resolved to in-process for this tiny net, and said so
     assert json.loads((rd / "config.json").read_text()) == expected.to_dict()
     assert "--workers auto: in-process (" in result.stderr

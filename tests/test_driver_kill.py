@@ -21,7 +21,8 @@ from tests.test_distributed import CFG, step_files
 pytestmark = pytest.mark.ray
 
 ARGS = ["train", "--data", str(MNIST_10K), "--hidden", "20", "--batch-size", "50", "--epochs", "1", "--steps", "200",
-        "--lr", "3.0", "--dtype", "float64", "--seed", "2", "--checkpoint-every", "20", "--workers", "2"]  # fmt: skip
+        "--lr", "3.0", "--dtype", "float64", "--seed", "2", "--checkpoint-every", "20", "--workers", "2",
+        "--no-warm-start"]  # killed while its server runs: no steps in-process first  # fmt: skip
 
 
 def nnps(*args: str, **kw) -> subprocess.Popen:

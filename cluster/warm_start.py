@@ -1,0 +1,157 @@
+"""Warm start: train in the driver while Ray starts, then hand the run to the workers.
+
+An embedded Ray takes 5-6 s to start on a 2-core laptop (`ray.init` alone: its GCS,
+raylet, API server and agents are processes that import Ray one after another), and the
+actors 1.5 s more; a run that waited for them did nothing for its first ~8 s. But
+synchronous SGD with k workers computes the same steps as one process (the k shard sums
+add up to the batch's sum, and step t's batch is `Sampler.batch(t)` either way), so the
+steps before the workers are up can run in the driver without changing the result:
+
+    driver thread:   in-process steps 0 .. s-1 ------------> | server.load(state at s) | workers: s, s+1, ...
+    start thread:    ray.init -> put data -> actors ready --> |
+
+At the first chunk boundary after the actors are ready, the driver gives the parameter
+server its in-process state (parameters, optimizer state, step, the epoch's running sums)
+and the workers go on from step s. If the run ends first, every step ran in-process (it
+still waits for the workers, to shut them down). If Ray or the workers fail to start, the
+run fails with that error, at the handover or at its end, keeping what it wrote.
+
+Only for an embedded Ray (no --address): joining a running cluster takes a second, and
+the cost model's choice needs that cluster's CPUs first. `--no-warm-start` waits for the
+workers instead. Left out: handing back from the workers to the driver (a lost server is
+rebuilt on Ray, as without warm start).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from typing import Callable
+
+import numpy as np
+
+from nnps.cluster.connect import ray_connection
+from nnps.core.datasets import Dataset
+from nnps.core.server import Snapshot
+from nnps.core.threads import blas_cap
+from nnps.core.training import Executor, Plan, make_in_process
+
+
+class _NotMainThread(logging.Filter):
+    """Hides Ray's warning that ray.init off the main thread sets no SIGTERM handler:
+    RayStart sets the same handler on the main thread itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+class RayStart:
+    """Starts the embedded Ray on a background thread, then the actors of a run. Until
+    the actors are up (`uncap`), BLAS runs on one thread in this process: the start thread
+    forks Ray's processes, and a multithreaded product beside a fork hangs (blas_cap;
+    `nnps train` hung at batch 1000 here). Ray's start wants the other cores anyway."""
+
+    def __init__(self, num_cpus: int) -> None:
+        self.t0 = time.perf_counter()
+        self.stack = ExitStack()  # undone on the caller's thread
+        self._ray = ExitStack()  # undone on the start thread: ray.shutdown() from another thread
+        #                          than ray.init()'s waited 15 s for a timeout (Ray 2.60), 1.3 s from its own
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="nnps-ray-start")
+        if threading.current_thread() is threading.main_thread():
+            # What ray.init does on the main thread: SIGTERM (`ray job stop`, kill) exits
+            # through the finally blocks, so Ray is shut down, not orphaned.
+            self.stack.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, _exit_on_sigterm))
+        quiet = _NotMainThread()
+        logging.getLogger("ray._private.worker").addFilter(quiet)
+        self.stack.callback(logging.getLogger("ray._private.worker").removeFilter, quiet)
+        self._capped = ExitStack()  # until the start thread is done forking Ray's processes (blas_cap)
+        self._capped.enter_context(blas_cap(1))
+        self.connected: Future = self._pool.submit(self._ray.enter_context, ray_connection(None, num_cpus))
+
+    def executor(self, make: Callable[[Plan, Dataset], Executor], plan: Plan, dataset: Dataset) -> Future:
+        """`make(plan, dataset)` on the start thread, once Ray is up (the thread runs one
+        task at a time); the future raises what the start raised."""
+
+        def build() -> Executor:
+            self.connected.result()  # Ray's error, not a second ray.init from ray.put
+            return make(plan, dataset)
+
+        return self._pool.submit(build)
+
+    def uncap(self) -> None:
+        """BLAS may use threads again (once the start thread has forked its last process)."""
+        self._capped.close()
+
+    def close(self) -> None:
+        """Wait for the start (ray.init cannot be interrupted), then shut Ray down; raises
+        what ray.init raised."""
+        try:
+            self._pool.submit(self._ray.close).result()
+        finally:
+            self._pool.shutdown(wait=True)
+            self.uncap()
+            self.stack.close()
+        self.connected.result()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)
+
+
+class WarmStart:
+    """An Executor that runs steps in-process until the Ray executor is ready, then
+    hands the run over at a chunk boundary and delegates to it."""
+
+    def __init__(self, plan: Plan, dataset: Dataset, remote: Future, say: Callable[[str], None],
+                 t0: float | None = None, uncap: Callable[[], None] = lambda: None) -> None:  # fmt: skip
+        self.local = make_in_process(plan, dataset)
+        self.active: Executor = self.local
+        self.remote, self.say, self.uncap = remote, say, uncap
+        self.t0 = time.perf_counter() if t0 is None else t0  # when Ray began to start
+        self.workers = plan.config.workers
+        self.first_step = plan.start.step
+        self.handed_over_at: int | None = None  # the first step the workers took
+        self.raised = False  # the start's error went up through run()
+
+    def run(self, start: int, stop: int) -> None:
+        if self.active is self.local and self.remote.done():
+            self.raised = self.remote.exception() is not None
+            remote: Executor = self.remote.result()  # raises a failed start's error
+            self.uncap()  # the start thread forks no more
+            remote.load(self.local.snapshot())  # type: ignore[attr-defined]
+            self.active, self.handed_over_at = remote, start
+            self.say(f"warm start: {start - self.first_step} steps ran in-process while Ray and the workers started "
+                     f"({self.seconds():.1f} s); {self.workers} workers go on from step {start}")  # fmt: skip
+        self.active.run(start, stop)
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def snapshot(self) -> Snapshot:
+        return self.active.snapshot()
+
+    def evaluate(self, split: str) -> tuple[float, np.ndarray]:
+        return self.active.evaluate(split)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.active.restore(snapshot)
+
+    def close(self) -> None:
+        if self.active is not self.local:
+            self.active.close()
+            return
+        # The run ended before the workers were up: wait for them, so that a start that
+        # failed fails the run as it would without a warm start (what was written stays).
+        error = self.remote.exception()
+        if error is not None:
+            if not self.raised:
+                raise error
+            return
+        self.remote.result().close()
+        self.say(f"warm start: every step ran in-process; Ray and the workers took {self.seconds():.1f} s to start "
+                 f"(--no-warm-start waits for them)")  # fmt: skip

@@ -1,0 +1,115 @@
+"""Warm start (cluster/warm_start.py): steps in-process while Ray starts, then the
+workers; the run equals serial SGD wherever the handover falls."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from nnps.cluster.ray_executor import RayExecutor
+from nnps.cluster.warm_start import WarmStart
+from nnps.core import checkpoint
+from nnps.core.config import TrainConfig
+from nnps.core.rundir import RunDir
+from nnps.core.training import train
+from tests.conftest import MNIST_10K
+
+pytestmark = pytest.mark.ray
+
+# 20 steps an epoch, momentum (optimizer state to hand over), checkpoints every 7 steps:
+# chunks end at 7, 14, 20, 21, ... so the handover below falls mid-epoch, at step 7.
+CFG = TrainConfig(data="mnist-10k", hidden=(20,), batch_size=500, epochs=3, lr=0.5, optimizer="momentum",
+                  dtype="float64", seed=3, checkpoint_every=7, workers=2)  # fmt: skip
+
+
+def test_handover_mid_epoch_equals_serial(mnist10k, tmp_path: Path) -> None:
+    serial = train(CFG.replace(workers=0), mnist10k, RunDir(str(tmp_path / "serial")))
+    ready: Future = Future()  # the workers "start" once the driver has run 7 steps
+    said: list[str] = []
+    made: dict = {}
+
+    def make(plan, dataset):
+        made["plan"], made["warm"] = plan, WarmStart(plan, dataset, ready, said.append)
+        return made["warm"]
+
+    class Reporter:
+        step = 0
+
+        def run_start(self, *args) -> None: ...
+        def epoch_start(self, *args) -> None: ...
+        def epoch_end(self, row) -> None: ...
+
+        def advance(self, steps: int, *args) -> None:
+            self.step += steps
+            if self.step >= 7 and not ready.done():
+                ready.set_result(RayExecutor(made["plan"], mnist10k, 2))
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        warm = train(CFG, mnist10k, RunDir(str(tmp_path / "warm")), make_executor=make, reporter=Reporter())
+        remote = ready.result()
+        on_workers = remote.channels()
+    finally:
+        ray.shutdown()
+    assert made["warm"].handed_over_at == 7
+    assert on_workers["socket"] + on_workers["ray"] == 60 - 7  # every later step ran on the workers
+    assert len(said) == 1 and re.fullmatch(r"warm start: 7 steps ran in-process while Ray and the workers started "
+                                           r"\([\d.]+ s\); 2 workers go on from step 7", said[0]), said  # fmt: skip
+    assert np.max(np.abs(warm["params"] - serial["params"])) < 1e-9
+    # the epoch's running sums crossed over too: epoch 1's training cost and accuracy
+    rows = [json_rows(tmp_path / name) for name in ("serial", "warm")]
+    for s_row, w_row in zip(*rows, strict=True):
+        for key in ("train_cost", "train_accuracy", "test_cost", "test_accuracy"):
+            assert abs(s_row[key] - w_row[key]) < 1e-9, (key, s_row, w_row)
+
+
+def json_rows(run: Path) -> list[dict]:
+    return RunDir(str(run)).read_metrics()
+
+
+def nnps_train(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)  # fmt: skip
+
+
+def test_cli_warm_run_equals_serial(mnist10k, tmp_path: Path) -> None:
+    """A fresh `nnps train --workers 2`: the real start thread, ray.init and shutdown."""
+    args = ["--data", str(MNIST_10K), "--hidden", "20", "--batch-size", "10", "--epochs", "1", "--steps", "3000",
+            "--lr", "3.0", "--dtype", "float64", "--seed", "4"]  # fmt: skip
+    out = nnps_train(*args, "--workers", "2", "--run-dir", str(tmp_path / "warm"))
+    assert out.returncode == 0, out.stderr
+    said = [line for line in out.stderr.splitlines() if line.startswith("warm start: ")]
+    assert len(said) == 1 and re.fullmatch(r"warm start: (\d+ steps ran in-process while Ray and the workers started "
+                                           r"\([\d.]+ s\); 2 workers go on from step \d+|every step ran in-process; "
+                                           r"Ray and the workers took [\d.]+ s to start \(--no-warm-start waits for "
+                                           r"them\))", said[0]), said  # fmt: skip
+    serial = train(TrainConfig(data="mnist-10k", hidden=(20,), batch_size=10, epochs=1, steps=3000, lr=3.0,
+                               dtype="float64", seed=4, workers=0), mnist10k)["params"]  # fmt: skip
+    final = checkpoint.load(str(tmp_path / "warm" / "final.npz")).params
+    assert np.max(np.abs(final - serial)) < 1e-9
+
+
+def test_cli_failed_start_fails_the_run_and_keeps_its_checkpoints(tmp_path: Path) -> None:
+    """The workers cannot start (more CPUs asked than the embedded Ray has): the run,
+    in-process meanwhile, stops with that one line and keeps the checkpoints it wrote."""
+    run = tmp_path / "run"
+    out = nnps_train("--data", str(MNIST_10K), "--hidden", "20", "--batch-size", "10", "--epochs", "1000",
+                     "--checkpoint-every", "100", "--workers", "2", "--run-dir", str(run),
+                     env={"NNPS_WORKER_THREADS": "4096"})  # fmt: skip
+    assert out.returncode == 1
+    assert re.fullmatch(r"error: 2 workers x 4096 CPUs need 8192 CPUs; the Ray cluster has \d+\n",
+                        out.stderr.splitlines(True)[-1])  # fmt: skip
+    assert "Traceback" not in out.stderr
+    kept = RunDir(str(run)).checkpoints()
+    # the in-process steps' checkpoints (the run dir keeps the last few) from before the start failed
+    assert kept and all(step % 100 == 0 and step > 0 for step, _ in kept)
+    assert not (run / "final.npz").exists()
+    checkpoint.load(str(run / kept[-1][1]))  # whole, readable
