@@ -23,11 +23,12 @@ data: setup
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	else $(BIN)/nnps data download fashion-mnist; fi
 
-# The main job: train on Fashion-MNIST with 2 Ray workers on an embedded local Ray.
+# The main job: train on Fashion-MNIST with 2 Ray workers on an embedded local Ray (its
+# first epochs in-process while Ray starts: the warm start; --no-warm-start waits for Ray).
 train: data
 	$(BIN)/nnps train --data fashion-mnist --hidden 100 --activation relu --output softmax \
 		--cost cross-entropy --weight-init scaled --optimizer momentum --lr 0.05 --batch-size 1000 \
-		--epochs 10 --workers 2 --run-dir runs/fashion-quickstart
+		--epochs 30 --workers 2 --run-dir runs/fashion-quickstart
 
 test: data
 	$(BIN)/python -m pytest

@@ -25,6 +25,7 @@ rebuilt on Ray, as without warm start).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -103,13 +104,52 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     sys.exit(128 + signum)
 
 
+WARM_NICE = 10  # the in-process steps' niceness while Ray starts (Linux: per thread)
+
+
+class Background:
+    """An in-process executor whose work runs on a thread of lower priority (nice +10 on
+    Linux), so that Ray's starting processes come first where cores are few: on 2 cores,
+    at equal priority, the workers' first step came 12.0 s after launch against 7.7 s
+    without a warm start. The thread ends with the warm phase; the driver's own thread
+    keeps its priority (an unprivileged process cannot raise a priority it lowered)."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="nnps-warm", initializer=_lower_priority)
+
+    def run(self, start: int, stop: int) -> None:
+        self.pool.submit(self.inner.run, start, stop).result()
+
+    def snapshot(self) -> Snapshot:
+        return self.pool.submit(self.inner.snapshot).result()
+
+    def evaluate(self, split: str) -> tuple[float, np.ndarray]:
+        return self.pool.submit(self.inner.evaluate, split).result()
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.pool.submit(self.inner.restore, snapshot).result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.inner.close()
+
+
+def _lower_priority() -> None:
+    if sys.platform == "linux":  # elsewhere PRIO_PROCESS takes a process id, not a thread's
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WARM_NICE)
+        except OSError:
+            pass  # not allowed here: the steps run at normal priority
+
+
 class WarmStart:
     """An Executor that runs steps in-process until the Ray executor is ready, then
     hands the run over at a chunk boundary and delegates to it."""
 
     def __init__(self, plan: Plan, dataset: Dataset, remote: Future, say: Callable[[str], None],
                  t0: float | None = None, uncap: Callable[[], None] = lambda: None) -> None:  # fmt: skip
-        self.local = make_in_process(plan, dataset)
+        self.local: Executor = Background(make_in_process(plan, dataset))
         self.active: Executor = self.local
         self.remote, self.say, self.uncap = remote, say, uncap
         self.t0 = time.perf_counter() if t0 is None else t0  # when Ray began to start
@@ -124,6 +164,7 @@ class WarmStart:
             remote: Executor = self.remote.result()  # raises a failed start's error
             self.uncap()  # the start thread forks no more
             remote.load(self.local.snapshot())  # type: ignore[attr-defined]
+            self.local.close()
             self.active, self.handed_over_at = remote, start
             self.say(f"warm start: {start - self.first_step} steps ran in-process while Ray and the workers started "
                      f"({self.seconds():.1f} s); {self.workers} workers go on from step {start}")  # fmt: skip
@@ -145,6 +186,7 @@ class WarmStart:
         if self.active is not self.local:
             self.active.close()
             return
+        self.local.close()
         # The run ended before the workers were up: wait for them, so that a start that
         # failed fails the run as it would without a warm start (what was written stays).
         error = self.remote.exception()
