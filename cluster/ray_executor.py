@@ -161,9 +161,10 @@ def threads_per_worker(plan: Plan, k: int) -> int:
 
 def threads_for_server() -> int:
     """Threads for the server's sum and update (core/server.py): NNPS_SERVER_THREADS, 1 by
-    default. Two threads did the update of 784-1024-1024-10 1.5x faster on 2 cores
-    (bench/server_update.py), but whether that survives beside the workers' idle BLAS
-    threads and the graph's spinning readers is not measured yet: off until it is."""
+    default. Two threads did the update of 784-1024-1024-10 1.2-1.5x faster on 2 cores in
+    isolation (bench/server_update.py), but a whole step of 2 workers over the sockets took
+    25.39 / 26.97 ms with them against 26.32 / 25.94 ms without (docs/results/2-core/
+    server_threads_1024.txt): nothing beyond the noise, so off. Unmeasured where cores are spare."""
     return threads_setting("NNPS_SERVER_THREADS") or 1
 
 
