@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -113,3 +115,39 @@ def test_cli_failed_start_fails_the_run_and_keeps_its_checkpoints(tmp_path: Path
     assert kept and all(step % 100 == 0 and step > 0 for step, _ in kept)
     assert not (run / "final.npz").exists()
     checkpoint.load(str(run / kept[-1][1]))  # whole, readable
+
+
+def ray_processes() -> set[int]:
+    """Pids of Ray's raylets and agents on this machine (zombies excluded)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and re.search(rb"raylet|ray::DashboardAgent|ray::RuntimeEnvAgent", cmdline):
+            found.add(int(proc.name))
+    return found
+
+
+def test_sigterm_while_ray_starts_shuts_it_down(tmp_path: Path) -> None:
+    """SIGTERM (`ray job stop`, kill) in the warm phase: Ray is still shut down, not left
+    running (a killed driver's agents held their port for minutes, slowing the next start)."""
+    before = ray_processes()
+    p = subprocess.Popen([sys.executable, "-m", "nnps.cli.main", "train", "--data", str(MNIST_10K), "--workers", "2",
+                          "--batch-size", "10", "--epochs", "1000", "--log-progress", "--run-dir", str(tmp_path / "run")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        for line in p.stdout:  # type: ignore[union-attr]
+            if line.startswith("NNPS_PROGRESS "):  # a step ran: the warm phase
+                break
+        p.terminate()
+        p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while ray_processes() - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not ray_processes() - before
