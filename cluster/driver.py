@@ -25,25 +25,35 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
     import ray
 
+    from nnps.cluster.ray_executor import ray_session
+
+    if config.address:
+        return _on_cluster(config, run_dir, resume, reporter, progress, say)
+    # An embedded Ray (or the caller's): decide before starting it; it has this machine's CPUs.
+    dataset = catalog.load(config.data, progress=progress)
+    if config.workers == "auto":
+        config = choose_workers(config, dataset, os.cpu_count() or 1, say)
+    else:
+        warn_if_slower(config, dataset, say)  # before Ray starts: it times in-process steps on their BLAS threads
+    if config.workers == 0:
+        return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
+    if config.warm_start and not ray.is_initialized():
+        return _warm(config, dataset, run_dir, resume, reporter, say)
+    with ray_session(config) as factory:
+        return train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter)
+
+
+def _on_cluster(config: TrainConfig, run_dir: RunDir | None, resume: bool, reporter: Reporter | None,
+                progress: catalog.Progress | None, say: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    """Join the Ray at --address first (a bad address fails before any data is read), then
+    decide with its CPUs."""
+    import ray
+
     from nnps.cluster.connect import ray_connection
     from nnps.cluster.ray_executor import ray_session
 
-    warm = config.warm_start and not config.address and not ray.is_initialized()
-    if config.workers == "auto" and not config.address:
-        dataset = catalog.load(config.data, progress=progress)
-        config = choose_workers(config, dataset, os.cpu_count() or 1, say)
-        if config.workers == 0:
-            return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
-        if warm:
-            return _warm(config, dataset, run_dir, resume, reporter, say)
-        with ray_session(config) as factory:
-            return train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter)
-    if warm:
-        dataset = catalog.load(config.data, progress=progress)
-        warn_if_slower(config, dataset, say)  # before Ray starts: it times in-process steps on their BLAS threads
-        return _warm(config, dataset, run_dir, resume, reporter, say)
     cpus = max(os.cpu_count() or 1, config.workers if isinstance(config.workers, int) else 0)
-    with ray_connection(config.address, num_cpus=cpus):  # first: a bad --address fails before any data is read
+    with ray_connection(config.address, num_cpus=cpus):
         dataset = catalog.load(config.data, progress=progress)
         if config.workers == "auto":
             config = choose_workers(config, dataset, int(ray.cluster_resources().get("CPU", 1)), say)
