@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+from threadpoolctl import threadpool_info
 
 from nnps.cluster.ray_executor import RayExecutor
 from nnps.cluster.warm_start import WarmStart
 from nnps.core import checkpoint
 from nnps.core.config import TrainConfig
 from nnps.core.rundir import RunDir
+from nnps.core.threads import blas_cap, blas_threads
 from nnps.core.training import train
 from tests.conftest import MNIST_10K
 
@@ -151,3 +153,20 @@ def test_sigterm_while_ray_starts_shuts_it_down(tmp_path: Path) -> None:
     while ray_processes() - before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not ray_processes() - before
+
+
+def test_blas_cap_holds_under_blas_threads() -> None:
+    """While the start thread forks Ray's processes, no product may use BLAS's thread pool,
+    not even one that asks for threads (blas_cap; a 2-thread product beside a fork hung)."""
+
+    def threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    with blas_threads(2):
+        assert threads() == {2}
+        with blas_cap(1):
+            assert threads() == {1}
+            with blas_threads(2):
+                assert threads() == {1}
+            assert threads() == {1}
+        assert threads() == {2}
