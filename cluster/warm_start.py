@@ -187,8 +187,12 @@ class WarmStart:
             self.active.close()
             return
         self.local.close()
-        # The run ended before the workers were up: wait for them, so that a start that
-        # failed fails the run as it would without a warm start (what was written stays).
+        # The run ended (or was interrupted) before the workers were up: wait for them, so
+        # that a start that failed fails the run as it would without a warm start (what was
+        # written stays), and so that Ray is shut down, not left running: ray.init cannot
+        # be interrupted.
+        if not self.remote.done():
+            self.say("waiting for Ray and the workers to finish starting, to shut them down")
         error = self.remote.exception()
         if error is not None:
             if not self.raised:
