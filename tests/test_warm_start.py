@@ -29,7 +29,7 @@ from tests.conftest import MNIST_10K
 pytestmark = pytest.mark.ray
 
 # 20 steps an epoch, momentum (optimizer state to hand over), checkpoints every 7 steps:
-# chunks end at 7, 14, 20, 21, ... so the handover below falls mid-epoch, at step 7.
+# chunks end at 1, 7, 14, 20, 21, ... so the handover below falls mid-epoch, at step 7.
 CFG = TrainConfig(data="mnist-10k", hidden=(20,), batch_size=500, epochs=3, lr=0.5, optimizer="momentum",
                   dtype="float64", seed=3, checkpoint_every=7, workers=2)  # fmt: skip
 
