@@ -7,7 +7,7 @@ works where Ray is not wanted.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from nnps.core import catalog, costmodel
 from nnps.core.config import TrainConfig
@@ -92,20 +92,23 @@ def vector_rate() -> float:
     return costmodel.VECTOR_RATE["shm" if shared_wanted() else "store"]
 
 
-def choose_workers(config: TrainConfig, dataset: Dataset, cpus: int, say: Callable[[str], None]) -> TrainConfig:
+def predict(config: TrainConfig, dataset: Dataset, counts: Iterable[int]) -> costmodel.Choice:
+    """The cost model's prediction for `counts` workers and in-process, on the Ray at hand
+    (or the embedded one it would start)."""
     from nnps.cluster.ray_executor import node_cpus
 
-    choice = costmodel.predict(build_network(config, dataset), config.batch_size, range(1, cpus + 1), vector_rate(),
-                               node_cpus())  # fmt: skip
+    return costmodel.predict(build_network(config, dataset), config.batch_size, counts, vector_rate(), node_cpus())
+
+
+def choose_workers(config: TrainConfig, dataset: Dataset, cpus: int, say: Callable[[str], None]) -> TrainConfig:
+    choice = predict(config, dataset, range(1, cpus + 1))
     say(choice.line(config.batch_size))
     return config.replace(workers=choice.workers)
 
 
 def warn_if_slower(config: TrainConfig, dataset: Dataset, say: Callable[[str], None]) -> None:
-    from nnps.cluster.ray_executor import node_cpus
-
     k = int(config.workers)
-    choice = costmodel.predict(build_network(config, dataset), config.batch_size, [k], vector_rate(), node_cpus())
+    choice = predict(config, dataset, [k])
     p = choice.predicted_s
     if p[k] > SLOWER_WARNING * p[0]:
         say(f"warning: {k} workers at batch {config.batch_size} are predicted to take {p[k] * 1e3:.2f} ms per step "

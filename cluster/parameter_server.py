@@ -60,9 +60,7 @@ class ParameterServer:
         self.workers = workers
         self.inline_bytes = inline_bytes
         self.mapped = self._map_step_file(network) if shared else None
-        if self.mapped is not None:  # from now on the optimizer updates the shared copy in place
-            self.mapped.params[...] = self.server.params
-            self.server.params = self.mapped.params
+        self._params_into_step_file()
         # Step signals through Unix sockets (worker/step_sockets.py): only with the step file.
         self.want_sockets = sockets and self.mapped is not None
         self.sockets: ServerSockets | None = None
@@ -76,6 +74,12 @@ class ParameterServer:
             return Mapped(NodeBuffers.create(network.layout.size, len(self.workers), network.np_dtype.name))
         except OSError:  # no room in /dev/shm, say: the object store carries the vectors
             return None
+
+    def _params_into_step_file(self) -> None:
+        """From now on the optimizer updates the step file's copy of the parameters in place."""
+        if self.mapped is not None:
+            self.mapped.params[...] = self.server.params
+            self.server.params = self.mapped.params
 
     def vectors(self) -> NodeBuffers | None:
         """The step file, if the vectors travel through shared memory."""
@@ -151,9 +155,7 @@ class ParameterServer:
         """Take over a run at `snapshot` (its parameters, optimizer state, step and epoch
         sums): where a warm start's in-process steps left off (cluster/warm_start.py)."""
         self.server.restore(snapshot)
-        if self.mapped is not None:  # the optimizer goes on updating the shared copy in place
-            self.mapped.params[...] = self.server.params
-            self.server.params = self.mapped.params
+        self._params_into_step_file()
         return self.server.step
 
     def params(self) -> Array:

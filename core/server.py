@@ -107,9 +107,9 @@ class Server:
             with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as the next step's cost
                 self.optimizer.step(self.params, total, int(m), self.step, part)  # divides the sum by m
 
-        parts = split_range(P, self.threads if P >= PARALLEL_MIN else 1)
-        if len(parts) == 1:
-            update(parts[0])
+        parts = split_range(P, self.threads) if self.threads > 1 and P >= PARALLEL_MIN else []
+        if len(parts) <= 1:
+            update(slice(0, P))
         else:
             if self._pool is None or self._pool_size != len(parts):
                 self._pool = ThreadPoolExecutor(len(parts), thread_name_prefix="nnps-update")
