@@ -1,0 +1,71 @@
+"""Projected: steps across hosts with 1 and with enough server shards (core/scaling.py).
+
+Not a measurement of a cluster (none is here): the model of core/scaling.py, fed with
+what this machine measures in the same run (one worker's backprop of its shard on one
+thread, and the best single process, both core/costmodel.step_seconds) and with rates
+given on the command line:
+
+    --rate  bytes/s one process moves through Ray's object store (default 1.5e9: the
+            wide network's vectors through one server actor on the 16-core machine,
+            docs/performance.md; bench/sharded_exchange.py fits it on the machine it runs on)
+    --nic   bytes/s each way per host (default 1.25e9, 10 GbE; an assumption)
+    --per-host  workers per host (default 8, each on one BLAS thread, as nnps runs workers
+            across nodes; 16-core hosts)
+
+For each network, batch and number of hosts it prints the step with one server and with
+the servers `servers_needed` asks for, which resource bounds each, and the speed against
+the best single process measured here. The per-step coordination c is the 2-worker value
+of core/costmodel's table at that batch plus 0.5 ms per further worker (EXTRA_PER_WORKER).
+
+Run: .venv/bin/python bench/scaling_model.py [--rate 1.5e9] [--nic 1.25e9] [--per-host 8]
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from nnps.core.costmodel import DEFAULT_OVERHEAD, overhead_for, step_seconds
+from nnps.core.network import Network
+from nnps.core.scaling import Cluster, servers_needed, transfer
+from nnps.core.threads import threads_for
+
+CASES = [((784, 30, 10), "sigmoid", 1000), ((784, 30, 10), "sigmoid", 10000),
+         ((784, 1024, 1024, 10), "relu", 256), ((784, 1024, 1024, 10), "relu", 4096)]  # fmt: skip
+HOSTS = [2, 4, 8, 16]
+WIDTHS = (16, 5, 7, 5, 4, 7, 6, 8, 10, 3, 6, 10, 7, 9)
+
+
+def main() -> None:
+    arg = lambda name, default: float(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+    rate, nic, per_host = arg("--rate", 1.5e9), arg("--nic", 1.25e9), int(arg("--per-host", 8))
+    print(f"Projected (core/scaling.py): hosts of 16 cores, {per_host} workers each on one thread;")
+    gb = f"object store {rate / 1e9:.2f} GB/s a process, NIC {nic / 1e9:.2f} GB/s each way"
+    print(f"{gb}; backprop timed here")
+    head = "network,batch,serial,hosts,W,compute,c,S=1 xfer,bound,S,xfer,bound,step,vs serial".split(",")
+    print(" ".join(f"{h:>{n}}" for h, n in zip(head, WIDTHS, strict=True)))
+    for sizes, activation, batch in CASES:
+        network = Network(list(sizes), activation=activation, cost="cross-entropy")
+        serial = step_seconds(network, batch, threads_for(network, batch))
+        name = "-".join(map(str, sizes))
+        for hosts in HOSTS:
+            w = hosts * per_host
+            cluster = Cluster(hosts=hosts, cores=16, nic=nic, rate=rate)
+            compute = step_seconds(network, math.ceil(batch / w), 1)
+            c = overhead_for(w, batch, DEFAULT_OVERHEAD)
+            p = network.layout.size
+            one = transfer(p, w, 1, cluster)
+            s = servers_needed(p, w, cluster)
+            many = transfer(p, w, s, cluster)
+            ts = compute + c + many.seconds
+            row = [name, batch, serial, hosts, w, compute, c, one.seconds, one.bottleneck, s]
+            row += [many.seconds, many.bottleneck, ts, f"{serial / ts:.2f}x"]
+            cells = [f"{v * 1e3:.2f}" if isinstance(v, float) else str(v) for v in row]  # seconds -> ms
+            print(" ".join(f"{v:>{n}}" for v, n in zip(cells, WIDTHS, strict=True)))
+            name = ""
+    print("ms throughout. serial: the best single process here; compute: one worker's shard on one thread,")
+    print("here; c: coordination; xfer: the bottleneck's transfer, 1 and S servers; step: compute + c + xfer")
+
+
+if __name__ == "__main__":
+    main()
