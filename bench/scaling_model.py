@@ -27,7 +27,7 @@ import sys
 
 from nnps.core.costmodel import DEFAULT_OVERHEAD, overhead_for, step_seconds
 from nnps.core.network import Network
-from nnps.core.scaling import Cluster, servers_needed, transfer
+from nnps.core import scaling
 from nnps.core.threads import threads_for
 
 CASES = [((784, 30, 10), "sigmoid", 1000), ((784, 30, 10), "sigmoid", 10000),
@@ -42,7 +42,8 @@ def main() -> None:
     print(f"Projected (core/scaling.py): hosts of 16 cores, {per_host} workers each on one thread;")
     gb = f"object store {rate / 1e9:.2f} GB/s a process, NIC {nic / 1e9:.2f} GB/s each way"
     print(f"{gb}; backprop timed here")
-    head = "network,batch,serial,hosts,W,compute,c,S=1 xfer,bound,S,xfer,bound,step,vs serial".split(",")
+    head = ["network", "batch", "serial", "hosts", "W", "compute", "c", "S=1 xfer", "bound", "S", "xfer", "bound",
+            "step", "vs serial"]  # fmt: skip
     print(" ".join(f"{h:>{n}}" for h, n in zip(head, WIDTHS, strict=True)))
     for sizes, activation, batch in CASES:
         network = Network(list(sizes), activation=activation, cost="cross-entropy")
@@ -50,14 +51,14 @@ def main() -> None:
         name = "-".join(map(str, sizes))
         for hosts in HOSTS:
             w = hosts * per_host
-            cluster = Cluster(hosts=hosts, cores=16, nic=nic, rate=rate)
+            cluster = scaling.Cluster(hosts=hosts, cores=16, nic=nic, rate=rate)
             compute = step_seconds(network, math.ceil(batch / w), 1)
             c = overhead_for(w, batch, DEFAULT_OVERHEAD)
             p = network.layout.size
-            one = transfer(p, w, 1, cluster)
-            s = servers_needed(p, w, cluster)
-            many = transfer(p, w, s, cluster)
-            ts = compute + c + many.seconds
+            one = scaling.transfer(p, w, 1, cluster)
+            s = scaling.servers_needed(p, w, cluster)
+            many = scaling.transfer(p, w, s, cluster)
+            ts = scaling.step_seconds(compute, c, p, w, s, cluster)
             row = [name, batch, serial, hosts, w, compute, c, one.seconds, one.bottleneck, s]
             row += [many.seconds, many.bottleneck, ts, f"{serial / ts:.2f}x"]
             cells = [f"{v * 1e3:.2f}" if isinstance(v, float) else str(v) for v in row]  # seconds -> ms

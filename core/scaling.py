@@ -34,12 +34,12 @@ take over, which `servers_needed` finds.
 What it leaves out: stragglers (a synchronous step waits for its slowest worker; here all
 shards take t_shard), contention between the NIC and the copies for memory bandwidth,
 Ray's per-object costs growing with W x S objects a step (bench/sharded_exchange.py
-measures them on one host), and any overlap of the transfers with the backprop.
+measures them on one host), summing a host's replies before they leave it, and any
+overlap of the transfers with the backprop.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 
@@ -113,8 +113,9 @@ def step_seconds(shard_seconds: float, coordination: float, params: int, workers
 
 
 def servers_needed(params: int, workers: int, cluster: Cluster, most: int = 64) -> int:
-    """The fewest servers past which more do not shorten the transfer (within 1%): 1 while
-    the single server is not the bottleneck."""
+    """The number of servers, up to `most`, with the shortest transfer, counting a further
+    server only where it shortens the best so far by over 1%: 1 while the single server is
+    not the bottleneck."""
     best = transfer(params, workers, 1, cluster).seconds
     needed = 1
     for s in range(2, most + 1):
@@ -122,9 +123,3 @@ def servers_needed(params: int, workers: int, cluster: Cluster, most: int = 64) 
         if t < best * 0.99:
             best, needed = t, s
     return needed
-
-
-def shard_compute(macs_per_example: int, batch: int, workers: int, threads: int, mac_rate: float) -> float:
-    """Seconds of one worker's backprop: ~3 products per layer per example (forward, BP2's
-    delta, BP4's outer product) at `mac_rate` multiply-adds/s per thread."""
-    return 3 * macs_per_example * math.ceil(batch / workers) / (threads * mac_rate)
