@@ -46,19 +46,22 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Cluster:
     """H hosts of `cores` cores each; `nic` bytes/s each way per host (math.inf on one
-    host); `rate` bytes/s that one process moves through Ray's object store."""
+    host); `rate` bytes/s that one process moves through Ray's object store; `host_rate`
+    bytes/s of the summing on a host (transfer's host_sum; None: `rate`; through a step
+    file as nnps uses on one node, 4-5 GB/s measured)."""
 
     hosts: int
     cores: int
     nic: float
     rate: float
+    host_rate: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("hosts", "cores"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("nic", "rate"):
-            if not getattr(self, name) > 0:
+        for name in ("nic", "rate", "host_rate"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 bytes/s, got {getattr(self, name)}")
 
 
@@ -67,7 +70,7 @@ class Transfer:
     """One step's transfer: the seconds of the bottleneck and which resource it is."""
 
     seconds: float
-    bottleneck: str  # "server", "worker", "host cores", "NIC"
+    bottleneck: str  # "server", "worker", "host sum", "host cores", "NIC"
     loads: dict[str, float]  # resource -> seconds it would take alone
 
 
@@ -76,8 +79,11 @@ def placement(workers: int, servers: int, hosts: int) -> tuple[list[int], list[i
     return [w * hosts // workers for w in range(workers)], [s % hosts for s in range(servers)]
 
 
-def transfer(params: int, workers: int, servers: int, cluster: Cluster, itemsize: int = 4) -> Transfer:
-    """The bytes each resource handles in one step, and the slowest of them."""
+def transfer(params: int, workers: int, servers: int, cluster: Cluster, itemsize: int = 4,
+             host_sum: bool = False) -> Transfer:  # fmt: skip
+    """The bytes each resource handles in one step, and the slowest of them. host_sum: the
+    replies of a host's workers are first summed on that host (by one process there), so
+    each server gets one reply slice per host instead of one per worker (not built)."""
     if workers < 1 or servers < 1:
         raise ValueError(f"workers and servers must be >= 1, got {workers} and {servers}")
     v = params * itemsize  # one full vector
@@ -87,39 +93,47 @@ def transfer(params: int, workers: int, servers: int, cluster: Cluster, itemsize
     cpu = [0.0] * cluster.hosts  # bytes the processes on each host move
     nic_out = [0.0] * cluster.hosts
     nic_in = [0.0] * cluster.hosts
+    senders = hosts_with_workers if host_sum else on_worker  # where the replies come from
     for s, hs in enumerate(on_server):
-        cpu[hs] += (workers + 1) * slice_  # W reply slices in, one parameter slice out
+        cpu[hs] += (len(senders) + 1) * slice_  # the reply slices in, one parameter slice out
         for h in hosts_with_workers:  # the parameter slice, once per host with workers
             if h != hs:
                 nic_out[hs] += slice_
                 nic_in[h] += slice_
-        for hw in on_worker:  # each worker's reply slice for server s
+        for hw in senders:  # each reply slice for server s
             if hw != hs:
                 nic_out[hw] += slice_
                 nic_in[hs] += slice_
     for hw in on_worker:
         cpu[hw] += 2 * v  # a worker reads the parameters and writes its reply
-    loads = {"server": (workers + 1) * slice_ / cluster.rate, "worker": 2 * v / cluster.rate,
-             "host cores": max(cpu) / (cluster.cores * cluster.rate),
-             "NIC": max(max(nic_out), max(nic_in)) / cluster.nic}  # fmt: skip
+    loads = {"server": (len(senders) + 1) * slice_ / cluster.rate, "worker": 2 * v / cluster.rate}
+    if host_sum:  # one process per host reads its workers' replies and writes their sum
+        most = max(on_worker.count(h) for h in hosts_with_workers)
+        loads["host sum"] = (most + 1) * v / (cluster.host_rate or cluster.rate)
+        for h in hosts_with_workers:
+            cpu[h] += (on_worker.count(h) + 1) * v
+    loads["host cores"] = max(cpu) / (cluster.cores * cluster.rate)
+    loads["NIC"] = max(max(nic_out), max(nic_in)) / cluster.nic
     bottleneck = max(loads, key=loads.__getitem__)
     return Transfer(loads[bottleneck], bottleneck, loads)
 
 
 def step_seconds(shard_seconds: float, coordination: float, params: int, workers: int, servers: int,
-                 cluster: Cluster) -> float:  # fmt: skip
+                 cluster: Cluster, host_sum: bool = False) -> float:  # fmt: skip
     """t_step = t_shard(b / W) + c + transfer (module docstring)."""
-    return shard_seconds + coordination + transfer(params, workers, servers, cluster).seconds
+    moved = transfer(params, workers, servers, cluster, host_sum=host_sum)
+    return shard_seconds + coordination + moved.seconds
 
 
-def servers_needed(params: int, workers: int, cluster: Cluster, most: int = 64) -> int:
+def servers_needed(params: int, workers: int, cluster: Cluster, most: int = 64,
+                   host_sum: bool = False) -> int:  # fmt: skip
     """The number of servers, up to `most`, with the shortest transfer, counting a further
     server only where it shortens the best so far by over 1%: 1 while the single server is
     not the bottleneck."""
-    best = transfer(params, workers, 1, cluster).seconds
+    best = transfer(params, workers, 1, cluster, host_sum=host_sum).seconds
     needed = 1
     for s in range(2, most + 1):
-        t = transfer(params, workers, s, cluster).seconds
+        t = transfer(params, workers, s, cluster, host_sum=host_sum).seconds
         if t < best * 0.99:
             best, needed = t, s
     return needed

@@ -41,6 +41,22 @@ def test_the_servers_nic_takes_every_remote_reply() -> None:
     assert transfer(1_000_000, 4, 4, c).loads["NIC"] == pytest.approx(6 * V / 4 / 1e9)
 
 
+def test_summing_on_the_host_sends_one_reply_per_host() -> None:
+    # 4 workers, 2 per host, the server on host 0. Without host sums host 1 sends its 2
+    # replies and the server reads 4 (and writes 1); with them host 1 sends 1 summed reply,
+    # the server reads 2, and one process per host reads 2 replies and writes their sum.
+    c = Cluster(hosts=2, cores=16, nic=1e9, rate=R)
+    plain, summed = transfer(1_000_000, 4, 1, c), transfer(1_000_000, 4, 1, c, host_sum=True)
+    assert plain.loads["NIC"] == pytest.approx(2 * V / 1e9)
+    assert plain.loads["server"] == pytest.approx(5 * V / R)
+    assert summed.loads["NIC"] == pytest.approx(V / 1e9)
+    assert summed.loads["server"] == pytest.approx(3 * V / R)
+    assert summed.loads["host sum"] == pytest.approx(3 * V / R)
+    assert "host sum" not in plain.loads
+    faster = Cluster(hosts=2, cores=16, nic=1e9, rate=R, host_rate=3 * R)
+    assert transfer(1_000_000, 4, 1, faster, host_sum=True).loads["host sum"] == pytest.approx(V / R)
+
+
 def test_servers_needed_is_where_the_workers_become_the_bound() -> None:
     # 8 hosts, a worker each, NIC and cores plentiful: the server term 9V/(S R) falls below
     # the worker's 2V/R at S = 5 (9/5 = 1.8), and more servers change nothing.
@@ -64,6 +80,7 @@ def test_step_adds_shard_coordination_and_transfer() -> None:
     ("cores", -1, "cores must be >= 1, got -1"),
     ("nic", 0.0, "nic must be > 0 bytes/s, got 0.0"),
     ("rate", float("nan"), "rate must be > 0 bytes/s, got nan"),
+    ("host_rate", -2.0, "host_rate must be > 0 bytes/s, got -2.0"),
 ])  # fmt: skip
 def test_bad_cluster_is_refused_with_its_value(field: str, value: float, message: str) -> None:
     args = {"hosts": 1, "cores": 1, "nic": 1.0, "rate": 1.0, field: value}
