@@ -11,12 +11,18 @@ For 784-30-10 (the seed's network) at batch 10 .. 10,000, in one local Ray sessi
                 (worker/node_buffers.py): only indices and acknowledgements in messages
     sock+shm    the step file, and the indices and acknowledgements through Unix sockets
                 instead of Ray calls (worker/step_sockets.py)
+    link        indices, parameters and replies through TCP links instead of Ray calls
+                (worker/step_links.py, nnps's default across nodes)
     overhead    step time minus the compute inside it (the in-process time of one shard of
                 batch/k on one thread), also in units of Ray's own no-op actor round trip,
                 measured in the same run
 
+--nodes split runs on ray.cluster_utils.Cluster instead: a head node with no CPUs and one
+node of 1 CPU per worker, all on this machine, so that every step crosses nodes (Ray's
+object stores and TCP over loopback, not a network); its default modes are plain and link.
+
 Run: .venv/bin/python bench/step_overhead.py [--quick] [--hidden 1024,1024] [--batches 256]
-     [--modes plain,graph,plain+shm,graph+shm,sock+shm]
+     [--modes plain,graph,plain+shm,graph+shm,sock+shm,link] [--nodes split]
 """
 
 from __future__ import annotations
@@ -37,13 +43,27 @@ def main() -> None:
     batches = [10, 100, 1000] if quick else [10, 100, 1000, 10000]
     if "--batches" in sys.argv:
         batches = [int(b) for b in sys.argv[sys.argv.index("--batches") + 1].split(",")]
-    names = "plain,graph,plain+shm,graph+shm,sock+shm"
+    split = "--nodes" in sys.argv and sys.argv[sys.argv.index("--nodes") + 1] == "split"
+    names = "plain,link" if split else "plain,graph,plain+shm,graph+shm,sock+shm"
     if "--modes" in sys.argv:
         names = sys.argv[sys.argv.index("--modes") + 1]
     modes = tuple(MODES[name] for name in names.split(","))
-    ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    cluster = None
+    if split:
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        cluster.wait_for_nodes()
+    else:
+        cpus = max(2, os.cpu_count() or 1)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     rt = round_trip()
-    print(f"network 784-{'-'.join(map(str, hidden))}-10; Ray no-op actor round trip: {rt * 1e3:.2f} ms\n")
+    where = "; nodes: a head without CPUs and 2 of 1 CPU each, on this machine" if split else ""
+    net = "-".join(map(str, hidden))
+    print(f"network 784-{net}-10; Ray no-op actor round trip: {rt * 1e3:.2f} ms{where}\n")
     print(f"{'batch':>6} {'N':>2} {'mode':>14} {'ms/step':>8} {'ex/s':>9} {'vs serial':>9} {'overhead ms':>11} {'RTs':>5}")
     serial = {}
     for r in measure(hidden, batches, [1, 2], modes=modes):
@@ -55,6 +75,8 @@ def main() -> None:
         print(f"{'':>6} {r.workers:>2} {r.mode:>14} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} "
               f"{serial[r.batch] / r.seconds:>8.2f}x {over * 1e3:>11.2f} {over / rt:>5.1f}")  # fmt: skip
     ray.shutdown()
+    if cluster is not None:
+        cluster.shutdown()
 
 
 if __name__ == "__main__":

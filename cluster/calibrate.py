@@ -100,18 +100,19 @@ def worker_counts(cpus: int) -> list[int]:
     return counts + ([cpus] if counts[-1] != cpus else [])
 
 
-# (compiled graph?, shared memory?, step sockets?); None: as training picks
-Mode = tuple[bool | None, bool | None, bool | None]
-MODES = {"plain": (False, False, False), "graph": (True, False, False), "plain+shm": (False, True, False),
-         "graph+shm": (True, True, False), "sock+shm": (False, True, True)}  # fmt: skip
+# (compiled graph?, shared memory?, step sockets?, TCP links?); None: as training picks
+Mode = tuple[bool | None, bool | None, bool | None, bool | None]
+MODES = {"plain": (False, False, False, False), "graph": (True, False, False, False),
+         "plain+shm": (False, True, False, False), "graph+shm": (True, True, False, False),
+         "sock+shm": (False, True, True, False), "link": (False, False, False, True)}  # fmt: skip
 
 
 def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int],
-            modes: tuple[Mode, ...] = ((None, None, None),), steps_budget: int = 20000) -> list[Row]:  # fmt: skip
+            modes: tuple[Mode, ...] = ((None,) * 4,), steps_budget: int = 20000) -> list[Row]:  # fmt: skip
     """Rows for every batch x (serial, k workers x modes). Ray must be initialized.
-    A mode is (compiled, shared, sockets): True/False forces the compiled graph / plain
-    calls, the /dev/shm step file / the object store, and the step sockets / Ray calls
-    (MODES names them); None takes what `nnps train` would."""
+    A mode is (compiled, shared, sockets, links): True/False forces the compiled graph /
+    plain calls, the /dev/shm step file / the object store, the step sockets / Ray calls,
+    and the TCP links / Ray calls (MODES names them); None takes what `nnps train` would."""
     ds = random_dataset()
     rows = []
     for batch in batches:
@@ -127,13 +128,15 @@ def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int],
             shard = make_in_process(plan_run(cfg.replace(batch_size=-(-batch // k)), ds, None, False), ds)
             shard.threads = threads
             compute = per_step(shard, steps)
-            for compiled, shared, sockets in modes:
-                ex = RayExecutor(plan, ds, k, compiled=compiled, shared=shared, sockets=sockets)
+            for compiled, shared, sockets, links in modes:
+                ex = RayExecutor(plan, ds, k, compiled=compiled, shared=shared, sockets=sockets, links=links)
                 try:
                     if (compiled and ex.compiled is None) or (shared and ex.buffers is None):
                         continue  # not available here: the row without it says so
                     seconds = per_step(ex, steps)
-                    path = "graph" if ex.compiled is not None else "sock" if ex.channels()["socket"] else "plain"
+                    done = ex.channels()
+                    path = ("graph" if ex.compiled is not None else "sock" if done["socket"] else
+                            "link" if done["link"] else "plain")  # fmt: skip
                     mode = path + ("+shm" if ex.buffers else "") + (f" {threads}thr" if threads > 1 else "")
                     rows.append(Row(batch, k, mode, seconds, compute))
                 finally:

@@ -44,6 +44,7 @@ from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server, Snapshot
 from nnps.worker.gradient_worker import keep_freed_memory, skip_torch_probe
 from nnps.worker.node_buffers import Mapped, NodeBuffers
+from nnps.worker.step_links import ServerLinks
 from nnps.worker.step_sockets import ChannelBroken, ServerSockets
 
 Array = np.ndarray
@@ -53,7 +54,7 @@ Array = np.ndarray
 class ParameterServer:
     def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, n_train: int,
                  workers: list, inline_bytes: int, shared: bool = False, threads: int = 1,
-                 sockets: bool = False) -> None:  # fmt: skip
+                 sockets: bool = False, links: bool = False) -> None:  # fmt: skip
         self.sampler = Sampler(n_train, config.batch_size, config.seed)
         self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)
         self.server.threads = threads  # for the sum and update of wide networks (core/server.py)
@@ -65,7 +66,11 @@ class ParameterServer:
         self.want_sockets = sockets and self.mapped is not None
         self.sockets: ServerSockets | None = None
         self.channel_error: str | None = None  # why the sockets were dropped, if they were
-        self.steps_by_channel = {"socket": 0, "ray": 0}
+        # Without the step file (workers on other nodes), TCP links carry each step's
+        # indices, parameters and replies instead of Ray calls (worker/step_links.py).
+        self.want_links = links and self.mapped is None
+        self.links: ServerLinks | None = None
+        self.steps_by_channel = {"socket": 0, "link": 0, "ray": 0}
         skip_torch_probe()
         keep_freed_memory()  # the optimizers' temporaries (Adam's) are vector-sized
 
@@ -89,6 +94,10 @@ class ParameterServer:
         """Apply steps until `stop` (or divergence); returns the step reached."""
         while self.server.step < stop and self.server.diverged_at is None:
             shards = split(self.sampler.batch(self.server.step), len(self.workers))
+            if self.mapped is None and (replies := self._sent_over_links(shards)) is not None:
+                self.server.apply(*replies)
+                self.steps_by_channel["link"] += 1
+                continue
             if self.mapped is None:
                 # Ray inlines arguments up to inline_bytes (connect.inline_bytes()); above that
                 # each .remote() call would put its own copy in the object store, so the
@@ -129,8 +138,33 @@ class ParameterServer:
                 self.sockets = None
             return False
 
+    def _sent_over_links(self, shards: list[Array]) -> list[Array] | None:
+        """One step over the workers' TCP links: the replies, or None if links are not
+        wanted or one broke (then they are all closed and the run goes on with Ray calls)."""
+        if not self.want_links:
+            return None
+        try:
+            if self.links is None:
+                params, host = self.server.params, ray.util.get_node_ip_address()
+                links = self.links = ServerLinks(host, len(self.workers), params.size + 3, params.dtype)
+                reached = ray.get([w.serve_links.remote(links.address, links.token, i)
+                                   for i, w in enumerate(self.workers)])  # fmt: skip
+                if not all(reached):
+                    host, port = links.address
+                    raise ChannelBroken(f"worker {reached.index(False)} could not reach {host}:{port}")
+                self.links.accept()
+            return self.links.step(self.server.params, shards)
+        except (ChannelBroken, RayError, OSError) as e:
+            self.channel_error = f"{type(e).__name__}: {e}"
+            self.want_links = False
+            if self.links is not None:
+                self.links.close()  # the other workers' threads read EOF and end
+                self.links = None
+            return None
+
     def channels(self) -> dict:
-        """Steps taken over each channel, and why the sockets were dropped (for nnps bench, tests)."""
+        """Steps taken over each channel, and why the sockets or links were dropped (for
+        nnps bench, tests)."""
         return {**self.steps_by_channel, "socket_error": self.channel_error}
 
     # The compiled-graph path (ray_executor.CompiledSteps) splits a step into two calls,

@@ -186,6 +186,16 @@ def sockets_wanted() -> bool:
     return flag_setting("NNPS_RAY_COMPILED") is not True
 
 
+def links_wanted() -> bool:
+    """Steps over TCP links (worker/step_links.py) where the workers cannot map the step
+    file: on a cluster of several nodes, unless NNPS_STEP_LINKS=0 (=1: also on one node
+    without the step file, as the tests use it)."""
+    forced = flag_setting("NNPS_STEP_LINKS")
+    if forced is not None:
+        return forced
+    return not one_node()
+
+
 def one_node() -> bool:
     """Whether the Ray at hand has one live node. Not started yet (the cost model asks
     before deciding to start Ray): the embedded one it would start, one node."""
@@ -194,7 +204,8 @@ def one_node() -> bool:
 
 class RayExecutor:
     def __init__(self, plan: Plan, dataset: Dataset, num_workers: int, compiled: bool | None = None,
-                 shared: bool | None = None, sockets: bool | None = None) -> None:  # fmt: skip
+                 shared: bool | None = None, sockets: bool | None = None,
+                 links: bool | None = None) -> None:  # fmt: skip
         self.plan = plan
         self.threads = threads_per_worker(plan, num_workers)
         cpus = ray.cluster_resources().get("CPU", 0)
@@ -207,10 +218,14 @@ class RayExecutor:
         # server's plain loop) instead of a compiled graph; compiled=True asks for the graph.
         sockets = sockets_wanted() if sockets is None else sockets
         self.sockets_wanted = self.shared_wanted and sockets and not compiled
-        self.compiled_wanted = (not self.sockets_wanted and compiled_wanted(plan, num_workers, self.threads)
+        links = links_wanted() if links is None else links
+        self.links_wanted = not self.shared_wanted and links and not compiled
+        self.compiled_wanted = (not self.sockets_wanted and not self.links_wanted
+                                and compiled_wanted(plan, num_workers, self.threads)
                                 if compiled is None else compiled)  # fmt: skip
         self.buffers: node_buffers.NodeBuffers | None = None  # the server's step file, if any
         self.step_files: list[str] = []  # every server's step file, for tests
+        self.servers_built = 0  # 1 + the rebuilds after a lost server, for tests
         self.compiled: CompiledSteps | None = None
         self.fallback_reason: str | None = None  # why the graph was not used or was dropped
         self.steps_by_path = {"graph": 0, "plain": 0}  # what ran where: for `nnps bench` and tests
@@ -244,7 +259,8 @@ class RayExecutor:
         p = self.plan
         self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_rows["train"], self.workers,
                                              inline_bytes(), self.shared_wanted, self.server_threads,
-                                             self.sockets_wanted)  # fmt: skip
+                                             self.sockets_wanted, self.links_wanted)  # fmt: skip
+        self.servers_built += 1
         self.buffers = ray.get(self.server.vectors.remote())
         if self.buffers is not None:
             self.step_files.append(self.buffers.path)
@@ -322,8 +338,8 @@ class RayExecutor:
         return unpack_evaluation(total, self.plan.network.sizes[-1])
 
     def channels(self) -> dict:
-        """The current server's steps by channel ("socket", "ray") and why sockets were
-        dropped, if they were; graph steps are in steps_by_path. After close: the last."""
+        """The current server's steps by channel ("socket", "link", "ray") and why sockets or
+        links were dropped, if they were; graph steps are in steps_by_path. After close: the last."""
         if not self.closed:
             self.last_channels = ray.get(self.server.channels.remote())
         return self.last_channels

@@ -64,13 +64,16 @@ def step_files() -> list[str]:
 
 
 def set_path(monkeypatch, path: str) -> None:
-    """Steps over the compiled graph, Ray calls ("plain") or the step sockets."""
+    """Steps over the compiled graph, Ray calls ("plain"), the step sockets or the TCP links
+    (which the executor uses across nodes; here forced on one node without the step file)."""
     monkeypatch.setenv("NNPS_RAY_COMPILED", "1" if path == "graph" else "0")
     monkeypatch.setenv("NNPS_STEP_SOCKETS", "1" if path == "socket" else "0")
+    monkeypatch.setenv("NNPS_STEP_LINKS", "1" if path == "link" else "0")
 
 
-# The step sockets need the step file: no ("socket", "store").
+# The step sockets need the step file, the links work without it.
 PATHS = [(p, v) for p in ("graph", "plain", "socket") for v in ("shm", "store") if (p, v) != ("socket", "store")]
+PATHS.append(("link", "store"))
 
 
 @pytest.mark.parametrize("path,vectors", PATHS)
@@ -85,7 +88,8 @@ def test_k_workers_equal_serial(workers: int, path: str, vectors: str, mnist10k,
     ex = executors[0]
     assert ex.steps_by_path == ({"graph": 60, "plain": 0} if path == "graph" else {"graph": 0, "plain": 60})
     if path != "graph":
-        assert ex.channels() == {"socket": 60 * (path == "socket"), "ray": 60 * (path == "plain"), "socket_error": None}
+        counts = {c: 60 * (path == p) for c, p in (("socket", "socket"), ("link", "link"), ("ray", "plain"))}
+        assert ex.channels() == {**counts, "socket_error": None}
     assert len(ex.step_files) == (1 if vectors == "shm" else 0)
     assert step_files() == []  # the run's step file (and socket) went with its server
 
@@ -143,7 +147,17 @@ def test_batch_smaller_than_the_workers_over_sockets(mnist10k, monkeypatch) -> N
     executors: list = []
     params = train_on_ray(cfg, mnist10k, executors=executors)
     assert np.max(np.abs(params - train(cfg.replace(workers=0), mnist10k)["params"])) < 1e-9
-    assert executors[0].channels() == {"socket": 60, "ray": 0, "socket_error": None}
+    assert executors[0].channels() == {"socket": 60, "link": 0, "ray": 0, "socket_error": None}
+
+
+def test_batch_smaller_than_the_workers_over_links(mnist10k, monkeypatch) -> None:
+    set_path(monkeypatch, "link")
+    monkeypatch.setenv("NNPS_SHARED_MEMORY", "0")
+    cfg = CFG.replace(batch_size=2, workers=3)
+    executors: list = []
+    params = train_on_ray(cfg, mnist10k, executors=executors)
+    assert np.max(np.abs(params - train(cfg.replace(workers=0), mnist10k)["params"])) < 1e-9
+    assert executors[0].channels() == {"socket": 0, "link": 60, "ray": 0, "socket_error": None}
 
 
 def actor_pids(title: str) -> list[int]:
@@ -212,7 +226,8 @@ def test_step_sockets_by_default_on_one_node(mnist10k, monkeypatch) -> None:
     train_on_ray(CFG.replace(workers=2, steps=10), mnist10k, executors=executors)
     ex = executors[0]
     assert ex.sockets_wanted and ex.compiled_wanted is False and ex.buffers is None  # closed: file gone
-    assert ex.channels() == {"socket": 10, "ray": 0, "socket_error": None}
+    assert ex.channels() == {"socket": 10, "link": 0, "ray": 0, "socket_error": None}
+    assert not ex.links_wanted  # the links are for several nodes (tests/test_node_loss.py)
     monkeypatch.setenv("NNPS_RAY_COMPILED", "1")  # asking for the graph turns the sockets off
     assert not sockets_wanted()
 
@@ -224,17 +239,20 @@ def test_shared_memory_by_default_on_one_node(monkeypatch) -> None:
     assert not shared_wanted()
 
 
-@pytest.mark.parametrize("path", ["graph", "plain", "socket"])
+@pytest.mark.parametrize("path", ["graph", "plain", "socket", "link"])
 def test_worker_killed_mid_run(path: str, mnist10k, serial, monkeypatch) -> None:
     set_path(monkeypatch, path)
-    monkeypatch.delenv("NNPS_SHARED_MEMORY", raising=False)
+    if path == "link":
+        monkeypatch.setenv("NNPS_SHARED_MEMORY", "0")
+    else:
+        monkeypatch.delenv("NNPS_SHARED_MEMORY", raising=False)
     killer = KillAfter("GradientWorker", after=20)
     executors: list = []
     params = train_on_ray(CFG.replace(workers=2), mnist10k, reporter=killer, executors=executors)
     assert killer.killed and killer.killed[0] not in actor_pids("GradientWorker")
     assert np.max(np.abs(params - serial)) < 1e-9
     # through the shared step file: a restarted worker maps it again by itself
-    assert len(executors[0].step_files) == 1 + (path == "graph") and step_files() == []
+    assert len(executors[0].step_files) == (path != "link") + (path == "graph") and step_files() == []
     if path == "graph":  # the broken graph was dropped and the run finished on plain calls
         done = executors[0].steps_by_path
         assert executors[0].fallback_reason is not None and done["graph"] >= 20 and done["plain"] > 0
@@ -242,6 +260,11 @@ def test_worker_killed_mid_run(path: str, mnist10k, serial, monkeypatch) -> None
         done = executors[0].channels()
         assert done["socket"] >= 20 and done["ray"] > 0 and done["socket"] + done["ray"] == 60
         assert re.fullmatch(r"ChannelBroken: worker [01] closed its socket( \(.+\))?", done["socket_error"])
+    if path == "link":  # the same over the TCP links
+        done = executors[0].channels()
+        assert done["link"] >= 20 and done["ray"] > 0 and done["link"] + done["ray"] == 60
+        assert re.fullmatch(r"ChannelBroken: worker [01](('s link failed \(.+\))| closed its link.*)",
+                            done["socket_error"])  # fmt: skip
 
 
 def test_server_killed_mid_run_is_rebuilt_from_checkpoint(mnist10k, serial, tmp_path: Path) -> None:

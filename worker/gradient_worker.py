@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from nnps.core.network import Network
 from nnps.core.shard import ShardWorker
-from nnps.worker import step_sockets
+from nnps.worker import step_links, step_sockets
 from nnps.worker.node_buffers import Mapped, NodeBuffers
 
 Array = np.ndarray
@@ -106,6 +106,19 @@ class GradientWorker:
         this process, from now until the server closes it; returns at once."""
         step_sockets.serve(buffers, i, lambda indices: self.gradient_sums_shared(buffers, i, indices))
         return True
+
+    def serve_links(self, address: tuple[str, int], token: bytes, i: int) -> bool:
+        """Connect to the server's TCP link (step_links.py) and take worker i's steps,
+        parameters in and sums out, in a thread of this process; returns at once, False
+        if the server's port could not be reached."""
+
+        network = self.core.network
+        # The link thread's own buffers: a Ray call the server retries after a broken link
+        # writes a fresh array, so the two never share an output.
+        def compute(params: Array, indices: Array, out: Array) -> None:
+            self.core.gradient_sums(params, indices, out=out)
+
+        return step_links.serve(address, token, i, network.layout.size, network.np_dtype, compute) is not None
 
     def gradient_sums_planned(self, plan: tuple[Array | NodeBuffers, list[Array]], i: int) -> Array | bool | None:
         """Shard i of a step planned by the server (compiled-graph path); None if empty."""

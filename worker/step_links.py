@@ -1,0 +1,163 @@
+"""Steps over TCP links, for workers on other nodes than the server's.
+
+On one node the vectors stay in the step file and a step's messages are indices and an
+acknowledgement over Unix sockets (step_sockets.py). Across nodes the workers cannot map
+the server's file, and each step went through Ray: a `.remote` call per worker carrying
+the parameters, and the reply through the object store, 2.4-5.5 Ray round trips of
+coordination a step. Here the server instead listens on a TCP port of its node, each
+worker's thread connects to it, and a step is one message each way on that connection:
+
+    int64 n, then n int64 indices, then the P parameters        (server -> worker i)
+    one byte: 1 = the P + 3 reply follows, 0 = the step failed  (worker i -> server)
+    the reply: P gradient sums, then cost, correct, examples    (worker i -> server)
+
+in the network's dtype, read straight into preallocated arrays (`recv_into`), no pickling.
+The server sends the parameters to each worker (k copies a step, where Ray's object store
+fetches one per node): for large vectors on many workers a node the object store can be
+the better carrier, which bench/across_nodes.py measures.
+
+Who may connect: anyone who can reach the port, so the first thing a connection says is
+a 16-byte token the server made and handed to its workers through Ray's (authenticated)
+calls; a connection without it is closed. The traffic itself is not encrypted, like Ray's
+own object transfers between nodes.
+
+A worker that cannot reach the server's port (a firewall between nodes, a network policy
+between pods that allows only Ray's ports) says so to the server's Ray call within
+LINK_CONNECT_TIMEOUT_S, and the run goes on with Ray calls from the first step.
+
+Faults, as with the Unix sockets: a worker (or its node) that dies closes or resets its
+connection; the server raises `ChannelBroken` and goes on with Ray calls for the rest of
+the run, which Ray retries on a restarted worker. The step in flight was not applied.
+A dead node may not close anything, so the server also gives up on a step that takes more
+than LINK_STEP_TIMEOUT_S.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import socket
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from nnps.worker.step_sockets import CONNECT_TIMEOUT_S, ChannelBroken, _recv_exact
+
+Array = np.ndarray
+TOKEN_BYTES = 16
+LINK_STEP_TIMEOUT_S = 600.0  # a step of a huge shard can take long; a dead node, forever
+LINK_CONNECT_TIMEOUT_S = 10.0  # from a worker to its server's node
+
+
+def _recv_into(conn: socket.socket, buf: Array) -> bool:
+    """Fill `buf` from the connection; False at EOF."""
+    view, got = memoryview(buf).cast("B"), 0
+    while got < len(view):
+        n = conn.recv_into(view[got:])
+        if not n:
+            return False
+        got += n
+    return True
+
+
+class ServerLinks:
+    """The server's end: a TCP listener on its node's address, then one link per worker."""
+
+    def __init__(self, host: str, workers: int, reply_size: int, dtype: np.dtype) -> None:
+        self.token = secrets.token_bytes(TOKEN_BYTES)
+        self.listener = socket.create_server((host, 0), backlog=workers + 8)
+        self.address = (host, self.listener.getsockname()[1])
+        self.conns: list[socket.socket | None] = [None] * workers
+        self.replies = [np.empty(reply_size, dtype) for _ in range(workers)]
+
+    def accept(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        """Wait for every worker to connect with the token and its slot; ChannelBroken if
+        one does not. Connections without the token are closed and do not count."""
+        deadline = time.monotonic() + timeout_s
+        while any(c is None for c in self.conns):
+            self.listener.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                raise ChannelBroken(f"workers did not connect within {timeout_s:.0f} s") from None
+            conn.settimeout(5.0)  # for the hello: a silent stranger must not stall the start
+            try:
+                hello = _recv_exact(conn, TOKEN_BYTES + 4)
+            except OSError:
+                hello = None
+            slot = int.from_bytes(hello[TOKEN_BYTES:], "little") if hello else -1
+            if (hello is None or not hmac.compare_digest(hello[:TOKEN_BYTES], self.token)
+                    or not 0 <= slot < len(self.conns) or self.conns[slot] is not None):  # fmt: skip
+                conn.close()
+                continue
+            conn.settimeout(LINK_STEP_TIMEOUT_S)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small messages go at once
+            self.conns[slot] = conn
+
+    def step(self, params: Array, shards: list[Array]) -> list[Array]:
+        """Send shard i and the parameters to worker i, then read every reply."""
+        i = 0
+        try:
+            for i, (conn, shard) in enumerate(zip(self.conns, shards)):
+                assert conn is not None  # accept() filled every slot
+                conn.sendall(len(shard).to_bytes(8, "little") + shard.astype(np.int64, copy=False).tobytes())
+                conn.sendall(memoryview(params).cast("B"))
+            for i, conn in enumerate(self.conns[: len(shards)]):
+                assert conn is not None
+                answer = _recv_exact(conn, 1)
+                if answer is None:
+                    raise ChannelBroken(f"worker {i} closed its link")
+                if answer != b"\x01":
+                    raise ChannelBroken(f"worker {i} failed the step")
+                if not _recv_into(conn, self.replies[i]):
+                    raise ChannelBroken(f"worker {i} closed its link mid-reply")
+        except OSError as e:  # reset, unreachable or timed out: the worker or its node is gone
+            raise ChannelBroken(f"worker {i}'s link failed ({e.strerror or type(e).__name__})") from None
+        return self.replies[: len(shards)]
+
+    def close(self) -> None:
+        for conn in self.conns:
+            if conn is not None:
+                conn.close()
+        self.listener.close()
+
+
+def serve(address: tuple[str, int], token: bytes, i: int, size: int, dtype: np.dtype,
+          compute: Callable[[Array, Array, Array], None]) -> threading.Thread | None:  # fmt: skip
+    """Worker i's end: connect and say the token and i (now, so that the caller can tell
+    the server whether it could: a port a firewall drops must not cost the server its
+    accept timeout), then, in a daemon thread, for each message read the indices and the
+    parameters, compute the shard's sums into the reply (`compute(params, indices, out)`)
+    and send it. None if the server could not be reached; the thread ends when the server
+    closes the link."""
+    try:  # the server listens before it asks the workers to connect: no retries needed
+        conn = socket.create_connection(address, timeout=LINK_CONNECT_TIMEOUT_S)
+        conn.sendall(token + i.to_bytes(4, "little"))
+    except OSError:
+        return None
+    conn.settimeout(None)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    params, reply = np.empty(size, dtype), np.empty(size + 3, dtype)
+
+    def run() -> None:
+        with conn:
+            try:
+                while (head := _recv_exact(conn, 8)) is not None:
+                    data = _recv_exact(conn, 8 * int.from_bytes(head, "little"))
+                    if data is None or not _recv_into(conn, params):
+                        return
+                    try:
+                        compute(params, np.frombuffer(data, np.int64), reply)
+                    except Exception:  # the server falls back to Ray calls, which report it
+                        conn.sendall(b"\x00")
+                        continue
+                    conn.sendall(b"\x01")
+                    conn.sendall(memoryview(reply).cast("B"))
+            except OSError:  # the server is gone
+                return
+
+    thread = threading.Thread(target=run, daemon=True, name=f"nnps-link-{i}")
+    thread.start()
+    return thread
