@@ -61,8 +61,17 @@ def _on_cluster(config: TrainConfig, run_dir: RunDir | None, resume: bool, repor
             warn_if_slower(config, dataset, say)
         if config.workers == 0:
             return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
+        made: list = []
         with ray_session(config) as factory:
-            return train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter)
+
+            def make(plan: Plan, ds: Dataset):  # type: ignore[no-untyped-def]
+                made.append(factory(plan, ds))
+                return made[-1]
+
+            result = train(config, dataset, run_dir, resume=resume, make_executor=make, reporter=reporter)
+        for note in filter(None, (ex.link_note() for ex in made)):
+            say(note)
+        return result
 
 
 def _warm(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume: bool, reporter: Reporter | None,

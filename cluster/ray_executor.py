@@ -344,6 +344,15 @@ class RayExecutor:
             self.last_channels = ray.get(self.server.channels.remote())
         return self.last_channels
 
+    def link_note(self) -> str | None:
+        """A line for the user if the TCP links were dropped for Ray calls (a worker or node
+        lost, or a port a firewall drops): the run's result is the same, its steps slower."""
+        done = self.channels()
+        if not self.links_wanted or not done.get("socket_error"):
+            return None
+        return (f"note: {done['ray']} of {done['link'] + done['ray']} steps went over Ray calls, slower than the "
+                f"TCP links between the nodes, which were dropped: {done['socket_error']}")  # fmt: skip
+
     def placement(self) -> list[tuple[int, str]]:
         """(pid, node id) of each worker."""
         return ray.get([w.where.remote() for w in self.workers])

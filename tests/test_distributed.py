@@ -265,6 +265,11 @@ def test_worker_killed_mid_run(path: str, mnist10k, serial, monkeypatch) -> None
         assert done["link"] >= 20 and done["ray"] > 0 and done["link"] + done["ray"] == 60
         assert re.fullmatch(r"ChannelBroken: worker [01](('s link failed \(.+\))| closed its link.*)",
                             done["socket_error"])  # fmt: skip
+        # and the user is told (driver._on_cluster says it after the run)
+        assert executors[0].link_note() == (f"note: {done['ray']} of 60 steps went over Ray calls, slower than the "
+                                            f"TCP links between the nodes, which were dropped: {done['socket_error']}")  # fmt: skip
+    else:
+        assert executors[0].link_note() is None
 
 
 def test_server_killed_mid_run_is_rebuilt_from_checkpoint(mnist10k, serial, tmp_path: Path) -> None:

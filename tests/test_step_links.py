@@ -44,6 +44,10 @@ def test_each_worker_gets_the_parameters_and_its_shard_and_answers() -> None:
     np.testing.assert_array_equal(replies[1], [2, 4, 6, 8, 10, 0, 0, -1])
     # fewer shards than workers (batch < k): only those workers are asked
     assert len(server.step(params, [np.array([7])])) == 1
+    # a host that dies silently is noticed by keepalive probes, not after the step timeout
+    conn = server.conns[0]
+    assert conn is not None and conn.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 5
     server.close()
 
 

@@ -28,8 +28,10 @@ LINK_CONNECT_TIMEOUT_S, and the run goes on with Ray calls from the first step.
 Faults, as with the Unix sockets: a worker (or its node) that dies closes or resets its
 connection; the server raises `ChannelBroken` and goes on with Ray calls for the rest of
 the run, which Ray retries on a restarted worker. The step in flight was not applied.
-A dead node may not close anything, so the server also gives up on a step that takes more
-than LINK_STEP_TIMEOUT_S.
+A host that dies without a word (power, network) closes nothing: TCP keepalive probes
+(`keep_alive`) end a link whose other end stops answering within ~15 s, even while a step
+legitimately takes long (a computing worker's kernel still answers the probes); a step
+that takes more than LINK_STEP_TIMEOUT_S ends it too.
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ Array = np.ndarray
 TOKEN_BYTES = 16
 LINK_STEP_TIMEOUT_S = 600.0  # a step of a huge shard can take long; a dead node, forever
 LINK_CONNECT_TIMEOUT_S = 10.0  # from a worker to its server's node
+
+
+def keep_alive(conn: socket.socket) -> None:
+    """Probe an idle link after 5 s, every 2 s, and give up after 5 unanswered probes."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 5)):
+        if hasattr(socket, option):  # Linux names; elsewhere the system's defaults stand
+            conn.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _recv_into(conn: socket.socket, buf: Array) -> bool:
@@ -94,6 +104,7 @@ class ServerLinks:
                 continue
             conn.settimeout(LINK_STEP_TIMEOUT_S)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small messages go at once
+            keep_alive(conn)
             self.conns[slot] = conn
 
     def step(self, params: Array, shards: list[Array]) -> list[Array]:
@@ -139,6 +150,7 @@ def serve(address: tuple[str, int], token: bytes, i: int, size: int, dtype: np.d
         return None
     conn.settimeout(None)
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    keep_alive(conn)  # a server whose host died: the thread ends instead of waiting forever
     params, reply = np.empty(size, dtype), np.empty(size + 3, dtype)
 
     def run() -> None:
