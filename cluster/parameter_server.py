@@ -131,11 +131,7 @@ class ParameterServer:
             self.sockets.step(shards)
             return True
         except (ChannelBroken, RayError, OSError) as e:
-            self.channel_error = f"{type(e).__name__}: {e}"
-            self.want_sockets = False
-            if self.sockets is not None:
-                self.sockets.close()  # the other workers' threads read EOF and end
-                self.sockets = None
+            self._drop_channels(e)
             return False
 
     def _sent_over_links(self, shards: list[Array]) -> list[Array] | None:
@@ -155,12 +151,17 @@ class ParameterServer:
                 self.links.accept()
             return self.links.step(self.server.params, shards)
         except (ChannelBroken, RayError, OSError) as e:
-            self.channel_error = f"{type(e).__name__}: {e}"
-            self.want_links = False
-            if self.links is not None:
-                self.links.close()  # the other workers' threads read EOF and end
-                self.links = None
+            self._drop_channels(e)
             return None
+
+    def _drop_channels(self, error: Exception) -> None:
+        """Close the sockets or links for good, keeping why: the run goes on with Ray calls."""
+        self.channel_error = f"{type(error).__name__}: {error}"
+        self.want_sockets = self.want_links = False
+        for channel in (self.sockets, self.links):
+            if channel is not None:
+                channel.close()  # the workers' threads read EOF and end
+        self.sockets = self.links = None
 
     def channels(self) -> dict:
         """Steps taken over each channel, and why the sockets or links were dropped (for

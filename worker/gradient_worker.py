@@ -112,12 +112,12 @@ class GradientWorker:
         parameters in and sums out, in a thread of this process; returns at once, False
         if the server's port could not be reached."""
 
-        network = self.core.network
         # The link thread's own buffers: a Ray call the server retries after a broken link
         # writes a fresh array, so the two never share an output.
         def compute(params: Array, indices: Array, out: Array) -> None:
             self.core.gradient_sums(params, indices, out=out)
 
+        network = self.core.network
         return step_links.serve(address, token, i, network.layout.size, network.np_dtype, compute) is not None
 
     def gradient_sums_planned(self, plan: tuple[Array | NodeBuffers, list[Array]], i: int) -> Array | bool | None:

@@ -40,12 +40,12 @@ import hmac
 import secrets
 import socket
 import threading
-import time
 from typing import Callable
 
 import numpy as np
 
-from nnps.worker.step_sockets import CONNECT_TIMEOUT_S, ChannelBroken, _recv_exact
+from nnps.worker.step_sockets import (CONNECT_TIMEOUT_S, ChannelBroken, _recv_exact, accept_workers, read_answer,
+                                     send_shard)  # fmt: skip
 
 Array = np.ndarray
 TOKEN_BYTES = 16
@@ -85,27 +85,21 @@ class ServerLinks:
     def accept(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         """Wait for every worker to connect with the token and its slot; ChannelBroken if
         one does not. Connections without the token are closed and do not count."""
-        deadline = time.monotonic() + timeout_s
-        while any(c is None for c in self.conns):
-            self.listener.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                raise ChannelBroken(f"workers did not connect within {timeout_s:.0f} s") from None
+
+        def read_slot(conn: socket.socket) -> int:
             conn.settimeout(5.0)  # for the hello: a silent stranger must not stall the start
             try:
                 hello = _recv_exact(conn, TOKEN_BYTES + 4)
             except OSError:
                 hello = None
-            slot = int.from_bytes(hello[TOKEN_BYTES:], "little") if hello else -1
-            if (hello is None or not hmac.compare_digest(hello[:TOKEN_BYTES], self.token)
-                    or not 0 <= slot < len(self.conns) or self.conns[slot] is not None):  # fmt: skip
-                conn.close()
-                continue
+            if hello is None or not hmac.compare_digest(hello[:TOKEN_BYTES], self.token):
+                return -1
             conn.settimeout(LINK_STEP_TIMEOUT_S)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small messages go at once
             keep_alive(conn)
-            self.conns[slot] = conn
+            return int.from_bytes(hello[TOKEN_BYTES:], "little")
+
+        accept_workers(self.listener, self.conns, timeout_s, read_slot)
 
     def step(self, params: Array, shards: list[Array]) -> list[Array]:
         """Send shard i and the parameters to worker i, then read every reply."""
@@ -113,15 +107,11 @@ class ServerLinks:
         try:
             for i, (conn, shard) in enumerate(zip(self.conns, shards)):
                 assert conn is not None  # accept() filled every slot
-                conn.sendall(len(shard).to_bytes(8, "little") + shard.astype(np.int64, copy=False).tobytes())
+                send_shard(conn, shard)
                 conn.sendall(memoryview(params).cast("B"))
             for i, conn in enumerate(self.conns[: len(shards)]):
                 assert conn is not None
-                answer = _recv_exact(conn, 1)
-                if answer is None:
-                    raise ChannelBroken(f"worker {i} closed its link")
-                if answer != b"\x01":
-                    raise ChannelBroken(f"worker {i} failed the step")
+                read_answer(conn, i, "link")
                 if not _recv_into(conn, self.replies[i]):
                     raise ChannelBroken(f"worker {i} closed its link mid-reply")
         except OSError as e:  # reset, unreachable or timed out: the worker or its node is gone

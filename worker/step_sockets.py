@@ -61,6 +61,38 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def send_shard(conn: socket.socket, shard: Array) -> None:
+    conn.sendall(len(shard).to_bytes(8, "little") + shard.astype(np.int64, copy=False).tobytes())
+
+
+def read_answer(conn: socket.socket, i: int, channel: str) -> None:
+    """Worker i's one-byte answer; ChannelBroken unless it is 1 (its sums are ready)."""
+    answer = _recv_exact(conn, 1)
+    if answer is None:
+        raise ChannelBroken(f"worker {i} closed its {channel}")
+    if answer != b"\x01":
+        raise ChannelBroken(f"worker {i} failed the step")
+
+
+def accept_workers(listener: socket.socket, conns: list[socket.socket | None], timeout_s: float,
+                   read_slot: Callable[[socket.socket], int]) -> None:  # fmt: skip
+    """Fill `conns` (one per worker slot) from `listener`: each connection says its slot
+    (`read_slot`, -1 if it did not); one that does not, or names a taken or unknown slot, is
+    closed and does not count. ChannelBroken if the slots are not all filled in time."""
+    deadline = time.monotonic() + timeout_s
+    while any(c is None for c in conns):
+        listener.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            raise ChannelBroken(f"workers did not connect within {timeout_s:.0f} s") from None
+        slot = read_slot(conn)
+        if not 0 <= slot < len(conns) or conns[slot] is not None:
+            conn.close()  # not a worker of ours
+            continue
+        conns[slot] = conn
+
+
 class ServerSockets:
     """The server's end: a listening socket, then one connection per worker."""
 
@@ -74,21 +106,14 @@ class ServerSockets:
 
     def accept(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         """Wait for every worker to connect and say its slot; ChannelBroken if one does not."""
-        deadline = time.monotonic() + timeout_s
-        while any(c is None for c in self.conns):
-            self.listener.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                raise ChannelBroken(f"workers did not connect within {timeout_s:.0f} s") from None
+
+        def read_slot(conn: socket.socket) -> int:
             conn.settimeout(None)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
             hello = _recv_exact(conn, 4)
-            slot = int.from_bytes(hello, "little") if hello is not None else -1
-            if not 0 <= slot < len(self.conns) or self.conns[slot] is not None:
-                conn.close()  # closed before saying its slot, or not a slot of ours: not a worker
-                continue
-            self.conns[slot] = conn
+            return int.from_bytes(hello, "little") if hello is not None else -1
+
+        accept_workers(self.listener, self.conns, timeout_s, read_slot)
 
     def step(self, shards: list[Array]) -> None:
         """Send shard i to worker i, then wait for every one's answer."""
@@ -96,14 +121,10 @@ class ServerSockets:
         try:
             for i, (conn, shard) in enumerate(zip(self.conns, shards)):
                 assert conn is not None  # accept() filled every slot
-                conn.sendall(len(shard).to_bytes(8, "little") + shard.astype(np.int64, copy=False).tobytes())
+                send_shard(conn, shard)
             for i, conn in enumerate(self.conns[: len(shards)]):
                 assert conn is not None
-                answer = _recv_exact(conn, 1)
-                if answer is None:
-                    raise ChannelBroken(f"worker {i} closed its socket")
-                if answer != b"\x01":
-                    raise ChannelBroken(f"worker {i} failed the step")
+                read_answer(conn, i, "socket")
         except OSError as e:  # reset mid-send or mid-read: the worker died
             raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
 
