@@ -3,8 +3,8 @@
 On one node the vectors stay in the step file and a step's messages are indices and an
 acknowledgement over Unix sockets (step_sockets.py). Across nodes the workers cannot map
 the server's file, and each step went through Ray: a `.remote` call per worker carrying
-the parameters, and the reply through the object store, 2.4-5.5 Ray round trips of
-coordination a step. Here the server instead listens on a TCP port of its node, each
+the parameters, and the reply through the object store, 1.1-3.8 Ray round trips of
+coordination a step with 2 workers on nodes simulated on one machine. Here the server instead listens on a TCP port of its node, each
 worker's thread connects to it, and a step is one message each way on that connection:
 
     int64 n, then n int64 indices, then the P parameters        (server -> worker i)
@@ -13,8 +13,9 @@ worker's thread connects to it, and a step is one message each way on that conne
 
 in the network's dtype, read straight into preallocated arrays (`recv_into`), no pickling.
 The server sends the parameters to each worker (k copies a step, where Ray's object store
-fetches one per node): for large vectors on many workers a node the object store can be
-the better carrier, which bench/across_nodes.py measures.
+fetches one per node): for large vectors and many workers a node the object store may be
+the better carrier; not measured (`bench/step_overhead.py --nodes split` measures two
+simulated nodes of one worker each: 0.2-0.8 round trips at batches 10-1000).
 
 Who may connect: anyone who can reach the port, so the first thing a connection says is
 a 16-byte token the server made and handed to its workers through Ray's (authenticated)
