@@ -20,6 +20,8 @@ as the owner of every object, resolves each dependency; bench/step_overhead.py m
 both.) On one node, with the step file, the indices and acknowledgements go over Unix
 sockets instead of Ray calls (worker/step_sockets.py, `_sent_over_sockets`): the same loop with
 a socket message where the `.remote` call was, and Ray calls again if a socket breaks.
+Across nodes the whole step, parameters and replies too, goes over TCP links the same way
+(worker/step_links.py, `_sent_over_links`); `_replies` picks the channel each step.
 With NNPS_RAY_COMPILED=1 the step runs as a compiled graph instead, through `plan` and
 `apply_planned` below (ray_executor.CompiledSteps).
 
@@ -94,27 +96,28 @@ class ParameterServer:
         """Apply steps until `stop` (or divergence); returns the step reached."""
         while self.server.step < stop and self.server.diverged_at is None:
             shards = split(self.sampler.batch(self.server.step), len(self.workers))
-            if self.mapped is None and (replies := self._sent_over_links(shards)) is not None:
-                self.server.apply(*replies)
-                self.steps_by_channel["link"] += 1
-                continue
-            if self.mapped is None:
-                # Ray inlines arguments up to inline_bytes (connect.inline_bytes()); above that
-                # each .remote() call would put its own copy in the object store, so the
-                # server puts ONE copy per step that the workers on a node share.
-                params = self.server.params
-                arg = ray.put(params) if params.nbytes > self.inline_bytes else params
-                self.server.apply(*ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)]))
-                self.steps_by_channel["ray"] += 1
-                continue
-            # The vectors stay in the step file; only indices travel, over the sockets or Ray.
-            channel = "socket" if self._sent_over_sockets(shards) else "ray"
-            if channel == "ray":
-                spec = self.mapped.spec
-                ray.get([w.gradient_sums_shared.remote(spec, i, s) for i, (w, s) in enumerate(zip(self.workers, shards))])
-            self.server.apply(*self.mapped.replies[: len(shards)])
+            channel, replies = self._replies(shards)
+            self.server.apply(*replies)
             self.steps_by_channel[channel] += 1
         return self.server.step
+
+    def _replies(self, shards: list[Array]) -> tuple[str, list[Array]]:
+        """The workers' replies to one step's shards, and the channel they came by."""
+        if self.mapped is not None:
+            # The vectors stay in the step file; only indices travel, over the sockets or Ray.
+            if self._sent_over_sockets(shards):
+                return "socket", self.mapped.replies[: len(shards)]
+            spec = self.mapped.spec
+            ray.get([w.gradient_sums_shared.remote(spec, i, s) for i, (w, s) in enumerate(zip(self.workers, shards))])  # fmt: skip
+            return "ray", self.mapped.replies[: len(shards)]
+        if (replies := self._sent_over_links(shards)) is not None:
+            return "link", replies
+        # Ray inlines arguments up to inline_bytes (connect.inline_bytes()); above that each
+        # .remote() call would put its own copy in the object store, so the server puts ONE
+        # copy per step that the workers on a node share.
+        params = self.server.params
+        arg = ray.put(params) if params.nbytes > self.inline_bytes else params
+        return "ray", ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)])
 
     def _sent_over_sockets(self, shards: list[Array]) -> bool:
         """One step's shards over the workers' sockets; True once every sum is in its slot.

@@ -4,8 +4,9 @@ On one node the vectors stay in the step file and a step's messages are indices 
 acknowledgement over Unix sockets (step_sockets.py). Across nodes the workers cannot map
 the server's file, and each step went through Ray: a `.remote` call per worker carrying
 the parameters, and the reply through the object store, 1.1-3.8 Ray round trips of
-coordination a step with 2 workers on nodes simulated on one machine. Here the server instead listens on a TCP port of its node, each
-worker's thread connects to it, and a step is one message each way on that connection:
+coordination a step with 2 workers on nodes simulated on one machine. Here the server
+instead listens on a TCP port of its node, each worker's thread connects to it, and a step
+is one message each way on that connection:
 
     int64 n, then n int64 indices, then the P parameters        (server -> worker i)
     one byte: 1 = the P + 3 reply follows, 0 = the step failed  (worker i -> server)
