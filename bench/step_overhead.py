@@ -11,8 +11,10 @@ For 784-30-10 (the seed's network) at batch 10 .. 10,000, in one local Ray sessi
                 (worker/node_buffers.py): only indices and acknowledgements in messages
     sock+shm    the step file, and the indices and acknowledgements through Unix sockets
                 instead of Ray calls (worker/step_sockets.py)
-    link        indices, parameters and replies through TCP links instead of Ray calls
-                (worker/step_links.py, nnps's default across nodes)
+    link        indices, parameters and replies through TCP links instead of Ray calls, one
+                link per node, relayed by its first worker (worker/step_links.py,
+                worker/node_relay.py: nnps's default across nodes)
+    link-each   the same with one link per worker (NNPS_NODE_RELAY=0)
     overhead    step time minus the compute inside it (the in-process time of one shard of
                 batch/k on one thread), also in units of Ray's own no-op actor round trip,
                 measured in the same run
@@ -20,9 +22,11 @@ For 784-30-10 (the seed's network) at batch 10 .. 10,000, in one local Ray sessi
 --nodes split runs on ray.cluster_utils.Cluster instead: a head node with no CPUs and one
 node of 1 CPU per worker, all on this machine, so that every step crosses nodes (Ray's
 object stores and TCP over loopback, not a network); its default modes are plain and link.
+--nodes pair puts both workers on one node of 2 CPUs beside the head instead, where a
+node's relay carries the steps of both; its default modes are link and link-each.
 
 Run: .venv/bin/python bench/step_overhead.py [--quick] [--hidden 1024,1024] [--batches 256]
-     [--modes plain,graph,plain+shm,graph+shm,sock+shm,link] [--nodes split]
+     [--modes plain,graph,plain+shm,graph+shm,sock+shm,link,link-each] [--nodes split|pair]
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ def main() -> None:
     batches = [10, 100, 1000] if quick else [10, 100, 1000, 10000]
     if "--batches" in sys.argv:
         batches = [int(b) for b in sys.argv[sys.argv.index("--batches") + 1].split(",")]
-    split = "--nodes" in sys.argv and sys.argv[sys.argv.index("--nodes") + 1] == "split"
-    names = "plain,link" if split else "plain,graph,plain+shm,graph+shm,sock+shm"
+    nodes = sys.argv[sys.argv.index("--nodes") + 1] if "--nodes" in sys.argv else "one"
+    split = nodes in ("split", "pair")
+    one_node = "plain,graph,plain+shm,graph+shm,sock+shm"
+    names = {"split": "plain,link", "pair": "link,link-each"}.get(nodes, one_node)
     if "--modes" in sys.argv:
         names = sys.argv[sys.argv.index("--modes") + 1]
     modes = tuple(MODES[name] for name in names.split(","))
@@ -53,15 +59,17 @@ def main() -> None:
         from ray.cluster_utils import Cluster
 
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-        for _ in range(2):
-            cluster.add_node(num_cpus=1)
+        for cpus in [1, 1] if nodes == "split" else [2]:
+            cluster.add_node(num_cpus=cpus)
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
         cluster.wait_for_nodes()
     else:
         cpus = max(2, os.cpu_count() or 1)
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     rt = round_trip()
-    where = "; nodes: a head without CPUs and 2 of 1 CPU each, on this machine" if split else ""
+    where = {"split": "; nodes: a head without CPUs and 2 of 1 CPU each, on this machine",
+             "pair": "; nodes: a head without CPUs and 1 of 2 CPUs, on this machine"}  # fmt: skip
+    where = where.get(nodes, "")
     net = "-".join(map(str, hidden))
     print(f"network 784-{net}-10; Ray no-op actor round trip: {rt * 1e3:.2f} ms{where}\n")
     print(f"{'batch':>6} {'N':>2} {'mode':>14} {'ms/step':>8} {'ex/s':>9} {'vs serial':>9} {'overhead ms':>11} {'RTs':>5}")

@@ -100,19 +100,21 @@ def worker_counts(cpus: int) -> list[int]:
     return counts + ([cpus] if counts[-1] != cpus else [])
 
 
-# (compiled graph?, shared memory?, step sockets?, TCP links?); None: as training picks
-Mode = tuple[bool | None, bool | None, bool | None, bool | None]
-MODES = {"plain": (False, False, False, False), "graph": (True, False, False, False),
-         "plain+shm": (False, True, False, False), "graph+shm": (True, True, False, False),
-         "sock+shm": (False, True, True, False), "link": (False, False, False, True)}  # fmt: skip
+# (compiled graph?, shared memory?, step sockets?, TCP links?, a link per node?); None: as training picks
+Mode = tuple[bool | None, bool | None, bool | None, bool | None, bool | None]
+MODES = {"plain": (False, False, False, False, None), "graph": (True, False, False, False, None),
+         "plain+shm": (False, True, False, False, None), "graph+shm": (True, True, False, False, None),
+         "sock+shm": (False, True, True, False, None), "link": (False, False, False, True, True),
+         "link-each": (False, False, False, True, False)}  # fmt: skip
 
 
 def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int],
-            modes: tuple[Mode, ...] = ((None,) * 4,), steps_budget: int = 20000) -> list[Row]:  # fmt: skip
+            modes: tuple[Mode, ...] = ((None,) * 5,), steps_budget: int = 20000) -> list[Row]:  # fmt: skip
     """Rows for every batch x (serial, k workers x modes). Ray must be initialized.
-    A mode is (compiled, shared, sockets, links): True/False forces the compiled graph /
+    A mode is (compiled, shared, sockets, links, relay): True/False forces the compiled graph /
     plain calls, the /dev/shm step file / the object store, the step sockets / Ray calls,
-    and the TCP links / Ray calls (MODES names them); None takes what `nnps train` would."""
+    the TCP links / Ray calls, and one link per node / per worker (MODES names them); None
+    takes what `nnps train` would."""
     ds = random_dataset()
     rows = []
     for batch in batches:
@@ -128,15 +130,17 @@ def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int],
             shard = make_in_process(plan_run(cfg.replace(batch_size=-(-batch // k)), ds, None, False), ds)
             shard.threads = threads
             compute = per_step(shard, steps)
-            for compiled, shared, sockets, links in modes:
-                ex = RayExecutor(plan, ds, k, compiled=compiled, shared=shared, sockets=sockets, links=links)
+            for compiled, shared, sockets, links, relay in modes:
+                ex = RayExecutor(plan, ds, k, compiled=compiled, shared=shared, sockets=sockets, links=links,
+                                 relay=relay)  # fmt: skip
                 try:
                     if (compiled and ex.compiled is None) or (shared and ex.buffers is None):
                         continue  # not available here: the row without it says so
                     seconds = per_step(ex, steps)
                     done = ex.channels()
+                    link = "link" if ex.relay_wanted else "link-each"
                     path = ("graph" if ex.compiled is not None else "sock" if done["socket"] else
-                            "link" if done["link"] else "plain")  # fmt: skip
+                            link if done["link"] else "plain")  # fmt: skip
                     mode = path + ("+shm" if ex.buffers else "") + (f" {threads}thr" if threads > 1 else "")
                     rows.append(Row(batch, k, mode, seconds, compute))
                 finally:

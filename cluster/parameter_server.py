@@ -21,7 +21,9 @@ both.) On one node, with the step file, the indices and acknowledgements go over
 sockets instead of Ray calls (worker/step_sockets.py, `_sent_over_sockets`): the same loop with
 a socket message where the `.remote` call was, and Ray calls again if a socket breaks.
 Across nodes the whole step, parameters and replies too, goes over TCP links the same way
-(worker/step_links.py, `_sent_over_links`); `_replies` picks the channel each step.
+(worker/step_links.py, `_sent_over_links`), one per node: its first worker relays the
+steps of the node's others and answers with their sum (worker/node_relay.py,
+`_open_links`); `_replies` picks the channel each step.
 With NNPS_RAY_COMPILED=1 the step runs as a compiled graph instead, through `plan` and
 `apply_planned` below (ray_executor.CompiledSteps).
 
@@ -52,11 +54,22 @@ from nnps.worker.step_sockets import ChannelBroken, ServerSockets
 Array = np.ndarray
 
 
+def node_groups(where: list[tuple[int, str]], relay: bool = True) -> list[list[int]]:
+    """The workers' indices grouped by node, in order of first appearance ((pid, node id)
+    of each: GradientWorker.where); without relays, every worker on its own."""
+    if not relay:
+        return [[i] for i in range(len(where))]
+    groups: dict[str, list[int]] = {}
+    for i, (_, node) in enumerate(where):
+        groups.setdefault(node, []).append(i)
+    return list(groups.values())
+
+
 @ray.remote(num_cpus=0)
 class ParameterServer:
     def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, n_train: int,
                  workers: list, inline_bytes: int, shared: bool = False, threads: int = 1,
-                 sockets: bool = False, links: bool = False) -> None:  # fmt: skip
+                 sockets: bool = False, links: bool = False, relay: bool = True) -> None:  # fmt: skip
         self.sampler = Sampler(n_train, config.batch_size, config.seed)
         self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)
         self.server.threads = threads  # for the sum and update of wide networks (core/server.py)
@@ -72,6 +85,7 @@ class ParameterServer:
         # indices, parameters and replies instead of Ray calls (worker/step_links.py).
         self.want_links = links and self.mapped is None
         self.links: ServerLinks | None = None
+        self.relay = relay  # one link per node (worker/node_relay.py), or one per worker
         self.steps_by_channel = {"socket": 0, "link": 0, "ray": 0}
         skip_torch_probe()
         keep_freed_memory()  # the optimizers' temporaries (Adam's) are vector-sized
@@ -144,18 +158,35 @@ class ParameterServer:
             return None
         try:
             if self.links is None:
-                params, host = self.server.params, ray.util.get_node_ip_address()
-                links = self.links = ServerLinks(host, len(self.workers), params.size + 3, params.dtype)
-                reached = ray.get([w.serve_links.remote(links.address, links.token, i)
-                                   for i, w in enumerate(self.workers)])  # fmt: skip
-                if not all(reached):
-                    host, port = links.address
-                    raise ChannelBroken(f"worker {reached.index(False)} could not reach {host}:{port}")
-                self.links.accept()
+                self.links = self._open_links()
             return self.links.step(self.server.params, shards)
         except (ChannelBroken, RayError, OSError) as e:
             self._drop_channels(e)
             return None
+
+    def _open_links(self) -> ServerLinks:
+        """Listen, group the workers by node (each group's first worker relays its steps:
+        worker/node_relay.py), have the relays' members serve them, and the relays connect."""
+        groups = node_groups(ray.get([w.where.remote() for w in self.workers]), self.relay)
+        params, host = self.server.params, ray.util.get_node_ip_address()
+        links = ServerLinks(host, groups, params.size + 3, params.dtype)
+        try:
+            for members in groups:
+                if len(members) > 1:
+                    relay = self.workers[members[0]]
+                    spec = ray.get(relay.relay_steps.remote(len(members) - 1))
+                    ray.get([self.workers[i].serve_steps.remote(spec, j) for j, i in enumerate(members[1:])])
+            relays = [self.workers[members[0]] for members in groups]
+            reached = ray.get([w.serve_links.remote(links.address, links.token, g, len(members))
+                               for g, (w, members) in enumerate(zip(relays, groups))])  # fmt: skip
+            if not all(reached):
+                host, port = links.address
+                raise ChannelBroken(f"{links.who(reached.index(False))} could not reach {host}:{port}")
+            links.accept()
+        except BaseException:
+            links.close()
+            raise
+        return links
 
     def _drop_channels(self, error: Exception) -> None:
         """Close the sockets or links for good, keeping why: the run goes on with Ray calls."""

@@ -196,6 +196,12 @@ def links_wanted() -> bool:
     return not one_node()
 
 
+def relay_wanted() -> bool:
+    """Over TCP links, one link per node, relayed by its first worker (worker/node_relay.py),
+    unless NNPS_NODE_RELAY=0: one link per worker."""
+    return flag_setting("NNPS_NODE_RELAY") is not False
+
+
 def one_node() -> bool:
     """Whether the Ray at hand has one live node. Not started yet (the cost model asks
     before deciding to start Ray): the embedded one it would start, one node."""
@@ -205,7 +211,7 @@ def one_node() -> bool:
 class RayExecutor:
     def __init__(self, plan: Plan, dataset: Dataset, num_workers: int, compiled: bool | None = None,
                  shared: bool | None = None, sockets: bool | None = None,
-                 links: bool | None = None) -> None:  # fmt: skip
+                 links: bool | None = None, relay: bool | None = None) -> None:  # fmt: skip
         self.plan = plan
         self.threads = threads_per_worker(plan, num_workers)
         cpus = ray.cluster_resources().get("CPU", 0)
@@ -220,6 +226,7 @@ class RayExecutor:
         self.sockets_wanted = self.shared_wanted and sockets and not compiled
         links = links_wanted() if links is None else links
         self.links_wanted = not self.shared_wanted and links and not compiled
+        self.relay_wanted = relay_wanted() if relay is None else relay  # a link per node, or per worker
         self.compiled_wanted = (not self.sockets_wanted and not self.links_wanted
                                 and compiled_wanted(plan, num_workers, self.threads)
                                 if compiled is None else compiled)  # fmt: skip
@@ -259,7 +266,8 @@ class RayExecutor:
         p = self.plan
         self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_rows["train"], self.workers,
                                              inline_bytes(), self.shared_wanted, self.server_threads,
-                                             self.sockets_wanted, self.links_wanted)  # fmt: skip
+                                             self.sockets_wanted, self.links_wanted,
+                                             self.relay_wanted)  # fmt: skip
         self.servers_built += 1
         self.buffers = ray.get(self.server.vectors.remote())
         if self.buffers is not None:

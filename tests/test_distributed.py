@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -65,15 +66,18 @@ def step_files() -> list[str]:
 
 def set_path(monkeypatch, path: str) -> None:
     """Steps over the compiled graph, Ray calls ("plain"), the step sockets or the TCP links
-    (which the executor uses across nodes; here forced on one node without the step file)."""
+    (which the executor uses across nodes; here forced on one node without the step file):
+    one link for the node, relayed by its first worker ("link"), or one per worker
+    ("link-each", NNPS_NODE_RELAY=0)."""
     monkeypatch.setenv("NNPS_RAY_COMPILED", "1" if path == "graph" else "0")
     monkeypatch.setenv("NNPS_STEP_SOCKETS", "1" if path == "socket" else "0")
-    monkeypatch.setenv("NNPS_STEP_LINKS", "1" if path == "link" else "0")
+    monkeypatch.setenv("NNPS_STEP_LINKS", "1" if path.startswith("link") else "0")
+    monkeypatch.setenv("NNPS_NODE_RELAY", "0" if path == "link-each" else "1")
 
 
 # The step sockets need the step file, the links work without it.
 PATHS = [(p, v) for p in ("graph", "plain", "socket") for v in ("shm", "store") if (p, v) != ("socket", "store")]
-PATHS.append(("link", "store"))
+PATHS += [("link", "store"), ("link-each", "store")]
 
 
 @pytest.mark.parametrize("path,vectors", PATHS)
@@ -88,7 +92,8 @@ def test_k_workers_equal_serial(workers: int, path: str, vectors: str, mnist10k,
     ex = executors[0]
     assert ex.steps_by_path == ({"graph": 60, "plain": 0} if path == "graph" else {"graph": 0, "plain": 60})
     if path != "graph":
-        counts = {c: 60 * (path == p) for c, p in (("socket", "socket"), ("link", "link"), ("ray", "plain"))}
+        channel = {"plain": "ray", "link-each": "link"}.get(path, path)
+        counts = {c: 60 * (c == channel) for c in ("socket", "link", "ray")}
         assert ex.channels() == {**counts, "socket_error": None}
     assert len(ex.step_files) == (1 if vectors == "shm" else 0)
     assert step_files() == []  # the run's step file (and socket) went with its server
@@ -196,12 +201,12 @@ class AfterSteps:
 class KillAfter(AfterSteps):
     """SIGKILLs one `title` process a few ms after `after` steps, while the next are in flight."""
 
-    def __init__(self, title: str, after: int) -> None:
+    def __init__(self, title: str, after: int, pick: Callable[[], int] | None = None) -> None:
         super().__init__(after)
-        self.title, self.killed = title, []
+        self.title, self.killed, self.pick = title, [], pick
 
     def fire(self) -> None:
-        pid = actor_pids(self.title)[0]
+        pid = self.pick() if self.pick else actor_pids(self.title)[0]
         self.killed.append(pid)
         threading.Timer(0.01, os.kill, (pid, signal.SIGKILL)).start()
 
@@ -239,20 +244,23 @@ def test_shared_memory_by_default_on_one_node(monkeypatch) -> None:
     assert not shared_wanted()
 
 
-@pytest.mark.parametrize("path", ["graph", "plain", "socket", "link"])
+@pytest.mark.parametrize("path", ["graph", "plain", "socket", "link", "link-each"])
 def test_worker_killed_mid_run(path: str, mnist10k, serial, monkeypatch) -> None:
     set_path(monkeypatch, path)
-    if path == "link":
+    if path.startswith("link"):
         monkeypatch.setenv("NNPS_SHARED_MEMORY", "0")
     else:
         monkeypatch.delenv("NNPS_SHARED_MEMORY", raising=False)
-    killer = KillAfter("GradientWorker", after=20)
     executors: list = []
+    # through the node's relay (worker 0), kill its member, worker 1: the relay fails the step
+    member = (lambda: ray.get(executors[0].workers[1].where.remote())[0]) if path == "link" else None
+    killer = KillAfter("GradientWorker", after=20, pick=member)
     params = train_on_ray(CFG.replace(workers=2), mnist10k, reporter=killer, executors=executors)
     assert killer.killed and killer.killed[0] not in actor_pids("GradientWorker")
     assert np.max(np.abs(params - serial)) < 1e-9
     # through the shared step file: a restarted worker maps it again by itself
-    assert len(executors[0].step_files) == (path != "link") + (path == "graph") and step_files() == []
+    files = (not path.startswith("link")) + (path == "graph")
+    assert len(executors[0].step_files) == files and step_files() == []
     if path == "graph":  # the broken graph was dropped and the run finished on plain calls
         done = executors[0].steps_by_path
         assert executors[0].fallback_reason is not None and done["graph"] >= 20 and done["plain"] > 0
@@ -260,11 +268,14 @@ def test_worker_killed_mid_run(path: str, mnist10k, serial, monkeypatch) -> None
         done = executors[0].channels()
         assert done["socket"] >= 20 and done["ray"] > 0 and done["socket"] + done["ray"] == 60
         assert re.fullmatch(r"ChannelBroken: worker [01] closed its socket( \(.+\))?", done["socket_error"])
-    if path == "link":  # the same over the TCP links
+    if path.startswith("link"):  # the same over the TCP links
         done = executors[0].channels()
         assert done["link"] >= 20 and done["ray"] > 0 and done["link"] + done["ray"] == 60
-        assert re.fullmatch(r"ChannelBroken: worker [01](('s link failed \(.+\))| closed its link.*)",
-                            done["socket_error"])  # fmt: skip
+        # one link per worker: the dead one's broke; the node's relay lost its member and
+        # answered the step as failed
+        broken = (r"worker [01](('s link failed \(.+\))| closed its link.*)" if path == "link-each"
+                  else r"workers 0, 1 \(node relay\) failed the step")  # fmt: skip
+        assert re.fullmatch(f"ChannelBroken: {broken}", done["socket_error"])
         # and the user is told (driver._on_cluster says it after the run)
         assert executors[0].link_note() == (f"note: {done['ray']} of 60 steps went over Ray calls, slower than the "
                                             f"TCP links between the nodes, which were dropped: {done['socket_error']}")  # fmt: skip

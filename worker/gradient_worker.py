@@ -25,6 +25,8 @@ from nnps.core.network import Network
 from nnps.core.shard import ShardWorker
 from nnps.worker import step_links, step_sockets
 from nnps.worker.node_buffers import Mapped, NodeBuffers
+from nnps.worker.node_relay import NodeRelay, relay_sums
+from nnps.worker.step_sockets import CONNECT_TIMEOUT_S
 
 Array = np.ndarray
 
@@ -81,6 +83,7 @@ class GradientWorker:
         # the step with a Ray call while this worker's socket thread may still be writing
         # the same slot (GEMM accumulates into its output: two at once would mix).
         self._slot_lock = threading.Lock()
+        self._relay: NodeRelay | None = None  # when this worker relays its node's steps (serve_links)
         skip_torch_probe()
         keep_freed_memory()
 
@@ -103,22 +106,39 @@ class GradientWorker:
 
     def serve_steps(self, buffers: NodeBuffers, i: int) -> bool:
         """Take slot i's steps from the server's socket (step_sockets.py) in a thread of
-        this process, from now until the server closes it; returns at once."""
+        this process, from now until the server closes it; returns at once. The server may
+        be a node relay (node_relay.py), which removes the file's name once its members are
+        connected: so the file is mapped here first."""
+        self._map(buffers)
         step_sockets.serve(buffers, i, lambda indices: self.gradient_sums_shared(buffers, i, indices))
         return True
 
-    def serve_links(self, address: tuple[str, int], token: bytes, i: int) -> bool:
-        """Connect to the server's TCP link (step_links.py) and take worker i's steps,
-        parameters in and sums out, in a thread of this process; returns at once, False
-        if the server's port could not be reached."""
+    def relay_steps(self, members: int) -> NodeBuffers:
+        """Become the relay of this node's steps for `members` other workers: the step file
+        and socket they are to serve (`serve_steps`) before this worker's `serve_links`."""
+        network = self.core.network
+        self._relay = NodeRelay(network.layout.size, members, network.np_dtype.name)
+        return self._relay.spec
 
+    def serve_links(self, address: tuple[str, int], token: bytes, g: int, shards: int) -> bool:
+        """Take link g's steps (step_links.py) in a thread of this process: connect to the
+        server's TCP port, then for each step read `shards` shards and the parameters and
+        answer with the sums (of the node's workers, if this one relays them); returns at
+        once, False if the server's port or the relay's members could not be reached."""
+        relay, self._relay = self._relay, None
+        network = self.core.network
+        if relay is not None:
+            try:
+                relay.accept(CONNECT_TIMEOUT_S)
+            except step_sockets.ChannelBroken:
+                relay.close()
+                return False
         # The link thread's own buffers: a Ray call the server retries after a broken link
         # writes a fresh array, so the two never share an output.
-        def compute(params: Array, indices: Array, out: Array) -> None:
-            self.core.gradient_sums(params, indices, out=out)
-
-        network = self.core.network
-        return step_links.serve(address, token, i, network.layout.size, network.np_dtype, compute) is not None
+        params = relay.params if relay is not None else np.empty(network.layout.size, network.np_dtype)
+        compute = relay_sums(relay, lambda p, indices, out: self.core.gradient_sums(p, indices, out=out))
+        on_end = relay.close if relay is not None else None
+        return step_links.serve(address, token, g, shards, params, compute, on_end) is not None
 
     def gradient_sums_planned(self, plan: tuple[Array | NodeBuffers, list[Array]], i: int) -> Array | bool | None:
         """Shard i of a step planned by the server (compiled-graph path); None if empty."""

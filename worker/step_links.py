@@ -6,17 +6,18 @@ the server's file, and each step went through Ray: a `.remote` call per worker c
 the parameters, and the reply through the object store, 1.1-3.8 Ray round trips of
 coordination a step with 2 workers on nodes simulated on one machine. Here the server
 instead listens on a TCP port of its node, each worker's thread connects to it, and a step
-is one message each way on that connection:
+is one message each way on that connection. A link serves a node: its first worker (the
+relay, node_relay.py) takes the steps of the node's g workers and answers with their sum:
 
-    int64 n, then n int64 indices, then the P parameters        (server -> worker i)
-    one byte: 1 = the P + 3 reply follows, 0 = the step failed  (worker i -> server)
-    the reply: P gradient sums, then cost, correct, examples    (worker i -> server)
+    g times: int64 n, then n int64 indices (shard of each worker)  (server -> relay)
+    the P parameters                                               (server -> relay)
+    one byte: 1 = the P + 3 reply follows, 0 = the step failed     (relay -> server)
+    the reply: P gradient sums, then cost, correct, examples       (relay -> server)
 
 in the network's dtype, read straight into preallocated arrays (`recv_into`), no pickling.
-The server sends the parameters to each worker (k copies a step, where Ray's object store
-fetches one per node): for large vectors and many workers a node the object store may be
-the better carrier; not measured (`bench/step_overhead.py --nodes split` measures two
-simulated nodes of one worker each: 0.2-0.8 round trips at batches 10-1000).
+So the server sends the parameters once per node and reads one reply per node, as Ray's
+object store would fetch them once per node. NNPS_NODE_RELAY=0 gives each worker its own
+link instead (g = 1; `bench/step_overhead.py --nodes split` measures both).
 
 Who may connect: anyone who can reach the port, so the first thing a connection says is
 a 16-byte token the server made and handed to its workers through Ray's (authenticated)
@@ -28,8 +29,9 @@ between pods that allows only Ray's ports) says so to the server's Ray call with
 LINK_CONNECT_TIMEOUT_S, and the run goes on with Ray calls from the first step.
 
 Faults, as with the Unix sockets: a worker (or its node) that dies closes or resets its
-connection; the server raises `ChannelBroken` and goes on with Ray calls for the rest of
-the run, which Ray retries on a restarted worker. The step in flight was not applied.
+connection (a relay's member that dies: the relay answers the step as failed); the server
+raises `ChannelBroken` and goes on with Ray calls for the rest of the run, which Ray
+retries on a restarted worker. The step in flight was not applied.
 A host that dies without a word (power, network) closes nothing: TCP keepalive probes
 (`keep_alive`) end a link whose other end stops answering within ~15 s, even while a step
 legitimately takes long (a computing worker's kernel still answers the probes); a step
@@ -75,18 +77,21 @@ def _recv_into(conn: socket.socket, buf: Array) -> bool:
 
 
 class ServerLinks:
-    """The server's end: a TCP listener on its node's address, then one link per worker."""
+    """The server's end: a TCP listener on its node's address, then one link per group of
+    workers (`groups`: each a list of worker indices, the relay first)."""
 
-    def __init__(self, host: str, workers: int, reply_size: int, dtype: np.dtype) -> None:
+    def __init__(self, host: str, groups: list[list[int]], reply_size: int, dtype: np.dtype) -> None:
         self.token = secrets.token_bytes(TOKEN_BYTES)
-        self.listener = socket.create_server((host, 0), backlog=workers + 8)
+        self.groups = groups
+        self.listener = socket.create_server((host, 0), backlog=len(groups) + 8)
         self.address = (host, self.listener.getsockname()[1])
-        self.conns: list[socket.socket | None] = [None] * workers
-        self.replies = [np.empty(reply_size, dtype) for _ in range(workers)]
+        self.conns: list[socket.socket | None] = [None] * len(groups)
+        self.replies = [np.empty(reply_size, dtype) for _ in groups]
+        self.empty = np.empty(0, np.int64)
 
     def accept(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-        """Wait for every worker to connect with the token and its slot; ChannelBroken if
-        one does not. Connections without the token are closed and do not count."""
+        """Wait for every relay to connect with the token and its link's number;
+        ChannelBroken if one does not. Connections without the token are closed."""
 
         def read_slot(conn: socket.socket) -> int:
             conn.settimeout(5.0)  # for the hello: a silent stranger must not stall the start
@@ -104,21 +109,34 @@ class ServerLinks:
         accept_workers(self.listener, self.conns, timeout_s, read_slot)
 
     def step(self, params: Array, shards: list[Array]) -> list[Array]:
-        """Send shard i and the parameters to worker i, then read every reply."""
-        i = 0
+        """Send each link its workers' shards (shards[i] is worker i's; missing ones are
+        empty) and the parameters, then read every link's reply. Links whose relay has no
+        shard (batch < k) are not asked."""
+        asked = [g for g, members in enumerate(self.groups) if members[0] < len(shards)]
+        g = 0
         try:
-            for i, (conn, shard) in enumerate(zip(self.conns, shards)):
+            for g in asked:
+                conn = self.conns[g]
                 assert conn is not None  # accept() filled every slot
-                send_shard(conn, shard)
+                for i in self.groups[g]:
+                    send_shard(conn, shards[i] if i < len(shards) else self.empty)
                 conn.sendall(memoryview(params).cast("B"))
-            for i, conn in enumerate(self.conns[: len(shards)]):
+            for g in asked:
+                conn = self.conns[g]
                 assert conn is not None
-                read_answer(conn, i, "link")
-                if not _recv_into(conn, self.replies[i]):
-                    raise ChannelBroken(f"worker {i} closed its link mid-reply")
+                read_answer(conn, self.who(g), "link")
+                if not _recv_into(conn, self.replies[g]):
+                    raise ChannelBroken(f"{self.who(g)} closed its link mid-reply")
         except OSError as e:  # reset, unreachable or timed out: the worker or its node is gone
-            raise ChannelBroken(f"worker {i}'s link failed ({e.strerror or type(e).__name__})") from None
-        return self.replies[: len(shards)]
+            raise ChannelBroken(f"{self.who(g)}'s link failed ({e.strerror or type(e).__name__})") from None
+        return [self.replies[g] for g in asked]
+
+    def who(self, g: int) -> str:
+        """Link g's workers, for messages: "worker 2", or "workers 0, 1 (node relay)"."""
+        members = self.groups[g]
+        if len(members) == 1:
+            return f"worker {members[0]}"
+        return f"workers {', '.join(map(str, members))} (node relay)"
 
     def close(self) -> None:
         for conn in self.conns:
@@ -127,33 +145,43 @@ class ServerLinks:
         self.listener.close()
 
 
-def serve(address: tuple[str, int], token: bytes, i: int, size: int, dtype: np.dtype,
-          compute: Callable[[Array, Array, Array], None]) -> threading.Thread | None:  # fmt: skip
-    """Worker i's end: connect and say the token and i (now, so that the caller can tell
-    the server whether it could: a port a firewall drops must not cost the server its
-    accept timeout), then, in a daemon thread, for each message read the indices and the
-    parameters, compute the shard's sums into the reply (`compute(params, indices, out)`)
-    and send it. None if the server could not be reached; the thread ends when the server
-    closes the link."""
+def serve(address: tuple[str, int], token: bytes, g: int, shards: int, params: Array,
+          compute: Callable[[Array, list[Array], Array], None],
+          on_end: Callable[[], None] | None = None) -> threading.Thread | None:  # fmt: skip
+    """Link g's end (its relay's): connect and say the token and g (now, so that the
+    caller can tell the server whether it could: a port a firewall drops must not cost the
+    server its accept timeout), then, in a daemon thread, for each message read the
+    `shards` shards and the parameters into `params`, compute the reply
+    (`compute(params, shards, out)`: node_relay.relay_sums) and send it. None if the server
+    could not be reached; the thread ends (calling `on_end`) when the server closes the link."""
     try:  # the server listens before it asks the workers to connect: no retries needed
         conn = socket.create_connection(address, timeout=LINK_CONNECT_TIMEOUT_S)
-        conn.sendall(token + i.to_bytes(4, "little"))
+        conn.sendall(token + g.to_bytes(4, "little"))
     except OSError:
+        if on_end is not None:
+            on_end()
         return None
     conn.settimeout(None)
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     keep_alive(conn)  # a server whose host died: the thread ends instead of waiting forever
-    params, reply = np.empty(size, dtype), np.empty(size + 3, dtype)
+    reply = np.empty(params.size + 3, params.dtype)
+
+    def read_shards() -> list[Array] | None:
+        got = []
+        for _ in range(shards):
+            head = _recv_exact(conn, 8)
+            data = None if head is None else _recv_exact(conn, 8 * int.from_bytes(head, "little"))
+            if data is None:
+                return None
+            got.append(np.frombuffer(data, np.int64))
+        return got
 
     def run() -> None:
         with conn:
             try:
-                while (head := _recv_exact(conn, 8)) is not None:
-                    data = _recv_exact(conn, 8 * int.from_bytes(head, "little"))
-                    if data is None or not _recv_into(conn, params):
-                        return
+                while (indices := read_shards()) is not None and _recv_into(conn, params):
                     try:
-                        compute(params, np.frombuffer(data, np.int64), reply)
+                        compute(params, indices, reply)
                     except Exception:  # the server falls back to Ray calls, which report it
                         conn.sendall(b"\x00")
                         continue
@@ -161,7 +189,10 @@ def serve(address: tuple[str, int], token: bytes, i: int, size: int, dtype: np.d
                     conn.sendall(memoryview(reply).cast("B"))
             except OSError:  # the server is gone
                 return
+            finally:
+                if on_end is not None:
+                    on_end()
 
-    thread = threading.Thread(target=run, daemon=True, name=f"nnps-link-{i}")
+    thread = threading.Thread(target=run, daemon=True, name=f"nnps-link-{g}")
     thread.start()
     return thread

@@ -65,13 +65,14 @@ def send_shard(conn: socket.socket, shard: Array) -> None:
     conn.sendall(len(shard).to_bytes(8, "little") + shard.astype(np.int64, copy=False).tobytes())
 
 
-def read_answer(conn: socket.socket, i: int, channel: str) -> None:
-    """Worker i's one-byte answer; ChannelBroken unless it is 1 (its sums are ready)."""
+def read_answer(conn: socket.socket, who: str, channel: str) -> None:
+    """The one-byte answer of `who` ("worker 1"); ChannelBroken unless it is 1 (the sums
+    are ready)."""
     answer = _recv_exact(conn, 1)
     if answer is None:
-        raise ChannelBroken(f"worker {i} closed its {channel}")
+        raise ChannelBroken(f"{who} closed its {channel}")
     if answer != b"\x01":
-        raise ChannelBroken(f"worker {i} failed the step")
+        raise ChannelBroken(f"{who} failed the step")
 
 
 def accept_workers(listener: socket.socket, conns: list[socket.socket | None], timeout_s: float,
@@ -117,15 +118,27 @@ class ServerSockets:
 
     def step(self, shards: list[Array]) -> None:
         """Send shard i to worker i, then wait for every one's answer."""
+        self.send(shards)
+        self.wait(len(shards))
+
+    def send(self, shards: list[Array]) -> None:
+        """Send shard i to worker i (the first len(shards) workers)."""
         i = 0
         try:
             for i, (conn, shard) in enumerate(zip(self.conns, shards)):
                 assert conn is not None  # accept() filled every slot
                 send_shard(conn, shard)
-            for i, conn in enumerate(self.conns[: len(shards)]):
+        except OSError as e:  # reset mid-send: the worker died
+            raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
+
+    def wait(self, n: int) -> None:
+        """Wait for the answers of the first n workers (their sums are in their slots)."""
+        i = 0
+        try:
+            for i, conn in enumerate(self.conns[:n]):
                 assert conn is not None
-                read_answer(conn, i, "socket")
-        except OSError as e:  # reset mid-send or mid-read: the worker died
+                read_answer(conn, f"worker {i}", "socket")
+        except OSError as e:  # reset mid-read: the worker died
             raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
 
     def close(self) -> None:

@@ -1,0 +1,96 @@
+"""A node's relay: one TCP link to the server for all the workers on a node.
+
+Across nodes each step goes over TCP links (step_links.py). With one link per worker the
+server sends the P parameters k times a step and reads k replies of P + 3, so with many
+workers a node its NIC and its one core carry k vectors each way, where a node needs the
+parameters once and the server only needs the node's sum (core/scaling.py: `host_sum`).
+Here the first worker on each node (the relay) holds the node's one link:
+
+    server --link--> relay: each member's shard of indices, then the parameters, read
+                            straight into the node's step file (node_buffers.py)
+    relay --Unix sockets--> the node's other workers (members): their shards
+                            (step_sockets.py; they read the parameters from the file)
+    relay:                  its own shard's sums, straight into the link's reply
+    members --> relay:      one byte each when their sums are in their slots
+    relay --link--> server: ONE reply, the node's sum of the k_node replies
+
+Every entry of a reply is a sum over examples (gradient sums, cost, correct, examples), so
+the node's sum is what the server would have added up itself: the step is unchanged, up
+to the order of float additions (serial equivalence holds to 1e-9 in float64:
+tests/test_distributed.py).
+
+The step file and its socket are unlinked as soon as the members are connected: each
+has mapped the file by then, the mappings stay valid, and nothing is left in /dev/shm
+whatever kills the processes later. A member that dies breaks its socket; the relay then
+answers the server's step with a failure, and the server goes on with Ray calls for the
+rest of the run (as for a broken link), which Ray retries on restarted workers.
+
+Left out: nested relays (a tree of nodes), and a relay on the server's node that reads the
+server's own step file instead of a link (one TCP copy over loopback per step, kept simple).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from nnps.worker.node_buffers import Mapped, NodeBuffers
+from nnps.worker.step_sockets import ChannelBroken, ServerSockets
+
+Array = np.ndarray
+Sums = Callable[[Array, Array, Array], None]  # (params, indices, out): a shard's sums into out
+
+
+class NodeRelay:
+    """The relay's side of a node's step: the step file its members map, their sockets,
+    and the sum of their replies with its own."""
+
+    def __init__(self, size: int, members: int, dtype: str) -> None:
+        self.spec = NodeBuffers.create(size, members, dtype)  # slots for the members only
+        self.mapped = Mapped(self.spec)
+        self.sockets = ServerSockets(self.spec)
+
+    @property
+    def params(self) -> Array:
+        """Where the link reads each step's parameters: the members read them there."""
+        return self.mapped.params
+
+    def accept(self, timeout_s: float) -> None:
+        """Wait for the members to connect, then remove the step file's and socket's names
+        (the members have mapped the file: GradientWorker.serve_steps maps it before its
+        thread connects)."""
+        try:
+            self.sockets.accept(timeout_s)
+        finally:
+            self.spec.unlink()
+
+    def step(self, sums: Sums, shards: list[Array], out: Array) -> None:
+        """shards[0] is the relay's own, shards[1:] its members' (non-empty first): the
+        node's sum of all their replies into `out`. ChannelBroken if a member fails."""
+        others = [s for s in shards[1:] if len(s)]
+        self.sockets.send(others)  # the members start on their shards
+        sums(self.mapped.params, shards[0], out)  # (P + 3,) and the relay on its own
+        self.sockets.wait(len(others))
+        for reply in self.mapped.replies[: len(others)]:
+            out += reply  # the node's sum: what the server would add up itself
+
+    def close(self) -> None:
+        """Close the members' sockets (their threads read EOF and end)."""
+        self.sockets.close()
+        self.spec.unlink()
+
+
+def relay_sums(relay: NodeRelay | None, sums: Sums) -> Callable[[Array, list[Array], Array], None]:
+    """What a link computes for a message of shards: the relay's node sum, or, for a
+    worker alone on its node (no relay), its one shard's sums."""
+
+    def compute(params: Array, shards: list[Array], out: Array) -> None:
+        if relay is not None:
+            relay.step(sums, shards, out)
+        elif len(shards) != 1:
+            raise ChannelBroken(f"a worker alone on its node got {len(shards)} shards")
+        else:
+            sums(params, shards[0], out)
+
+    return compute
