@@ -4,10 +4,11 @@ What is left of a step's cost at batch 1000 on 2 cores once Ray is out of the pi
 k plain processes (multiprocessing) map a step file and serve their shards over the
 step sockets (worker/step_sockets.py), the parent drives the steps (ServerSockets.step;
 no update, the parameters stay put), against the same backprop of the whole batch in
-this process on one BLAS thread, and two processes running their shards independently
-(no lockstep). 784-30-10, random data, best of 3 x 100 steps.
+this process on one BLAS thread and on two, and two processes running their shards
+independently (no lockstep): the last is the ceiling for k workers on this machine, whatever
+the coordination. 784-30-10 (or --hidden 1024,1024, relu), random data, best of 3 x 100 steps.
 
-Run: .venv/bin/python bench/lockstep.py [--batch 1000] [--workers 2]
+Run: .venv/bin/python bench/lockstep.py [--batch 1000] [--workers 2] [--hidden 30]
 """
 
 from __future__ import annotations
@@ -27,11 +28,18 @@ from nnps.core.training import build_network
 from nnps.worker.node_buffers import Mapped, NodeBuffers
 from nnps.worker.step_sockets import ServerSockets, serve
 
-STEPS = 100
+def arg(name: str, default: str) -> str:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+HIDDEN = tuple(int(n) for n in arg("--hidden", "30").split(","))
+STEPS = 100 if HIDDEN == (30,) else 20
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, (10000, 784), dtype=np.uint8)
 Y = rng.integers(0, 10, 10000).astype(np.uint8)
-NET = build_network(TrainConfig(data="x", hidden=(30,), dtype="float32"), Dataset("x", X, Y, X, Y))
+ACTIVATION = "sigmoid" if HIDDEN == (30,) else "relu"
+CONFIG = TrainConfig(data="x", hidden=HIDDEN, activation=ACTIVATION, dtype="float32")
+NET = build_network(CONFIG, Dataset("x", X, Y, X, Y))
 BATCHES = [rng.permutation(10000) for _ in range(STEPS)]
 
 
@@ -45,8 +53,8 @@ def best(run) -> float:  # type: ignore[no-untyped-def]
     return min(times)
 
 
-def alone(size: int, out: mp.Queue | None = None) -> float:
-    threadpool_limits(1, user_api="blas")
+def alone(size: int, out: mp.Queue | None = None, threads: int = 1) -> float:
+    threadpool_limits(threads, user_api="blas")
     worker, grad = ShardWorker(NET, X, Y, X[:1], Y[:1]), np.empty(NET.layout.size + 3, np.float32)
     params = np.zeros(NET.layout.size, np.float32)
     s = best(lambda: [worker.gradient_sums(params, b[:size], out=grad) for b in BATCHES])
@@ -62,9 +70,9 @@ def serve_slot(spec: NodeBuffers, i: int) -> None:
 
 
 def main() -> None:
-    batch = int(sys.argv[sys.argv.index("--batch") + 1]) if "--batch" in sys.argv else 1000
-    k = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv else 2
+    batch, k = int(arg("--batch", "1000")), int(arg("--workers", "2"))
     one = alone(batch)
+    two = alone(batch, threads=2)
     queue: mp.Queue = mp.Queue()
     procs = [mp.Process(target=alone, args=(-(-batch // k), queue)) for _ in range(k)]
     for p in procs:
@@ -85,10 +93,14 @@ def main() -> None:
         for p in procs:
             p.join()
         spec.unlink()
-    print(f"784-30-10, batch {batch}, {k} processes; ms per step, best of 3 x {STEPS}")
-    print(f"  one process, whole batch, 1 thread   {one * 1e3:7.3f}")
-    print(f"  {k} processes, own shards, no lockstep {independent * 1e3:7.3f}  (slowest)")
-    print(f"  {k} processes in lockstep over sockets {lockstep * 1e3:7.3f}  ({one / lockstep:.2f}x one process)")
+    net = "-".join(str(n) for n in NET.sizes)
+    print(f"{net} {ACTIVATION}, batch {batch}, {k} processes; ms per step, best of 3 x {STEPS}")
+    print(f"  one process, whole batch, 1 thread    {one * 1e3:7.3f}")
+    print(f"  one process, whole batch, 2 threads   {two * 1e3:7.3f}")
+    best_one = min(one, two)
+    for label, seconds in ((f"{k} processes, own shards, no lockstep", independent),
+                           (f"{k} processes in lockstep over sockets", lockstep)):  # fmt: skip
+        print(f"  {label} {seconds * 1e3:7.3f}  ({best_one / seconds:.2f}x best one)")
 
 
 if __name__ == "__main__":
