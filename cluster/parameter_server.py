@@ -86,6 +86,7 @@ class ParameterServer:
         self.want_links = links and self.mapped is None
         self.links: ServerLinks | None = None
         self.relay = relay  # one link per node (worker/node_relay.py), or one per worker
+        self.link_groups: list[list[int]] | None = None  # the workers of each link, once open
         self.steps_by_channel = {"socket": 0, "link": 0, "ray": 0}
         skip_torch_probe()
         keep_freed_memory()  # the optimizers' temporaries (Adam's) are vector-sized
@@ -170,6 +171,7 @@ class ParameterServer:
         groups = node_groups(ray.get([w.where.remote() for w in self.workers]), self.relay)
         params, host = self.server.params, ray.util.get_node_ip_address()
         links = ServerLinks(host, groups, params.size + 3, params.dtype)
+        self.link_groups = groups
         try:
             for members in groups:
                 if len(members) > 1:
@@ -198,9 +200,9 @@ class ParameterServer:
         self.sockets = self.links = None
 
     def channels(self) -> dict:
-        """Steps taken over each channel, and why the sockets or links were dropped (for
-        nnps bench, tests)."""
-        return {**self.steps_by_channel, "socket_error": self.channel_error}
+        """Steps taken over each channel, why the sockets or links were dropped, and the
+        workers of each link (for nnps bench, tests)."""
+        return {**self.steps_by_channel, "socket_error": self.channel_error, "link_groups": self.link_groups}
 
     # The compiled-graph path (ray_executor.CompiledSteps) splits a step into two calls,
     # plan -> workers -> apply_planned, that Ray wires together with shared-memory channels.

@@ -346,8 +346,9 @@ class RayExecutor:
         return unpack_evaluation(total, self.plan.network.sizes[-1])
 
     def channels(self) -> dict:
-        """The current server's steps by channel ("socket", "link", "ray") and why sockets or
-        links were dropped, if they were; graph steps are in steps_by_path. After close: the last."""
+        """The current server's steps by channel ("socket", "link", "ray"), why sockets or
+        links were dropped, if they were, and the workers each link carried ("link_groups");
+        graph steps are in steps_by_path. After close: the last."""
         if not self.closed:
             self.last_channels = ray.get(self.server.channels.remote())
         return self.last_channels

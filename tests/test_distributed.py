@@ -94,7 +94,9 @@ def test_k_workers_equal_serial(workers: int, path: str, vectors: str, mnist10k,
     if path != "graph":
         channel = {"plain": "ray", "link-each": "link"}.get(path, path)
         counts = {c: 60 * (c == channel) for c in ("socket", "link", "ray")}
-        assert ex.channels() == {**counts, "socket_error": None}
+        # one link for the node's workers, relayed by worker 0, or one per worker
+        groups = {"link": [list(range(workers))], "link-each": [[i] for i in range(workers)]}.get(path)
+        assert ex.channels() == {**counts, "socket_error": None, "link_groups": groups}
     assert len(ex.step_files) == (1 if vectors == "shm" else 0)
     assert step_files() == []  # the run's step file (and socket) went with its server
 
@@ -152,7 +154,8 @@ def test_batch_smaller_than_the_workers_over_sockets(mnist10k, monkeypatch) -> N
     executors: list = []
     params = train_on_ray(cfg, mnist10k, executors=executors)
     assert np.max(np.abs(params - train(cfg.replace(workers=0), mnist10k)["params"])) < 1e-9
-    assert executors[0].channels() == {"socket": 60, "link": 0, "ray": 0, "socket_error": None}
+    done = {"socket": 60, "link": 0, "ray": 0, "socket_error": None, "link_groups": None}
+    assert executors[0].channels() == done
 
 
 def test_batch_smaller_than_the_workers_over_links(mnist10k, monkeypatch) -> None:
@@ -162,7 +165,9 @@ def test_batch_smaller_than_the_workers_over_links(mnist10k, monkeypatch) -> Non
     executors: list = []
     params = train_on_ray(cfg, mnist10k, executors=executors)
     assert np.max(np.abs(params - train(cfg.replace(workers=0), mnist10k)["params"])) < 1e-9
-    assert executors[0].channels() == {"socket": 0, "link": 60, "ray": 0, "socket_error": None}
+    # worker 0 relays the steps of 1 and 2; the batch of 2 goes to 0 and 1, and 2 idles
+    done = {"socket": 0, "link": 60, "ray": 0, "socket_error": None, "link_groups": [[0, 1, 2]]}
+    assert executors[0].channels() == done
 
 
 def actor_pids(title: str) -> list[int]:
@@ -231,7 +236,7 @@ def test_step_sockets_by_default_on_one_node(mnist10k, monkeypatch) -> None:
     train_on_ray(CFG.replace(workers=2, steps=10), mnist10k, executors=executors)
     ex = executors[0]
     assert ex.sockets_wanted and ex.compiled_wanted is False and ex.buffers is None  # closed: file gone
-    assert ex.channels() == {"socket": 10, "link": 0, "ray": 0, "socket_error": None}
+    assert ex.channels() == {"socket": 10, "link": 0, "ray": 0, "socket_error": None, "link_groups": None}
     assert not ex.links_wanted  # the links are for several nodes (tests/test_node_loss.py)
     monkeypatch.setenv("NNPS_RAY_COMPILED", "1")  # asking for the graph turns the sockets off
     assert not sockets_wanted()

@@ -1,8 +1,9 @@
-"""A node lost mid-run: simulated nodes of `ray.cluster_utils.Cluster`, one removed.
+"""Simulated nodes of `ray.cluster_utils.Cluster`: a node lost mid-run, and a node's relay.
 
-The workers on the removed node die with it; their TCP links break, the server goes on
+The workers on a removed node die with it; their TCP links break, the server goes on
 with Ray calls, Ray restarts the workers on the surviving node and retries their calls,
-and the run ends equal to serial SGD.
+and the run ends equal to serial SGD. Two workers on one node share one link, relayed
+by the first (worker/node_relay.py), and the run equals serial SGD too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ray.cluster_utils import Cluster
 
 from nnps.cluster.ray_executor import ray_session
 from nnps.core.training import train
-from tests.test_distributed import CFG, AfterSteps
+from tests.test_distributed import CFG, AfterSteps, step_files
 
 pytestmark = pytest.mark.ray
 
@@ -25,7 +26,7 @@ class RemoveNodeAfter(AfterSteps):
         self.cluster, self.nodes, self.executor, self.workers_on_node = cluster, nodes, executor, 0
 
     def fire(self) -> None:
-        nodes = [node for _, node in self.executor["e"].placement()]
+        nodes = self.placement = [node for _, node in self.executor["e"].placement()]
         victim = next(n for n in self.nodes if n.node_id == nodes[0])  # the node of worker 0
         self.workers_on_node = nodes.count(victim.node_id)
         self.cluster.remove_node(victim)
@@ -59,12 +60,46 @@ def test_node_lost_mid_run(mnist10k, monkeypatch) -> None:
         if executor_holder["e"].servers_built == 1:
             # TCP links until the node went, then Ray calls, which Ray retried on the restarted worker
             assert done["link"] >= 20 and done["ray"] > 0 and done["link"] + done["ray"] == 60, done
-            assert done["socket_error"].startswith("ChannelBroken: worker "), done
+            together = remover.placement[0] == remover.placement[1]  # SPREAD is a preference
+            assert done["link_groups"] == ([[0, 1]] if together else [[0], [1]]), done
+            # "worker 0's link failed ...", or, if both workers were on that node, the relay's
+            broken = ("ChannelBroken: worker ", "ChannelBroken: workers 0, 1 (node relay)")
+            assert done["socket_error"].startswith(broken), done
         else:  # Ray had put the server on that node: rebuilt from the last checkpoint, over new links
             assert executor_holder["e"].servers_built == 2
             assert done["link"] > 0 and done["ray"] == 0 and done["socket_error"] is None, done
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         assert np.max(np.abs(params - serial)) < 1e-9
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_two_workers_on_a_node_share_its_relay(mnist10k, monkeypatch) -> None:
+    for name in ("NNPS_RAY_COMPILED", "NNPS_SHARED_MEMORY", "NNPS_STEP_LINKS", "NNPS_NODE_RELAY"):
+        monkeypatch.delenv(name, raising=False)
+    serial = train(CFG, mnist10k)["params"]
+    # The server on a head without CPUs (or beside them), both workers on the one node of 2 CPUs
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=2)
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        cluster.wait_for_nodes()
+        made: list = []
+        cfg = CFG.replace(workers=2)
+        with ray_session(cfg) as factory:
+
+            def make(plan, ds):
+                made.append(factory(plan, ds))
+                return made[-1]
+
+            params = train(cfg, mnist10k, make_executor=make)["params"]
+        # several nodes: TCP links by default, one for the node, relayed by worker 0
+        done = {"socket": 0, "link": 60, "ray": 0, "socket_error": None, "link_groups": [[0, 1]]}
+        assert made[0].channels() == done
+        assert np.max(np.abs(params - serial)) < 1e-9
+        # no server step file; the relay's went as soon as its member had mapped it
+        assert made[0].step_files == [] and step_files() == []
     finally:
         ray.shutdown()
         cluster.shutdown()
