@@ -71,9 +71,8 @@ class NodeRelay:
         others = [s for s in shards[1:] if len(s)]
         self.sockets.send(others)  # the members start on their shards
         sums(self.mapped.params, shards[0], out)  # (P + 3,) and the relay on its own
-        self.sockets.wait(len(others))
-        for reply in self.mapped.replies[: len(others)]:
-            out += reply  # the node's sum: what the server would add up itself
+        for i in self.sockets.answers(len(others)):
+            out += self.mapped.replies[i]  # the node's sum, added while slower members still compute
 
     def close(self) -> None:
         """Close the members' sockets (their threads read EOF and end)."""

@@ -31,7 +31,7 @@ import os
 import socket
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -133,13 +133,18 @@ class ServerSockets:
 
     def wait(self, n: int) -> None:
         """Wait for the answers of the first n workers (their sums are in their slots)."""
-        i = 0
-        try:
-            for i, conn in enumerate(self.conns[:n]):
-                assert conn is not None
+        for _ in self.answers(n):
+            pass
+
+    def answers(self, n: int) -> Iterator[int]:
+        """i = 0 .. n-1, each once worker i has answered (its sums are in slot i)."""
+        for i, conn in enumerate(self.conns[:n]):
+            assert conn is not None
+            try:
                 read_answer(conn, f"worker {i}", "socket")
-        except OSError as e:  # reset mid-read: the worker died
-            raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
+            except OSError as e:  # reset mid-read: the worker died
+                raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
+            yield i
 
     def close(self) -> None:
         for conn in self.conns:
