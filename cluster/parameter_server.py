@@ -179,11 +179,11 @@ class ParameterServer:
                     spec = ray.get(relay.relay_steps.remote(len(members) - 1))
                     ray.get([self.workers[i].serve_steps.remote(spec, j) for j, i in enumerate(members[1:])])
             relays = [self.workers[members[0]] for members in groups]
-            reached = ray.get([w.serve_links.remote(links.address, links.token, g, len(members))
-                               for g, (w, members) in enumerate(zip(relays, groups))])  # fmt: skip
-            if not all(reached):
-                host, port = links.address
-                raise ChannelBroken(f"{links.who(reached.index(False))} could not reach {host}:{port}")
+            failed = ray.get([w.serve_links.remote(links.address, links.token, g, len(members))
+                              for g, (w, members) in enumerate(zip(relays, groups))])  # fmt: skip
+            for g, why in enumerate(failed):
+                if why is not None:
+                    raise ChannelBroken(f"{links.who(g)} {why}")
             links.accept()
         except BaseException:
             links.close()

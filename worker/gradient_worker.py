@@ -120,25 +120,27 @@ class GradientWorker:
         self._relay = NodeRelay(network.layout.size, members, network.np_dtype.name)
         return self._relay.spec
 
-    def serve_links(self, address: tuple[str, int], token: bytes, g: int, shards: int) -> bool:
+    def serve_links(self, address: tuple[str, int], token: bytes, g: int, shards: int) -> str | None:
         """Take link g's steps (step_links.py) in a thread of this process: connect to the
         server's TCP port, then for each step read `shards` shards and the parameters and
         answer with the sums (of the node's workers, if this one relays them); returns at
-        once, False if the server's port or the relay's members could not be reached."""
+        once: None, or why not (the server's port, or the relay's members, not reached)."""
         relay, self._relay = self._relay, None
         network = self.core.network
         if relay is not None:
             try:
                 relay.accept(CONNECT_TIMEOUT_S)
-            except step_sockets.ChannelBroken:
+            except step_sockets.ChannelBroken as e:
                 relay.close()
-                return False
+                return f"could not reach its members: {e}"
         # The link thread's own buffers: a Ray call the server retries after a broken link
         # writes a fresh array, so the two never share an output.
         params = relay.params if relay is not None else np.empty(network.layout.size, network.np_dtype)
         compute = relay_sums(relay, lambda p, indices, out: self.core.gradient_sums(p, indices, out=out))
         on_end = relay.close if relay is not None else None
-        return step_links.serve(address, token, g, shards, params, compute, on_end) is not None
+        if step_links.serve(address, token, g, shards, params, compute, on_end) is None:
+            return f"could not reach {address[0]}:{address[1]}"
+        return None
 
     def gradient_sums_planned(self, plan: tuple[Array | NodeBuffers, list[Array]], i: int) -> Array | bool | None:
         """Shard i of a step planned by the server (compiled-graph path); None if empty."""
