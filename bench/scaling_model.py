@@ -16,8 +16,10 @@ given on the command line:
 
 For each network, batch and number of hosts it prints the step with one server and with
 the servers `servers_needed` asks for, which resource bounds each, and the speed against
-the best single process measured here; then the same if each host summed its workers'
-replies before sending them ("+sum", host_sum in core/scaling.py; not built). The
+the best single process measured here; then, if each host sums its workers' replies before
+sending them (host_sum in core/scaling.py), the step with one server ("S=1 +sum": what nnps
+does across nodes since its node relays, worker/node_relay.py) and with the servers
+`servers_needed` then asks for ("+sum"; sharded servers are not built). The
 per-step coordination c is the 2-worker value of core/costmodel's table at that batch plus
 0.5 ms per further worker (EXTRA_PER_WORKER).
 
@@ -38,7 +40,7 @@ from nnps.core.threads import threads_for
 CASES = [((784, 30, 10), "sigmoid", 1000), ((784, 30, 10), "sigmoid", 10000),
          ((784, 1024, 1024, 10), "relu", 256), ((784, 1024, 1024, 10), "relu", 4096)]  # fmt: skip
 HOSTS = [2, 4, 8, 16]
-WIDTHS = (16, 5, 7, 5, 4, 7, 6, 8, 10, 3, 6, 10, 7, 9, 3, 6, 10, 9)
+WIDTHS = (16, 5, 7, 5, 4, 7, 6, 8, 10, 3, 6, 10, 7, 9, 9, 10, 9, 3, 6, 10, 9)
 
 
 def main() -> None:
@@ -50,7 +52,8 @@ def main() -> None:
           f"host sums {host_rate / 1e9:.2f} GB/s")  # fmt: skip
     print(f"{gb}; backprop timed here")
     head = ["network", "batch", "serial", "hosts", "W", "compute", "c", "S=1 xfer", "bound"]
-    head += ["S", "xfer", "bound", "step", "vs serial", "S", "+sum", "bound", "vs serial"]
+    head += ["S", "xfer", "bound", "step", "vs serial", "S=1 +sum", "bound", "vs serial"]
+    head += ["S", "+sum", "bound", "vs serial"]
     print(" ".join(f"{h:>{n}}" for h, n in zip(head, WIDTHS, strict=True)))
     for sizes, activation, batch in CASES:
         network = Network(list(sizes), activation=activation, cost="cross-entropy")
@@ -66,18 +69,22 @@ def main() -> None:
             s = scaling.servers_needed(p, w, cluster)
             many = scaling.transfer(p, w, s, cluster)
             ts = scaling.step_seconds(compute, c, p, w, s, cluster)
+            relayed = scaling.transfer(p, w, 1, cluster, host_sum=True)
+            t_relayed = scaling.step_seconds(compute, c, p, w, 1, cluster, host_sum=True)
             s_sum = scaling.servers_needed(p, w, cluster, host_sum=True)
             summed = scaling.transfer(p, w, s_sum, cluster, host_sum=True)
             t_sum = scaling.step_seconds(compute, c, p, w, s_sum, cluster, host_sum=True)
             row = [name, batch, serial, hosts, w, compute, c, one.seconds, one.bottleneck, s]
             row += [many.seconds, many.bottleneck, ts, f"{serial / ts:.2f}x"]
+            row += [relayed.seconds, relayed.bottleneck, f"{serial / t_relayed:.2f}x"]
             row += [s_sum, summed.seconds, summed.bottleneck, f"{serial / t_sum:.2f}x"]
             cells = [f"{v * 1e3:.2f}" if isinstance(v, float) else str(v) for v in row]  # seconds -> ms
             print(" ".join(f"{v:>{n}}" for v, n in zip(cells, WIDTHS, strict=True)))
             name = ""
     print("ms throughout. serial: the best single process here; compute: one worker's shard on one")
     print("thread, here; c: coordination; xfer: the bottleneck's transfer, 1 and S servers; step: compute")
-    print("+ c + xfer. +sum: the transfer if each host summed its workers' replies first (not built)")
+    print("+ c + xfer. +sum: the transfer if each host sums its workers' replies first, with 1 server")
+    print("(nnps's node relays) and with S (sharded servers: not built)")
 
 
 if __name__ == "__main__":
