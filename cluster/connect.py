@@ -1,13 +1,15 @@
 """Joining Ray: an embedded local instance by default, or an existing cluster.
 
 The embedded instance keeps Ray's token authentication on (RAY_AUTH_MODE=token, Ray's
-default for local clusters since 2.59) and its dashboard on 127.0.0.1. An address is
+default for local clusters since 2.59; Ray's notice that it is on is not shown, its
+warning when it is off is) and its dashboard on 127.0.0.1. An address is
 probed with a plain TCP connect first, so an unreachable one fails in seconds with one
 line instead of Ray's long retry loop.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from contextlib import contextmanager
 from typing import Iterator
@@ -24,6 +26,17 @@ INLINE_BYTES = 4 * 1024 * 1024
 RAY_DEFAULT_INLINE_BYTES = 100 * 1024
 _inline_bytes = RAY_DEFAULT_INLINE_BYTES
 _embedded = False  # see embedded()
+
+
+class _AuthOnNotice(logging.Filter):
+    """Drops Ray's notice that token authentication is on (the safe default, said on
+    every embedded start); keeps everything else, its warning that it is off included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
+AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def inline_bytes() -> int:
@@ -69,10 +82,14 @@ def ray_connection(address: str | None, num_cpus: int | None = None) -> Iterator
     global _inline_bytes, _embedded
     _inline_bytes = RAY_DEFAULT_INLINE_BYTES if address else INLINE_BYTES
     _embedded = not address
+    quiet = _AuthOnNotice()
+    logging.getLogger(AUTH_LOGGER).addFilter(quiet)
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ClusterError(f"cannot start or join Ray{f' at {address}' if address else ''}: {str(e).splitlines()[0]}")
+    finally:
+        logging.getLogger(AUTH_LOGGER).removeFilter(quiet)
     raylet = None if address else _raylet_pid()
     try:
         yield

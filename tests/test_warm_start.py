@@ -95,6 +95,8 @@ def test_cli_warm_run_equals_serial(mnist10k, tmp_path: Path) -> None:
                                            r"\([\d.]+ s\); 2 workers go on from step \d+|every step ran in-process; "
                                            r"Ray and the workers took [\d.]+ s to start \(--no-warm-start waits for "
                                            r"them\))", said[0]), said  # fmt: skip
+    # Ray's notice that token authentication is on is not shown (connect._AuthOnNotice)
+    assert "Token authentication" not in out.stderr + out.stdout
     serial = train(TrainConfig(data="mnist-10k", hidden=(20,), batch_size=10, epochs=1, steps=3000, lr=3.0,
                                dtype="float64", seed=4, workers=0), mnist10k)["params"]  # fmt: skip
     final = checkpoint.load(str(tmp_path / "warm" / "final.npz")).params
