@@ -31,10 +31,7 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
         return _on_cluster(config, run_dir, resume, reporter, progress, say)
     # An embedded Ray (or the caller's): decide before starting it; it has this machine's CPUs.
     dataset = catalog.load(config.data, progress=progress)
-    if config.workers == "auto":
-        config = choose_workers(config, dataset, os.cpu_count() or 1, say)
-    else:
-        warn_if_slower(config, dataset, say)  # before Ray starts: it times in-process steps on their BLAS threads
+    config = decide(config, dataset, os.cpu_count() or 1, say)  # before Ray starts: it times in-process steps
     if config.workers == 0:
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
     if config.warm_start and not ray.is_initialized():
@@ -55,10 +52,7 @@ def _on_cluster(config: TrainConfig, run_dir: RunDir | None, resume: bool, repor
     cpus = max(os.cpu_count() or 1, config.workers if isinstance(config.workers, int) else 0)
     with ray_connection(config.address, num_cpus=cpus):
         dataset = catalog.load(config.data, progress=progress)
-        if config.workers == "auto":
-            config = choose_workers(config, dataset, int(ray.cluster_resources().get("CPU", 1)), say)
-        else:
-            warn_if_slower(config, dataset, say)
+        config = decide(config, dataset, int(ray.cluster_resources().get("CPU", 1)), say)
         if config.workers == 0:
             return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
         made: list = []
@@ -107,6 +101,15 @@ def predict(config: TrainConfig, dataset: Dataset, counts: Iterable[int]) -> cos
     from nnps.cluster.ray_executor import node_cpus
 
     return costmodel.predict(build_network(config, dataset), config.batch_size, counts, vector_rate(), node_cpus())
+
+
+def decide(config: TrainConfig, dataset: Dataset, cpus: int, say: Callable[[str], None]) -> TrainConfig:
+    """--workers auto: the cost model's choice over 0..cpus workers; N: N, with a warning if
+    the model predicts them slower than in-process."""
+    if config.workers == "auto":
+        return choose_workers(config, dataset, cpus, say)
+    warn_if_slower(config, dataset, say)
+    return config
 
 
 def choose_workers(config: TrainConfig, dataset: Dataset, cpus: int, say: Callable[[str], None]) -> TrainConfig:

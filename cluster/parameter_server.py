@@ -172,13 +172,12 @@ class ParameterServer:
         params, host = self.server.params, ray.util.get_node_ip_address()
         links = ServerLinks(host, groups, params.size + 3, params.dtype)
         self.link_groups = groups
+        relays = [self.workers[members[0]] for members in groups]
         try:
-            for members in groups:
+            for relay, members in zip(relays, groups):
                 if len(members) > 1:
-                    relay = self.workers[members[0]]
                     spec = ray.get(relay.relay_steps.remote(len(members) - 1))
                     ray.get([self.workers[i].serve_steps.remote(spec, j) for j, i in enumerate(members[1:])])
-            relays = [self.workers[members[0]] for members in groups]
             failed = ray.get([w.serve_links.remote(links.address, links.token, g, len(members))
                               for g, (w, members) in enumerate(zip(relays, groups))])  # fmt: skip
             for g, why in enumerate(failed):

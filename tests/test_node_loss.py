@@ -8,26 +8,43 @@ by the first (worker/node_relay.py), and the run equals serial SGD too.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import numpy as np
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from nnps.cluster.ray_executor import ray_session
 from nnps.core.training import train
-from tests.test_distributed import CFG, AfterSteps, step_files
+from tests.test_distributed import CFG, AfterSteps, step_files, train_on_ray
 
 pytestmark = pytest.mark.ray
 
 
+@contextmanager
+def simulated_nodes(*cpus: int) -> Iterator[Cluster]:
+    """Ray on a head without CPUs (the driver's node) and one node of each of `cpus`."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        for n in cpus:
+            cluster.add_node(num_cpus=n)
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
 class RemoveNodeAfter(AfterSteps):
-    def __init__(self, cluster: Cluster, nodes: list, after: int, executor: dict) -> None:
+    def __init__(self, cluster: Cluster, after: int, executors: list) -> None:
         super().__init__(after)
-        self.cluster, self.nodes, self.executor, self.workers_on_node = cluster, nodes, executor, 0
+        self.cluster, self.executors, self.workers_on_node = cluster, executors, 0
 
     def fire(self) -> None:
-        nodes = self.placement = [node for _, node in self.executor["e"].placement()]
-        victim = next(n for n in self.nodes if n.node_id == nodes[0])  # the node of worker 0
+        nodes = self.placement = [node for _, node in self.executors[-1].placement()]
+        victim = next(n for n in self.cluster.worker_nodes if n.node_id == nodes[0])  # the node of worker 0
         self.workers_on_node = nodes.count(victim.node_id)
         self.cluster.remove_node(victim)
 
@@ -38,26 +55,16 @@ def test_node_lost_mid_run(mnist10k, monkeypatch) -> None:
     serial = train(CFG, mnist10k)["params"]
     # No CPUs on the head: both workers land on the two worker nodes, so removing worker
     # 0's node surely kills a worker, and its replacement fits on the other node.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    try:
-        nodes = [cluster.add_node(num_cpus=2), cluster.add_node(num_cpus=2)]
-        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-        cluster.wait_for_nodes()
-        executor_holder: dict = {}
-        remover = RemoveNodeAfter(cluster, nodes, after=20, executor=executor_holder)
-        cfg = CFG.replace(workers=2)
-        with ray_session(cfg) as factory:
-
-            def make(plan, ds):
-                executor_holder["e"] = factory(plan, ds)
-                return executor_holder["e"]
-
-            params = train(cfg, mnist10k, make_executor=make, reporter=remover)["params"]
+    with simulated_nodes(2, 2) as cluster:
+        executors: list = []
+        remover = RemoveNodeAfter(cluster, after=20, executors=executors)
+        params = train_on_ray(CFG.replace(workers=2), mnist10k, reporter=remover, executors=executors)
+        ex = executors[-1]
         assert remover.fired and remover.workers_on_node >= 1
-        assert executor_holder["e"].steps_by_path["graph"] == 0  # several nodes: plain calls by default
-        assert executor_holder["e"].step_files == []  # no step file: the vectors went over the links
-        done = executor_holder["e"].channels()
-        if executor_holder["e"].servers_built == 1:
+        assert ex.steps_by_path["graph"] == 0  # several nodes: plain calls by default
+        assert ex.step_files == []  # no step file: the vectors went over the links
+        done = ex.channels()
+        if ex.servers_built == 1:
             # TCP links until the node went, then Ray calls, which Ray retried on the restarted worker
             assert done["link"] >= 20 and done["ray"] > 0 and done["link"] + done["ray"] == 60, done
             together = remover.placement[0] == remover.placement[1]  # SPREAD is a preference
@@ -66,13 +73,10 @@ def test_node_lost_mid_run(mnist10k, monkeypatch) -> None:
             broken = ("ChannelBroken: worker ", "ChannelBroken: workers 0, 1 (node relay)")
             assert done["socket_error"].startswith(broken), done
         else:  # Ray had put the server on that node: rebuilt from the last checkpoint, over new links
-            assert executor_holder["e"].servers_built == 2
+            assert ex.servers_built == 2
             assert done["link"] > 0 and done["ray"] == 0 and done["socket_error"] is None, done
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         assert np.max(np.abs(params - serial)) < 1e-9
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def test_two_workers_on_a_node_share_its_relay(mnist10k, monkeypatch) -> None:
@@ -80,26 +84,12 @@ def test_two_workers_on_a_node_share_its_relay(mnist10k, monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
     serial = train(CFG, mnist10k)["params"]
     # The server on a head without CPUs (or beside them), both workers on the one node of 2 CPUs
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=2)
-        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-        cluster.wait_for_nodes()
+    with simulated_nodes(2):
         made: list = []
-        cfg = CFG.replace(workers=2)
-        with ray_session(cfg) as factory:
-
-            def make(plan, ds):
-                made.append(factory(plan, ds))
-                return made[-1]
-
-            params = train(cfg, mnist10k, make_executor=make)["params"]
+        params = train_on_ray(CFG.replace(workers=2), mnist10k, executors=made)
         # several nodes: TCP links by default, one for the node, relayed by worker 0
         done = {"socket": 0, "link": 60, "ray": 0, "socket_error": None, "link_groups": [[0, 1]]}
         assert made[0].channels() == done
         assert np.max(np.abs(params - serial)) < 1e-9
         # no server step file; the relay's went as soon as its member had mapped it
         assert made[0].step_files == [] and step_files() == []
-    finally:
-        ray.shutdown()
-        cluster.shutdown()

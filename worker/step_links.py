@@ -49,7 +49,7 @@ from typing import Callable
 import numpy as np
 
 from nnps.worker.step_sockets import (CONNECT_TIMEOUT_S, ChannelBroken, _recv_exact, accept_workers, read_answer,
-                                     send_shard)  # fmt: skip
+                                     read_shard, send_shard)  # fmt: skip
 
 Array = np.ndarray
 TOKEN_BYTES = 16
@@ -169,11 +169,9 @@ def serve(address: tuple[str, int], token: bytes, g: int, shards: int, params: A
     def read_shards() -> list[Array] | None:
         got = []
         for _ in range(shards):
-            head = _recv_exact(conn, 8)
-            data = None if head is None else _recv_exact(conn, 8 * int.from_bytes(head, "little"))
-            if data is None:
+            if (shard := read_shard(conn)) is None:
                 return None
-            got.append(np.frombuffer(data, np.int64))
+            got.append(shard)
         return got
 
     def run() -> None:

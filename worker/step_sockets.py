@@ -65,6 +65,13 @@ def send_shard(conn: socket.socket, shard: Array) -> None:
     conn.sendall(len(shard).to_bytes(8, "little") + shard.astype(np.int64, copy=False).tobytes())
 
 
+def read_shard(conn: socket.socket) -> Array | None:
+    """What send_shard sent: the shard's int64 indices, or None at EOF."""
+    head = _recv_exact(conn, 8)
+    data = None if head is None else _recv_exact(conn, 8 * int.from_bytes(head, "little"))
+    return None if data is None else np.frombuffer(data, np.int64)
+
+
 def read_answer(conn: socket.socket, who: str, channel: str) -> None:
     """The one-byte answer of `who` ("worker 1"); ChannelBroken unless it is 1 (the sums
     are ready)."""
@@ -119,7 +126,8 @@ class ServerSockets:
     def step(self, shards: list[Array]) -> None:
         """Send shard i to worker i, then wait for every one's answer."""
         self.send(shards)
-        self.wait(len(shards))
+        for _ in self.answers(len(shards)):
+            pass
 
     def send(self, shards: list[Array]) -> None:
         """Send shard i to worker i (the first len(shards) workers)."""
@@ -130,11 +138,6 @@ class ServerSockets:
                 send_shard(conn, shard)
         except OSError as e:  # reset mid-send: the worker died
             raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
-
-    def wait(self, n: int) -> None:
-        """Wait for the answers of the first n workers (their sums are in their slots)."""
-        for _ in self.answers(n):
-            pass
 
     def answers(self, n: int) -> Iterator[int]:
         """i = 0 .. n-1, each once worker i has answered (its sums are in slot i)."""
@@ -173,12 +176,9 @@ def serve(spec: NodeBuffers, i: int, compute: Callable[[Array], None]) -> thread
         with conn:
             try:
                 conn.sendall(i.to_bytes(4, "little"))
-                while (head := _recv_exact(conn, 8)) is not None:
-                    data = _recv_exact(conn, 8 * int.from_bytes(head, "little"))
-                    if data is None:
-                        return
+                while (indices := read_shard(conn)) is not None:
                     try:
-                        compute(np.frombuffer(data, np.int64))
+                        compute(indices)
                         answer = b"\x01"
                     except Exception:  # the server falls back to Ray calls, which report it
                         answer = b"\x00"
