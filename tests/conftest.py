@@ -1,8 +1,7 @@
-"""Shared fixtures: the real MNIST subset beside the clone, and small synthetic data."""
+"""Shared fixtures: the real MNIST subset the repository carries (tests/data), and small synthetic data."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +10,12 @@ import pytest
 from nnps.core.datasets import Dataset, load_path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("NNPS_SHARED", REPO.parent / "shared"))
-MNIST_10K = SHARED / "data" / "mnist-10k"
+DATA = REPO / "tests" / "data"  # what the suite reads; nothing outside the clone
+MNIST_10K = DATA / "mnist-10k"
 
 
 @pytest.fixture(scope="session")
 def mnist10k() -> Dataset:
-    if not MNIST_10K.exists():
-        pytest.fail(f"{MNIST_10K} is missing: the tests need ../shared beside the clone (set NNPS_SHARED)")
     return load_path(MNIST_10K)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from nnps.core import idx
 from nnps.core.datasets import load_path, write_parquet_dir
 from nnps.core.errors import DataError
+from tests.conftest import DATA, MNIST_10K
 
 
 def write_idx_dir(d: Path, n_train: int = 20, n_test: int = 10, compress: bool = True) -> Path:
@@ -34,6 +36,19 @@ def test_idx_round_trip(tmp_path: Path, compress: bool) -> None:
 def test_real_mnist_subset(mnist10k) -> None:
     assert mnist10k.x_train.shape == (10000, 784) and mnist10k.x_test.shape == (10000, 784)
     assert np.bincount(mnist10k.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.mark.parametrize("folder", ["mnist-10k", "kuberay-v1.7.0"])
+def test_carried_files_match_their_digests(folder: str) -> None:
+    """The files the suite carries are the ones their README describes, byte for byte."""
+    d = DATA / folder
+    listed = (MNIST_10K / "SHA256SUMS").read_text() if folder == "mnist-10k" else (d / "README.md").read_text()
+    digests = {name: digest for digest, name in
+               (line.split() for line in listed.splitlines() if len(line.split()) == 2 and len(line.split()[0]) == 64)}
+    files = sorted(p.name for p in d.iterdir() if p.suffix in (".gz", ".yaml"))
+    assert sorted(digests) == files and len(files) in (2, 4)
+    for name in files:
+        assert hashlib.sha256((d / name).read_bytes()).hexdigest() == digests[name], name
 
 
 def load_error(d: Path) -> str:

@@ -1,6 +1,6 @@
 """The k8s/ manifests against KubeRay v1.7.0's own CRD schemas, offline.
 
-The schemas come from ../shared/schemas/kuberay-v1.7.0 (by path, not copied). Besides
+The schemas are KubeRay's own, kept in tests/data/kuberay-v1.7.0 (its README: source, licence). Besides
 JSON-Schema validation (types, enums, required fields), a field the schema does not
 declare is an error, as the API server's strict field validation makes it: plain JSON
 Schema would let a misspelled field through, since the CRDs do not set
@@ -22,11 +22,11 @@ import yaml
 
 from nnps.cli.main import app
 from nnps.cli.train import config_from_options
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
-SCHEMAS = SHARED / "schemas" / "kuberay-v1.7.0"
+SCHEMAS = DATA / "kuberay-v1.7.0"
 CRDS = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 
 
