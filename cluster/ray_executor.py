@@ -39,7 +39,7 @@ from nnps.core.server import Snapshot
 from nnps.core.shard import unpack_evaluation
 from nnps.core.threads import worker_threads
 from nnps.core.training import ExecutorFactory, Plan, ServerLost
-from nnps.worker import node_buffers
+from nnps.worker import node_buffers, training_data
 from nnps.worker.gradient_worker import GradientWorker, worker_options
 
 Array = np.ndarray
@@ -238,8 +238,10 @@ class RayExecutor:
         self.steps_by_path = {"graph": 0, "plain": 0}  # what ran where: for `nnps bench` and tests
         self.last_channels: dict = {}  # the server's, see channels()
         self.closed = False
-        # Put once: every worker on a node maps the same read-only copy.
-        self.data_refs = [ray.put(a) for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)]
+        # Put once: every worker on a node maps the same read-only copy; the workers find it
+        # by the holder's name (worker/training_data.py).
+        self.data_name, self.data_holder = training_data.share(
+            (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
         self.n_rows = {"train": len(dataset.y_train), "test": len(dataset.y_test)}
         self.num_workers = num_workers
         self.workers: list = []
@@ -259,7 +261,7 @@ class RayExecutor:
         if fresh_workers:
             old += self.workers
             self.workers = [GradientWorker.options(**worker_options(self.threads)).remote(
-                                self.plan.network, self.data_refs, self.threads) for _ in range(self.num_workers)]  # fmt: skip
+                                self.plan.network, self.data_name, self.threads) for _ in range(self.num_workers)]  # fmt: skip
         for actor in old:
             ray.kill(actor, no_restart=True)
         self._drop_buffers()
@@ -373,7 +375,7 @@ class RayExecutor:
                 self.channels()  # kept for nnps bench and tests
             except Exception:  # dead or slow actors: they are killed below anyway
                 pass
-        for actor in [*self.workers, self.server]:
+        for actor in [*self.workers, self.server, self.data_holder]:
             ray.kill(actor, no_restart=True)
         self.closed = True
         self._drop_buffers()

@@ -26,6 +26,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.errors import ClusterError, DivergenceError
 from nnps.core.rundir import RunDir
 from nnps.core.training import plan_run, train
+from nnps.worker import training_data
 from nnps.worker.gradient_worker import GradientWorker
 from nnps.worker.node_buffers import PREFIX, SHM_DIR, Mapped, NodeBuffers
 
@@ -336,8 +337,8 @@ def test_worker_steps_reuse_their_memory(mnist10k) -> None:
     spec = NodeBuffers.create(plan.network.layout.size, 1, "float32")
     try:
         Mapped(spec).params[...] = plan.start.params
-        refs = [ray.put(a) for a in (mnist10k.x_train, mnist10k.y_train, mnist10k.x_test, mnist10k.y_test)]
-        worker = GradientWorker.remote(plan.network, refs)
+        name, holder = training_data.share((mnist10k.x_train, mnist10k.y_train, mnist10k.x_test, mnist10k.y_test))
+        worker = GradientWorker.remote(plan.network, name)
         pid = ray.get(worker.where.remote())[0]
         shard = np.arange(128)
         ray.get([worker.gradient_sums_shared.remote(spec, 0, shard) for _ in range(2)])  # warm
@@ -345,5 +346,6 @@ def test_worker_steps_reuse_their_memory(mnist10k) -> None:
         ray.get([worker.gradient_sums_shared.remote(spec, 0, shard) for _ in range(5)])
         assert (minor_faults(pid) - before) / 5 < 100
         ray.kill(worker)
+        ray.kill(holder)
     finally:
         spec.unlink()

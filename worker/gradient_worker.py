@@ -1,14 +1,16 @@
 """`GradientWorker`: `nnps.core.shard.ShardWorker` behind a Ray actor.
 
-The training data reaches the actor as object-store references resolved by Ray into
-read-only numpy views: one copy per node, shared zero-copy by every worker on it, put
-there once by the driver. No worker loads the data itself.
+The training data reaches the actor from Ray's object store as read-only numpy views:
+one copy per node, shared zero-copy by every worker on it, put there once by the driver.
+The actor is given only the name of the actor that holds the references
+(worker/training_data.py) and fetches them on first use. No worker loads the data itself.
 
 Each actor asks Ray for as many CPUs as it runs BLAS threads (`worker_threads` in
 core/threads.py picks them: one across nodes, a share of the node's cores on one node),
-so k workers do not fight over cores. If the actor's process dies, Ray restarts it (same constructor
-arguments, so the same data references) and retries the lost call: `gradient_sums` is a
-pure function of (parameters, indices), so a retry returns the same numbers.
+so k workers do not fight over cores. If the actor's process dies, Ray restarts it (same
+constructor arguments: the holder's name, so it fetches the same data) and retries the lost
+call: `gradient_sums` is a pure function of (parameters, indices), so a retry returns the
+same numbers.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from nnps.core.network import Network
 from nnps.core.shard import ShardWorker
-from nnps.worker import step_links, step_sockets
+from nnps.worker import step_links, step_sockets, training_data
 from nnps.worker.node_buffers import Mapped, NodeBuffers
 from nnps.worker.node_relay import NodeRelay, relay_sums
 from nnps.worker.step_sockets import CONNECT_TIMEOUT_S
@@ -70,11 +72,10 @@ def keep_freed_memory() -> None:
 
 @ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)
 class GradientWorker:
-    def __init__(self, network: Network, data_refs: list[ray.ObjectRef], threads: int = 1) -> None:
-        # The references come wrapped in a list so that Ray hands them over unresolved and
-        # a restarted actor fetches them again; ray.get maps them zero-copy, read-only.
-        x_train, y_train, x_test, y_test = ray.get(data_refs)
-        self.core = ShardWorker(network, x_train, y_train, x_test, y_test)
+    def __init__(self, network: Network, data: str, threads: int = 1) -> None:
+        self.network, self.data = network, data  # `data`: the name of the run's TrainingData
+        self._core: ShardWorker | None = None  # once the data is fetched (`core`)
+        self._core_lock = threading.Lock()  # the first step may come on a socket thread
         # As many BLAS threads as CPUs Ray gave it (worker_options): k workers must not
         # fight over the cores.
         self._blas = threadpool_limits(threads, user_api="blas")
@@ -86,6 +87,16 @@ class GradientWorker:
         self._relay: NodeRelay | None = None  # when this worker relays its node's steps (serve_links)
         skip_torch_probe()
         keep_freed_memory()
+
+    @property
+    def core(self) -> ShardWorker:
+        """The shard computations over the run's data, fetched from its holder on first use
+        (and again by a restarted actor)."""
+        if self._core is None:
+            with self._core_lock:
+                if self._core is None:
+                    self._core = ShardWorker(self.network, *training_data.fetch(self.data))
+        return self._core
 
     def gradient_sums(self, params: Array, indices: Array) -> Array:
         return self.core.gradient_sums(params, indices)
@@ -116,7 +127,7 @@ class GradientWorker:
     def relay_steps(self, members: int) -> NodeBuffers:
         """Become the relay of this node's steps for `members` other workers: the step file
         and socket they are to serve (`serve_steps`) before this worker's `serve_links`."""
-        network = self.core.network
+        network = self.network
         self._relay = NodeRelay(network.layout.size, members, network.np_dtype.name)
         return self._relay.spec
 
@@ -126,7 +137,7 @@ class GradientWorker:
         answer with the sums (of the node's workers, if this one relays them); returns at
         once: None, or why not (the server's port, or the relay's members, not reached)."""
         relay, self._relay = self._relay, None
-        network = self.core.network
+        network = self.network
         if relay is not None:
             try:
                 relay.accept(CONNECT_TIMEOUT_S)
@@ -159,7 +170,8 @@ class GradientWorker:
         return os.getpid(), ray.get_runtime_context().get_node_id()
 
     def ready(self) -> bool:
-        return True
+        """Up, with its data fetched."""
+        return self.core is not None
 
 
 def worker_options(threads: int = 1) -> dict:

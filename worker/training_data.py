@@ -1,0 +1,53 @@
+"""`TrainingData`: where a run's workers find its data, by name.
+
+The driver puts the training and test arrays in Ray's object store once. A worker does not
+take their references as constructor arguments: Ray would then warn, on every run, that an
+actor with `max_restarts > 0` has constructor arguments in the object store (its restart
+replays the constructor, whose argument objects Ray does not keep alive for it: Ray issue
+53727). Instead a small named actor holds the references for the run, and each worker,
+given only that actor's name, asks it for them when it first needs the data. A worker Ray
+restarts asks again, so its retried call finds the same read-only copy.
+
+The holder lives on the driver's node (where the objects' owner is), asks for no CPU, and
+is not restarted: it goes with the run's executor.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Sequence
+
+import numpy as np
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+SPLITS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@ray.remote(num_cpus=0)
+class TrainingData:
+    def __init__(self) -> None:
+        self._refs: list[ray.ObjectRef] = []
+
+    def hold(self, refs: list[ray.ObjectRef]) -> bool:
+        """Keep the references (passed inside a list, so Ray hands them over unresolved)."""
+        self._refs = refs
+        return True
+
+    def refs(self) -> list[ray.ObjectRef]:
+        return self._refs
+
+
+def share(arrays: Sequence[np.ndarray]) -> tuple[str, ray.actor.ActorHandle]:
+    """Put `arrays` (x_train, y_train, x_test, y_test) in the object store once and start
+    their holder; returns its name, for the workers, and its handle, to kill with the run."""
+    name = f"nnps-data-{uuid.uuid4().hex[:16]}"
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    holder = TrainingData.options(name=name, scheduling_strategy=here).remote()
+    ray.get(holder.hold.remote([ray.put(a) for a in arrays]))
+    return name, holder
+
+
+def fetch(name: str) -> list[np.ndarray]:
+    """The arrays held under `name`, mapped zero-copy and read-only from this node's store."""
+    return ray.get(ray.get(ray.get_actor(name).refs.remote()))
