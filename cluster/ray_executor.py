@@ -15,7 +15,9 @@ evaluation, checkpoints).
 Faults: a dead worker is restarted by Ray and its call retried (see GradientWorker); as
 the call is a pure function of (params, indices) and the server only applies a step once
 every reply has arrived, the step is applied exactly once with every gradient in it. A
-dead server raises `ServerLost`; the loop rebuilds it from the last checkpoint. A broken
+dead server raises `ServerLost`; the loop rebuilds it from the last checkpoint. A server
+that dies as it starts is started again, and one that dies before a warm start's handover
+(`load`) is replaced by one built from the state handed over. A broken
 compiled graph is replaced, actors and all, and its chunk redone on plain calls.
 """
 
@@ -38,11 +40,12 @@ from nnps.core.errors import ClusterError
 from nnps.core.server import Snapshot
 from nnps.core.shard import unpack_evaluation
 from nnps.core.threads import worker_threads
-from nnps.core.training import ExecutorFactory, Plan, ServerLost
+from nnps.core.training import MAX_SERVER_LOSSES, ExecutorFactory, Plan, ServerLost
 from nnps.worker import node_buffers, training_data
 from nnps.worker.gradient_worker import GradientWorker, worker_options
 
 Array = np.ndarray
+LOST = (ActorDiedError, ActorUnavailableError, RayActorError)  # what a call to a dead actor raises
 
 
 class CompiledSteps:
@@ -265,13 +268,18 @@ class RayExecutor:
         for actor in old:
             ray.kill(actor, no_restart=True)
         self._drop_buffers()
-        p = self.plan
-        self.server = ParameterServer.remote(p.config, p.network, snapshot, self.n_rows["train"], self.workers,
-                                             inline_bytes(), self.shared_wanted, self.server_threads,
-                                             self.sockets_wanted, self.links_wanted,
-                                             self.relay_wanted)  # fmt: skip
-        self.servers_built += 1
-        self.buffers = ray.get(self.server.vectors.remote())
+        for _ in range(MAX_SERVER_LOSSES + 1):  # a server that dies while it starts is started again
+            self.server = self._start_server(snapshot)
+            self.servers_built += 1
+            try:
+                self.buffers = ray.get(self.server.vectors.remote())
+                break
+            except LOST as e:
+                ray.kill(self.server, no_restart=True)
+                lost = e
+        else:
+            raise ClusterError(f"the parameter server died each of {MAX_SERVER_LOSSES + 1} times it was started "
+                               f"({type(lost).__name__}); see Ray's logs (/tmp/ray/session_latest/logs)")  # fmt: skip
         if self.buffers is not None:
             self.step_files.append(self.buffers.path)
         self.reached = None
@@ -281,6 +289,12 @@ class RayExecutor:
                 self.compiled = CompiledSteps(self.server, self.workers)
             except Exception as e:  # compiled graphs are experimental: any failure means the plain path
                 self.fallback_reason = f"{type(e).__name__}: {e}"
+
+    def _start_server(self, snapshot: Snapshot) -> ray.actor.ActorHandle:
+        p = self.plan
+        return ParameterServer.remote(p.config, p.network, snapshot, self.n_rows["train"], self.workers,
+                                      inline_bytes(), self.shared_wanted, self.server_threads,
+                                      self.sockets_wanted, self.links_wanted, self.relay_wanted)  # fmt: skip
 
     def _drop_buffers(self) -> None:
         """Remove the retired server's step file. The driver usually shares the server's
@@ -306,7 +320,11 @@ class RayExecutor:
         if self.compiled is not None:
             self.restore(snapshot)
             return
-        ray.get(self.server.load.remote(snapshot))
+        try:
+            ray.get(self.server.load.remote(snapshot))
+        except LOST:  # the server died before it took over: a new one starts from the same state
+            self.restore(snapshot)
+            return
         self.last, self.reached = snapshot, None
 
     def run(self, start: int, stop: int) -> None:
@@ -332,7 +350,7 @@ class RayExecutor:
         except RayTaskError as e:
             # The server is alive but a step failed: a worker failed past Ray's retries.
             raise ClusterError(f"a step failed on a worker: {str(e.cause).splitlines()[0] if e.cause else e}")
-        except (ActorDiedError, ActorUnavailableError, RayActorError) as e:
+        except LOST as e:
             raise ServerLost(f"parameter server lost: {type(e).__name__}")
         return snap
 

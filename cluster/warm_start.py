@@ -14,7 +14,11 @@ At the first chunk boundary after the actors are ready, the driver gives the par
 server its in-process state (parameters, optimizer state, step, the epoch's running sums)
 and the workers go on from step s. If the run ends first, every step ran in-process (it
 still waits for the workers, to shut them down). If Ray or the workers fail to start, the
-run fails with that error, at the handover or at its end, keeping what it wrote.
+run fails with that error, at the handover or at its end, keeping what it wrote. A worker
+or the server killed in any window of this (the actors starting, the server starting, the
+handover, the first chunk on the workers) is survived as mid-run: Ray restarts a worker,
+and RayExecutor starts the server again from the state it was to have
+(tests/test_warm_start_faults.py).
 
 Only for an embedded Ray (no --address): joining a running cluster takes a second, and
 the cost model's choice needs that cluster's CPUs first. `--no-warm-start` waits for the
