@@ -13,7 +13,8 @@ from nnps.core import catalog, costmodel
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.rundir import RunDir
-from nnps.core.training import Plan, Reporter, build_network, make_in_process, train
+from nnps.core.errors import ClusterError
+from nnps.core.training import Plan, Reporter, build_network, check_batch, make_in_process, train
 
 SLOWER_WARNING = 1.5  # warn when the chosen workers are predicted this many times slower than in-process
 
@@ -30,8 +31,11 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
     if config.address:
         return _on_cluster(config, run_dir, resume, reporter, progress, say)
     # An embedded Ray (or the caller's): decide before starting it; it has this machine's CPUs.
+    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else os.cpu_count() or 1
+    check_placeable(config, cpus, "the Ray at hand" if ray.is_initialized() else "this machine (the embedded Ray)")
     dataset = catalog.load(config.data, progress=progress)
-    config = decide(config, dataset, os.cpu_count() or 1, say)  # before Ray starts: it times in-process steps
+    check_batch(config, dataset)
+    config = decide(config, dataset, cpus, say)  # before Ray starts: it times in-process steps
     if config.workers == 0:
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
     if config.warm_start and not ray.is_initialized():
@@ -51,8 +55,11 @@ def _on_cluster(config: TrainConfig, run_dir: RunDir | None, resume: bool, repor
 
     cpus = max(os.cpu_count() or 1, config.workers if isinstance(config.workers, int) else 0)
     with ray_connection(config.address, num_cpus=cpus):
+        cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
+        check_placeable(config, cluster_cpus, f"the Ray cluster at {config.address}")
         dataset = catalog.load(config.data, progress=progress)
-        config = decide(config, dataset, int(ray.cluster_resources().get("CPU", 1)), say)
+        check_batch(config, dataset)
+        config = decide(config, dataset, cluster_cpus, say)
         if config.workers == 0:
             return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
         made: list = []
@@ -66,6 +73,14 @@ def _on_cluster(config: TrainConfig, run_dir: RunDir | None, resume: bool, repor
         for note in filter(None, (ex.link_note() for ex in made)):
             say(note)
         return result
+
+
+def check_placeable(config: TrainConfig, cpus: int, where: str) -> None:
+    """A worker count the Ray at hand cannot place (a CPU each) is refused at once, not
+    waited on. Left out: an autoscaling cluster that would add nodes on demand."""
+    if isinstance(config.workers, int) and config.workers > cpus:
+        raise ClusterError(f"--workers {config.workers}: {where} has {cpus} CPUs, one per worker; "
+                           f"use --workers {cpus} or fewer, or auto")  # fmt: skip
 
 
 def _warm(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume: bool, reporter: Reporter | None,

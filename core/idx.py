@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nnps.core.errors import DataError
+from nnps.core.memory import check_data
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -57,13 +58,34 @@ def parse(data: bytes, path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
+def check_fits(path: Path, magic: int) -> None:
+    """From the header alone (before the body is read or decompressed): DataError if the
+    array it announces cannot fit in memory. A header that does not parse is left to
+    `parse`, which names the fault."""
+    ndim = magic & 0xFF
+    try:
+        with path.open("rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gzipped else path.open("rb")) as f:
+            head = f.read(4 + 4 * ndim)
+    except (OSError, EOFError, zlib.error):
+        return
+    if len(head) < 4 + 4 * ndim or struct.unpack(">I", head[:4])[0] != magic:
+        return
+    dims = struct.unpack(f">{ndim}I", head[4:])
+    kind = "images" if magic == IMAGES_MAGIC else "labels"
+    check_data(path, int(np.prod(dims, dtype=np.int64)), f"{' x '.join(map(str, dims))} uint8 {kind}")
+
+
 def read_images(path: Path) -> np.ndarray:
     """(count, rows, cols) uint8."""
+    check_fits(path, IMAGES_MAGIC)
     return parse(read_bytes(path), path, IMAGES_MAGIC)
 
 
 def read_labels(path: Path) -> np.ndarray:
     """(count,) uint8."""
+    check_fits(path, LABELS_MAGIC)
     return parse(read_bytes(path), path, LABELS_MAGIC)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from nnps.core import checkpoint
+from nnps.core import checkpoint, memory
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.errors import ClusterError, ConfigError, DivergenceError, NnpsError
@@ -107,11 +107,25 @@ ExecutorFactory = Callable[[Plan, Dataset], Executor]
 
 
 def build_network(config: TrainConfig, dataset: Dataset) -> Network:
+    """The run's network; ConfigError, before anything of its size is allocated, if training
+    it cannot fit in this machine's memory."""
     sizes = (dataset.num_inputs, *config.hidden, dataset.num_classes)
-    return Network(sizes, config.activation, config.output, config.cost, config.dtype)
+    network = Network(sizes, config.activation, config.output, config.cost, config.dtype)
+    memory.check_network(network, config.batch_size, config.optimizer)
+    return network
+
+
+def check_batch(config: TrainConfig, dataset: Dataset) -> None:
+    """A mini-batch larger than the training set is refused: every step would be the whole
+    set, which is full-batch gradient descent, not what --batch-size asked for."""
+    n = len(dataset.y_train)
+    if config.batch_size > n:
+        raise ConfigError(f"--batch-size {config.batch_size} is larger than the training set ({n:,} examples "
+                          f"in {config.data}); use at most {n} (full-batch gradient descent)")  # fmt: skip
 
 
 def plan_run(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume: bool) -> Plan:
+    check_batch(config, dataset)
     network = build_network(config, dataset)
     sampler = Sampler(len(dataset.y_train), config.batch_size, config.seed)
     total = config.epochs * sampler.steps_per_epoch
