@@ -37,9 +37,10 @@ def evaluate(
     n = ck.network.sizes[-1]
     cost, confusion = unpack_evaluation(worker.evaluate(ck.params, split), n)
     count = int(confusion.sum())
+    names = catalog.class_names(data, n)
     result = {"checkpoint": ckpt, "data": data, "split": split, "examples": count,
               "accuracy": float(np.trace(confusion)) / count, "cost": cost / count,
-              "confusion": confusion.tolist()}  # fmt: skip
+              "confusion": confusion.tolist(), "classes": names}  # fmt: skip
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")
         return
@@ -50,7 +51,7 @@ def evaluate(
     for j in range(n):
         table.add_column(str(j), justify="right")
     for i in range(n):
-        table.add_row(str(i), *(str(v) for v in confusion[i]))
+        table.add_row(str(i) if names[i] == str(i) else f"{i} {names[i]}", *(str(v) for v in confusion[i]))
     console.print(table)
 
 
@@ -92,6 +93,7 @@ def predict(
     """Print the predicted class and the output activations for each image."""
     ck = checkpoint.load(ckpt)
     side = int(round(np.sqrt(ck.network.sizes[0])))
+    names = catalog.class_names(str(ck.meta.get("config", {}).get("data", "")), ck.network.sizes[-1])
     results = []
     for spec in images:
         pixels, note = read_image(spec, (side, side))
@@ -99,11 +101,12 @@ def predict(
             raise DataError(f"{spec}: {pixels.size} pixels, the network takes {ck.network.sizes[0]}")
         x = pixels[None, :] * ck.network.np_dtype.type(1 / 255)
         a = ck.network.last_layer(ck.params, x)[1][0]
-        results.append({"image": spec, "prediction": int(a.argmax()), "activations": [float(v) for v in a],
-                        "note": note})  # fmt: skip
+        results.append({"image": spec, "prediction": int(a.argmax()), "label": names[int(a.argmax())],
+                        "activations": [float(v) for v in a], "note": note})  # fmt: skip
     if json_out:
         sys.stdout.write(json.dumps(results) + "\n")
         return
     for r in results:
         acts = " ".join(f"{v:.3f}" for v in r["activations"])
-        print(f"{r['image']}: {r['prediction']}   [{acts}]" + (f"  ({r['note']})" if r["note"] else ""))
+        named = "" if r["label"] == str(r["prediction"]) else f" {r['label']}"
+        print(f"{r['image']}: {r['prediction']}{named}   [{acts}]" + (f"  ({r['note']})" if r["note"] else ""))

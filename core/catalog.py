@@ -43,6 +43,7 @@ class Entry:
     description: str
     mirrors: tuple[str, ...]
     files: tuple[FileSpec, ...]
+    classes: tuple[str, ...] | None = None  # label i's name; None: the digit itself
 
 
 def _files(raw: dict[str, str | None], gz: dict[str, str]) -> tuple[FileSpec, ...]:
@@ -85,6 +86,7 @@ CATALOG: dict[str, Entry] = {
                 "t10k-labels-idx1-ubyte": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
             },
         ),
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     ),
     "kmnist": Entry(
         "kmnist", "Kuzushiji-MNIST cursive Japanese characters (ROIS-CODH), 60k train / 10k test",
@@ -98,8 +100,19 @@ CATALOG: dict[str, Entry] = {
                 "t10k-labels-idx1-ubyte": "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c",
             },
         ),
+        # the dataset's kmnist_classmap.csv: each class's hiragana and its romanization
+        ("o (お)", "ki (き)", "su (す)", "tsu (つ)", "na (な)", "ha (は)", "ma (ま)", "ya (や)", "re (れ)", "wo (を)"),
     ),
 }  # fmt: skip
+
+
+def class_names(data: str, n: int = 10) -> list[str]:
+    """The names of labels 0..n-1 for a catalog dataset (Fashion-MNIST's "T-shirt/top", ...);
+    the labels' digits for MNIST and for data given by path."""
+    entry = CATALOG.get(data)
+    if entry is None or entry.classes is None or len(entry.classes) != n:
+        return [str(i) for i in range(n)]
+    return list(entry.classes)
 
 
 def cache_dir() -> Path:

@@ -132,3 +132,27 @@ def test_resume_needs_only_the_run_dir(tiny_npz: Path, tmp_path: Path) -> None:
     with np.load(rd / "final.npz") as a, np.load(tmp_path / "w" / "final.npz") as b:
         np.testing.assert_array_equal(a["w1"], b["w1"])
         assert json.loads(str(a["meta"]))["step"] == 60
+
+
+def test_fashion_mnist_class_names_in_evaluate_and_predict(tmp_path: Path) -> None:
+    """Debian's Fashion-MNIST (installed by `make test`): labels by name, not only by number."""
+    rd = tmp_path / "f"
+    res = runner.invoke(app, ["train", "--data", "fashion-mnist", "--hidden", "10", "--batch-size", "100", "--lr", "1.0",
+                              "--steps", "100", "--workers", "0", "--run-dir", str(rd)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    ev = runner.invoke(app, ["evaluate", str(rd / "final.npz"), "--data", "fashion-mnist", "--json"])
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert json.loads(ev.stdout)["classes"] == names
+    table = runner.invoke(app, ["evaluate", str(rd / "final.npz"), "--data", "fashion-mnist"]).stdout
+    assert "9 Ankle boot" in table and "0 T-shirt/top" in table
+    images = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+    pr = json.loads(runner.invoke(app, ["predict", str(rd / "final.npz"), f"{images}:0", "--json"]).stdout)
+    assert pr[0]["label"] == names[pr[0]["prediction"]]
+    text = runner.invoke(app, ["predict", str(rd / "final.npz"), f"{images}:0"]).stdout
+    assert text.startswith(f"{images}:0: {pr[0]['prediction']} {pr[0]['label']}   [")
+    # MNIST's labels are their digits: no name added
+    mn = tmp_path / "m"
+    assert runner.invoke(app, ["train", "--data", str(MNIST_10K), "--steps", "5", "--workers", "0",
+                               "--run-dir", str(mn)]).exit_code == 0  # fmt: skip
+    out = json.loads(runner.invoke(app, ["predict", str(mn / "final.npz"), f"{images}:0", "--json"]).stdout)
+    assert out[0]["label"] == str(out[0]["prediction"])
