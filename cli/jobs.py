@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from nnps.cli.errors import handle_errors
 from nnps.core.errors import ClusterError, ConfigError
@@ -132,13 +130,15 @@ def _list(jobs, json_out: bool) -> None:  # type: ignore[no-untyped-def]
     if json_out:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
-    table = Table(title=f"nnps jobs at {jobs.address}")
-    for col in ("job", "status", "started", "run directory"):
-        table.add_column(col)
+    # Plain lines, not a table that fits the terminal: a job id or a run directory is what
+    # a user copies into the next command, so neither is ever cut or folded.
+    print(f"nnps jobs at {jobs.address}")
+    width = max([len("job"), *(len(r["job_id"]) for r in rows)])
+    print(f"{'job':<{width}}  {'status':<9}  started")
     for r in rows:
         started = datetime.datetime.fromtimestamp(r["start_time"] / 1000).strftime("%Y-%m-%d %H:%M:%S") if r["start_time"] else "-"
-        table.add_row(r["job_id"], r["status"], started, r["run_dir"] or "-")
-    Console().print(table)
+        print(f"{r['job_id']:<{width}}  {r['status']:<9}  {started}")
+        print(f"{'':<{width}}  run directory {r['run_dir'] or '-'}")
 
 
 @handle_errors

@@ -16,9 +16,11 @@ behind token authentication and TLS.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -140,16 +142,36 @@ def default_job_id() -> str:
     return f"nnps-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
+PACKAGE_DIRS = ("core", "worker", "cluster", "cli")  # pyproject.toml's package-dir
+
+
+def source_digest(root: Path) -> str:
+    """SHA-256 of what goes into the wheel: pyproject.toml, README.md and the packages' files."""
+    h = hashlib.sha256()
+    files = [root / "pyproject.toml", root / "README.md"]
+    files += sorted(f for d in PACKAGE_DIRS for f in (root / d).rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+    for f in files:
+        if f.exists():
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def build_wheel() -> str:
-    """Build the nnps wheel from the source tree this nnps runs from (an editable install
-    or a checkout), into a temporary directory; returns its path."""
+    """The nnps wheel of the source tree this nnps runs from (an editable install or a
+    checkout): built once per content of that tree into the cache (~/.cache/nnps/wheels/
+    DIGEST/), so that submitting again the same code builds nothing; returns its path."""
     import nnps.core
+    from nnps.core.catalog import cache_dir
 
     root = Path(nnps.core.__file__).resolve().parents[1]
     if not (root / "pyproject.toml").exists():
         raise NnpsError("nnps is installed from a wheel, not a checkout: pass --wheel PATH, or --code image "
                         "if the cluster's image has nnps")  # fmt: skip
-    out = Path(tempfile.mkdtemp(prefix="nnps-wheel-"))
+    cached = cache_dir() / "wheels" / source_digest(root)
+    if built := list(cached.glob("nnps-*.whl")):
+        return str(built[0])
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix="build-", dir=cached.parent))  # beside it: the rename below stays on one disk
     errors = []
     # Without build isolation first: it works offline with the environment's setuptools;
     # then isolated, which fetches the build backend pyproject.toml names.
@@ -158,9 +180,13 @@ def build_wheel() -> str:
                                  str(root)], capture_output=True, text=True)  # fmt: skip
         wheels = list(out.glob("nnps-*.whl"))
         if result.returncode == 0 and wheels:
-            return str(wheels[0])
+            cached.mkdir(parents=True, exist_ok=True)
+            os.replace(wheels[0], cached / wheels[0].name)  # whole or absent: a rename
+            shutil.rmtree(out, ignore_errors=True)
+            return str(cached / wheels[0].name)
         lines = [ln.strip() for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
         errors.append(next((ln for ln in lines if "rror" in ln), lines[-1] if lines else "no output"))
+    shutil.rmtree(out, ignore_errors=True)
     raise NnpsError(f"could not build the nnps wheel from {root}: {'; '.join(errors)}")
 
 

@@ -127,6 +127,11 @@ def test_submit_watch_fetch_equals_local(head: str, mnist10k, tmp_path: Path) ->
     assert np.max(np.abs(remote.params - local["params"])) < 1e-9
     code, out = cli("jobs", "--address", head, "--json")
     assert job in [j["job_id"] for j in json.loads(out)]
+    # in an 80-column terminal the id and the run directory are whole, each on one line
+    listing = runner.invoke(app, ["jobs", "--address", head], env={"COLUMNS": "80"}).stdout.splitlines()
+    mine = next(i for i, line in enumerate(listing) if line.startswith(job + " "))
+    assert listing[mine].split()[:2] == [job, "SUCCEEDED"]
+    assert listing[mine + 1].split() == ["run", "directory", str(run_dir)]
 
 
 def test_stop_a_running_job(head: str, tmp_path: Path) -> None:
@@ -179,3 +184,33 @@ def test_submit_rejects_a_bad_train_flag_before_submitting(capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["submit", "--address", "http://127.0.0.1:1", "--epocs", "3"])
     assert e.value.code == 2 and "No such option: --epocs" in capsys.readouterr().err
+
+
+def test_wheel_is_built_once_per_content(tmp_path: Path, monkeypatch) -> None:
+    """`nnps submit` ships the same wheel for the same code without building it again."""
+    from nnps.cluster import jobs
+
+    monkeypatch.setenv("NNPS_DATA_DIR", str(tmp_path / "cache"))
+    first = Path(jobs.build_wheel())
+    built_at = first.stat().st_mtime_ns
+
+    def no_build(*args, **kwargs):
+        raise AssertionError(f"built again: {args}")
+
+    monkeypatch.setattr(jobs.subprocess, "run", no_build)
+    assert Path(jobs.build_wheel()) == first and first.stat().st_mtime_ns == built_at
+    assert [p.name for p in (tmp_path / "cache" / "wheels").iterdir()] == [first.parent.name]
+    # another content, another digest
+    import shutil
+
+    root = Path(jobs.__file__).resolve().parents[1]
+    copy = tmp_path / "src"
+    copy.mkdir()
+    for name in ("pyproject.toml", "README.md", *jobs.PACKAGE_DIRS):
+        if (root / name).is_dir():
+            shutil.copytree(root / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(root / name, copy / name)
+    assert jobs.source_digest(copy) == jobs.source_digest(root) == first.parent.name
+    (copy / "core" / "network.py").write_text((copy / "core" / "network.py").read_text() + "\n# changed\n")
+    assert jobs.source_digest(copy) != first.parent.name
