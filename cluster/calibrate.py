@@ -45,7 +45,7 @@ def per_step(executor, steps: int, blocks: int = 3) -> float:  # type: ignore[no
     """Seconds per step: the best of `blocks` runs of steps each, after two warm-up steps.
     A block is at least steps/blocks steps and at least ~CHUNK_SECONDS of them, as long as
     a chunk of training (core/training.py): between chunks the driver waits on the server
-    (a Ray round trip or two), which training pays once per chunk. Until session 4 blocks
+    (a Ray round trip or two), which training pays once per chunk. Before d8f10cd blocks
     were steps/blocks long: 6 steps at batch 1000, so that wait was spread over 6 steps
     and overstated every distributed row at large batches. The best block, because on a
     small machine a transient neighbour (Ray starting a fresh worker process to replace a
