@@ -58,14 +58,22 @@ class RunDir:
     def uri_of(self, name: str) -> str:
         return f"{self.uri.rstrip('/')}/{name}"
 
+    def _fault(self, what: str, e: OSError, name: str | None = None) -> NnpsError:
+        """A filesystem's error (access denied, no such bucket, unreachable) as one line."""
+        where = self.uri_of(name) if name else self.uri
+        return NnpsError(f"{where}: cannot {what} ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+
     def exists(self, name: str) -> bool:
-        return self.fs.get_file_info(self.join(name)).type == pafs.FileType.File
+        try:
+            return self.fs.get_file_info(self.join(name)).type == pafs.FileType.File
+        except OSError as e:
+            raise self._fault("look up", e, name)
 
     def create(self) -> None:
         try:
             self.fs.create_dir(self.path, recursive=True)
         except OSError as e:
-            raise NnpsError(f"{self.uri}: cannot create run directory ({e})")
+            raise self._fault("create run directory", e)
 
     def write_atomic(self, name: str, data: bytes) -> None:
         tmp = self.join(f".{name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -77,16 +85,22 @@ class RunDir:
             else:
                 self.fs.move(tmp, self.join(name))
         except OSError as e:
-            raise NnpsError(f"{self.uri_of(name)}: cannot write ({e})")
+            raise self._fault("write", e, name)
         finally:
-            if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
-                self.fs.delete_file(tmp)
+            try:
+                if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                    self.fs.delete_file(tmp)
+            except OSError:  # the write's own error, above, says what went wrong
+                pass
 
     def read(self, name: str) -> bytes:
         return read_bytes(self.uri_of(name)) if "://" in self.uri else Path(self.join(name)).read_bytes()
 
     def delete(self, name: str) -> None:
-        self.fs.delete_file(self.join(name))
+        try:
+            self.fs.delete_file(self.join(name))
+        except OSError as e:
+            raise self._fault("delete", e, name)
 
     # config and metrics
 
@@ -111,7 +125,11 @@ class RunDir:
         """(step, name) of the step checkpoints present, oldest first."""
         selector = pafs.FileSelector(self.path, allow_not_found=True)
         found = []
-        for info in self.fs.get_file_info(selector):
+        try:
+            listed = self.fs.get_file_info(selector)
+        except OSError as e:
+            raise self._fault("list", e)
+        for info in listed:
             m = CHECKPOINT_RE.match(info.base_name)
             if m:
                 found.append((int(m.group(1)), info.base_name))

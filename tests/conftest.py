@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -48,3 +55,49 @@ def tiny_npz(tmp_path: Path) -> Path:
     np.savez(path, x_train=ds.x_train.reshape(-1, 6, 6), y_train=ds.y_train,
              x_test=ds.x_test.reshape(-1, 6, 6), y_test=ds.y_test)  # fmt: skip
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+S3_BUCKET = "nnps-runs"
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """A real S3 API on 127.0.0.1: moto's server in its own process, with IAM authentication
+    on. Its first four requests (unauthenticated) make a user, its access key, a policy
+    allowing S3, and the bucket; every later request must be signed with that key. Yields
+    the environment a user would set, endpoint given as AWS tools take it (AWS_ENDPOINT_URL)."""
+    import boto3
+
+    port = free_port()
+    log = (tmp_path_factory.mktemp("s3") / "moto.log").open("w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:  # a bare TCP connect: an HTTP request would use up one of the four
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+            time.sleep(0.2)
+    setup = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
+                 aws_secret_access_key="setup")  # fmt: skip
+    iam = boto3.client("iam", **setup)
+    iam.create_user(UserName="nnps")
+    key = iam.create_access_key(UserName="nnps")["AccessKey"]
+    allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="nnps", PolicyName="s3", PolicyDocument=json.dumps(allow))
+    boto3.client("s3", **setup).create_bucket(Bucket=S3_BUCKET)
+    yield {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+           "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()

@@ -21,25 +21,19 @@ from nnps.cli.main import app
 from nnps.core import checkpoint
 from nnps.core.config import TrainConfig
 from nnps.core.training import train
-from tests.conftest import MNIST_10K
+from tests.conftest import MNIST_10K, S3_BUCKET, free_port
 
 pytestmark = pytest.mark.ray
 BIN = Path(sys.executable).parent
 runner = CliRunner()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def head(tmp_path_factory):
+def head(tmp_path_factory, s3):
     """A Ray head with its dashboard on 127.0.0.1, token auth on; the jobs it runs use this
-    virtualenv's python (PATH), as a cluster's image would provide nnps's dependencies.
+    virtualenv's python (PATH), as a cluster's image would provide nnps's dependencies, and
+    reach the test's S3 API with its credentials in their environment, as a cluster's
+    nodes would have theirs.
 
     The token is Ray's default token file (~/.ray/auth_token, made if missing), not an
     env var: Ray caches the token a process first used, and earlier tests' local Ray
@@ -51,7 +45,7 @@ def head(tmp_path_factory):
     token = token_file.read_text().strip()
     dash, gcs = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
-    env.update(RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}")
+    env.update(RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}", **s3)
     log_path = tmp_path_factory.mktemp("head") / "head.log"
     log = log_path.open("w")
     proc = subprocess.Popen(
@@ -214,3 +208,27 @@ def test_wheel_is_built_once_per_content(tmp_path: Path, monkeypatch) -> None:
     assert jobs.source_digest(copy) == jobs.source_digest(root) == first.parent.name
     (copy / "core" / "network.py").write_text((copy / "core" / "network.py").read_text() + "\n# changed\n")
     assert jobs.source_digest(copy) != first.parent.name
+
+
+def test_job_with_its_run_directory_on_s3(head: str, s3: dict, mnist10k, tmp_path: Path, monkeypatch) -> None:
+    """What a multi-node cluster needs: the job writes its run to S3 (the test's S3 API,
+    whose credentials the head's environment carries), status follows it, fetch reads it."""
+    for name, value in s3.items():
+        monkeypatch.setenv(name, value)
+    uri = f"s3://{S3_BUCKET}/jobs/run1"
+    args = [*TRAIN[:6], "--epochs", "1", *TRAIN[8:14], "--workers", "1"]
+    code, out = cli("submit", "--address", head, "--run-dir", uri, "--json", *args)
+    assert code == 0, out
+    job = json.loads(out)["job_id"]
+    deadline = time.monotonic() + 240
+    while (s := status(head, job))["status"] not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        assert time.monotonic() < deadline, s
+        time.sleep(0.5)
+    assert s["status"] == "SUCCEEDED", s
+    assert s["run_dir"] == uri and s["progress"]["step"] == 200
+    code, out = cli("fetch", job, "--address", head, "--out", str(tmp_path / "results"))
+    assert code == 0, out
+    local = train(TrainConfig(data=str(MNIST_10K), hidden=(20,), batch_size=50, epochs=1, lr=3.0, dtype="float64",
+                              seed=2), mnist10k)  # fmt: skip
+    assert np.max(np.abs(checkpoint.load(str(tmp_path / "results" / "final.npz")).params - local["params"])) < 1e-9
+    assert checkpoint.load(f"{uri}/final.npz").step == 200  # read straight from S3 too
