@@ -44,6 +44,8 @@ class RemoveNodeAfter(AfterSteps):
 
     def fire(self) -> None:
         nodes = self.placement = [node for _, node in self.executors[-1].placement()]
+        holder = self.executors[-1].data_holder  # where a restarted worker fetches its data from
+        self.holder_node = ray.get(holder.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()))
         victim = next(n for n in self.cluster.worker_nodes if n.node_id == nodes[0])  # the node of worker 0
         self.workers_on_node = nodes.count(victim.node_id)
         self.cluster.remove_node(victim)
@@ -61,6 +63,7 @@ def test_node_lost_mid_run(mnist10k, monkeypatch) -> None:
         params = train_on_ray(CFG.replace(workers=2), mnist10k, reporter=remover, executors=executors)
         ex = executors[-1]
         assert remover.fired and remover.workers_on_node >= 1
+        assert remover.holder_node == cluster.head_node.node_id  # the driver's node, never the one removed
         assert ex.steps_by_path["graph"] == 0  # several nodes: plain calls by default
         assert ex.step_files == []  # no step file: the vectors went over the links
         done = ex.channels()

@@ -8,8 +8,10 @@ replays the constructor, whose argument objects Ray does not keep alive for it: 
 given only that actor's name, asks it for them when it first needs the data. A worker Ray
 restarts asks again, so its retried call finds the same read-only copy.
 
-The holder lives on the driver's node (where the objects' owner is), asks for no CPU, and
-is not restarted: it goes with the run's executor.
+The holder lives on the driver's node, where the objects' owner and their primary copies
+are (pinned there: Ray's soft affinity placed it on other nodes, and a node lost with it
+left the workers restarted there without their data), asks for no CPU, and is not
+restarted: it goes with the run's executor, and a lost driver's node ends the run anyway.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def share(arrays: Sequence[np.ndarray]) -> tuple[str, ray.actor.ActorHandle]:
     """Put `arrays` (x_train, y_train, x_test, y_test) in the object store once and start
     their holder; returns its name, for the workers, and its handle, to kill with the run."""
     name = f"nnps-data-{uuid.uuid4().hex[:16]}"
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     holder = TrainingData.options(name=name, scheduling_strategy=here).remote()
     ray.get(holder.hold.remote([ray.put(a) for a in arrays]))
     return name, holder
