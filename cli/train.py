@@ -51,6 +51,7 @@ def train(
     workers: Annotated[str, typer.Option(help="0: in-process; N: N Ray worker actors; auto: the fastest by a measured cost model")] = "auto",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)", envvar="RAY_ADDRESS")] = None,
     warm_start: Annotated[bool, typer.Option(help="With an embedded Ray: train in-process while Ray and the workers start, then hand over")] = DEFAULTS.warm_start,
+    snapshot_weights: Annotated[bool, typer.Option(help="Keep W^1 after every epoch in the run directory (nnps inspect RUN_DIR animates it)")] = DEFAULTS.snapshot_weights,
     run_dir: Annotated[Optional[str], typer.Option(help="Run directory: local path or a pyarrow URI (s3://...). Default runs/<time>")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout")] = False,

@@ -65,6 +65,7 @@ class TrainConfig:
     workers: int | str = "auto"  # 0: in-process; N: N Ray worker actors; "auto": the cost model picks
     address: str | None = None  # Ray cluster to join; None: an embedded local one
     warm_start: bool = True  # embedded Ray: train in-process while it starts (cluster/warm_start.py)
+    snapshot_weights: bool = False  # keep W^1 after every epoch in the run directory (nnps inspect animates it)
     extra: dict[str, Any] = field(default_factory=dict)  # room for later versions' keys
 
     def __post_init__(self) -> None:
@@ -129,7 +130,7 @@ class TrainConfig:
         return cls(**d)
 
     # What must agree between a run and the run it resumes; the rest (workers, address,
-    # warm_start, epochs, steps, checkpoint_every) may change across a resume without changing results.
+    # warm_start, snapshot_weights, epochs, steps, checkpoint_every) may change across a resume without changing results.
     RESULT_KEYS = (
         "data", "hidden", "activation", "output", "cost", "weight_init", "optimizer", "lr", "momentum",
         "l2", "schedule", "lr_step_epochs", "lr_gamma", "batch_size", "seed", "dtype", "init",

@@ -136,18 +136,24 @@ class Network:
             return a * (g - np.sum(g * a, axis=1, keepdims=True))
         return g * HIDDEN[self.output].prime(z, a)
 
-    def gradient_sums(self, params: Array, x: Array, labels: Array, out: Array) -> tuple[float, int]:
+    def gradient_sums(self, params: Array, x: Array, labels: Array, out: Array,
+                      trace: dict[str, list[Array]] | None = None) -> tuple[float, int]:  # fmt: skip
         """Backprop over a shard: writes sum_x dC_x/dparams into `out` (flat, same layout
         as params) and returns (sum of C_x, number of correct predictions).
 
-        x: (m, n_0) in [0, 1], labels: (m,) ints."""
+        x: (m, n_0) in [0, 1], labels: (m,) ints. `trace`, if given, receives the pass's
+        own "zs", "activations" and "deltas" (delta^1 .. delta^L), for nnps inspect."""
         y = self._eye[labels]  # (m, n_L)
         zs, activations = self.forward(params, x)
         ws, _ = self.layout.views(params)
         nabla_w, nabla_b = self.layout.views(out)
         prime = HIDDEN[self.activation].prime
         delta = self.output_error(zs[-1], activations[-1], y)  # BP1, (m, n_L)
+        if trace is not None:
+            trace.update(zs=zs, activations=activations, deltas=[delta] * len(ws))
         for l in range(len(ws) - 1, -1, -1):  # layer l+1 of the book, 0-based here
+            if trace is not None:
+                trace["deltas"][l] = delta  # not written to below: BP2 makes a new array
             np.sum(delta, axis=0, out=nabla_b[l])  # BP3: dC/db^l = delta^l, (n_l,)
             np.matmul(delta.T, activations[l], out=nabla_w[l])  # BP4: delta^l (a^{l-1})^T, (n_l, n_{l-1})
             if l > 0:

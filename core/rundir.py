@@ -22,6 +22,8 @@ from nnps.core.errors import CheckpointError, NnpsError
 
 CHECKPOINT_RE = re.compile(r"^ckpt-(\d{9})\.npz$")
 KEEP_CHECKPOINTS = 3  # older step checkpoints are deleted; final.npz always stays
+SNAPSHOT_NAME = "w1-epoch-{epoch:04d}.npy"  # W^1 after each epoch, with --snapshot-weights (epoch 0: the start)
+SNAPSHOT_RE = re.compile(r"^w1-epoch-(\d{4})\.npy$")
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -121,19 +123,31 @@ class RunDir:
 
     # checkpoints
 
-    def checkpoints(self) -> list[tuple[int, str]]:
-        """(step, name) of the step checkpoints present, oldest first."""
-        selector = pafs.FileSelector(self.path, allow_not_found=True)
-        found = []
+    def numbered(self, pattern: re.Pattern[str]) -> list[tuple[int, str]]:
+        """(number, name) of the files whose name `pattern` matches (its group 1 a number), in order."""
         try:
-            listed = self.fs.get_file_info(selector)
+            listed = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
         except OSError as e:
             raise self._fault("list", e)
-        for info in listed:
-            m = CHECKPOINT_RE.match(info.base_name)
-            if m:
-                found.append((int(m.group(1)), info.base_name))
-        return sorted(found)
+        return sorted((int(m.group(1)), info.base_name) for info in listed if (m := pattern.match(info.base_name)))
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        """(step, name) of the step checkpoints present, oldest first."""
+        return self.numbered(CHECKPOINT_RE)
+
+    def weight_snapshots(self) -> list[tuple[int, str]]:
+        """(epoch, name) of the first layer's weights kept after each epoch (--snapshot-weights)."""
+        return self.numbered(SNAPSHOT_RE)
+
+    def save_weight_snapshot(self, epoch: int, w1: Any) -> None:
+        """W^1 after `epoch` as a float16 .npy (pictures need no more precision; half the bytes)."""
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(w1, dtype=np.float16), allow_pickle=False)
+        self.write_atomic(SNAPSHOT_NAME.format(epoch=epoch), buf.getvalue())
 
     def save_checkpoint(self, step: int, data: bytes) -> str:
         name = f"ckpt-{step:09d}.npz"

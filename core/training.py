@@ -223,6 +223,8 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
     if reporter and step < plan.total_steps:
         reporter.epoch_start(step // spe + 1, min(spe, plan.total_steps - (step // spe) * spe), step % spe)
     snap = plan.start
+    if run_dir is not None and plan.config.snapshot_weights and step == 0:
+        run_dir.save_weight_snapshot(0, plan.network.layout.views(snap.params)[0][0])
     length = 1  # steps per chunk, grown to ~CHUNK_SECONDS of work once a step has been timed
     while step < plan.total_steps:
         stop = _chunk(plan, step, length)
@@ -266,8 +268,12 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
                 "examples_per_s": rate,
                 "seconds": time.perf_counter() - started,
             }
+            if (channels := getattr(executor, "channels", None)) is not None:
+                row["channels"] = channels()  # how the steps went so far (Ray executors)
             if not epoch_done:
                 row["partial"] = True
+            elif run_dir is not None and plan.config.snapshot_weights:
+                run_dir.save_weight_snapshot(row["epoch"], plan.network.layout.views(snap.params)[0][0])
             rows.append(row)
             if run_dir is not None:
                 run_dir.write_metrics(rows)

@@ -1,0 +1,119 @@
+"""What is inside a trained network, as numbers: every layer for one input, the shards of a
+mini-batch, the test set's mistakes.
+
+Everything comes from the code that trains: `Network.gradient_sums` with a `trace` (the
+same forward pass and the same BP1-BP4 lines, asked to keep their intermediate arrays),
+`ShardWorker` for the shard sums the workers compute, `Network.last_layer` for the test
+set. Nothing here re-derives a forward or backward pass. The pictures are drawn elsewhere
+(`nnps inspect`, `nnps ui`); this module has no plotting and no Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnps.core.network import Network
+from nnps.core.sampler import Sampler, split
+from nnps.core.shard import ShardWorker
+
+Array = np.ndarray
+
+
+@dataclass
+class Inside:
+    """One input through the network: l = 1..L are list positions 0..L-1."""
+
+    pixels: Array  # (n_0,) uint8, as stored
+    label: int  # the true label: delta^L is computed against its one-hot target
+    zs: list[Array]  # z^l, (n_l,)
+    activations: list[Array]  # a^0 = x, a^1 .. a^L, (n_l,)
+    deltas: list[Array]  # delta^l: BP1 for l = L, BP2 below, (n_l,)
+    nabla_b: list[Array]  # dC/db^l = delta^l (BP3), (n_l,)
+    nabla_w: list[Array]  # dC/dW^l = delta^l (a^{l-1})^T (BP4), (n_l, n_{l-1})
+    cost: float  # C_x
+
+    @property
+    def output(self) -> Array:
+        return self.activations[-1]
+
+    @property
+    def target(self) -> Array:
+        y = np.zeros_like(self.output)
+        y[self.label] = 1
+        return y
+
+    @property
+    def prediction(self) -> int:
+        return int(self.output.argmax())
+
+
+def look_inside(network: Network, params: Array, pixels: Array, label: int) -> Inside:
+    """Forward and backward for one image (uint8 pixels, scaled as a worker scales a shard)."""
+    x = pixels.reshape(1, -1) * network.np_dtype.type(1.0 / 255.0)  # (1, n_0), as ShardWorker
+    out = np.empty(network.layout.size, network.np_dtype)
+    trace: dict[str, list[Array]] = {}
+    cost, _ = network.gradient_sums(params, x, np.array([label]), out, trace=trace)
+    nabla_w, nabla_b = network.layout.views(out)
+    return Inside(pixels.reshape(-1), int(label), [z[0] for z in trace["zs"]], [a[0] for a in trace["activations"]],
+                  [d[0] for d in trace["deltas"]], [b.copy() for b in nabla_b], [w.copy() for w in nabla_w],
+                  float(cost))  # fmt: skip
+
+
+def forward_one(network: Network, params: Array, pixels: Array) -> list[Array]:
+    """a^0 .. a^L for one image: what `nnps ui` draws beside its canvas."""
+    x = pixels.reshape(1, -1) * network.np_dtype.type(1.0 / 255.0)
+    _, activations = network.forward(params, x)
+    return [a[0] for a in activations]
+
+
+@dataclass
+class ShardSums:
+    """One mini-batch split over k shards as the workers get it: each shard's gradient sum,
+    their total, and the whole batch's sum computed in one piece."""
+
+    step: int
+    shards: list[Array]  # the indices of each shard
+    sums: list[Array]  # each shard's flat gradient sum, (P,)
+    total: Array  # sum of the shards' sums, (P,)
+    whole: Array  # the batch's gradient sum in one call, (P,)
+
+    @property
+    def max_difference(self) -> float:
+        return float(np.max(np.abs(self.total - self.whole)))
+
+
+def shard_sums(network: Network, params: Array, x_train: Array, y_train: Array, batch_size: int, k: int,
+               seed: int = 0, step: int = 0) -> ShardSums:  # fmt: skip
+    """Step `step`'s mini-batch of the run's sampler, split into k shards (core/sampler.split)."""
+    worker = ShardWorker(network, x_train, y_train, x_train[:0], y_train[:0])
+    batch = Sampler(len(y_train), batch_size, seed).batch(step)
+    P = network.layout.size
+    shards = split(batch, k)
+    sums = [worker.gradient_sums(params, s)[:P].copy() for s in shards]
+    whole = worker.gradient_sums(params, batch)[:P].copy()
+    return ShardSums(step, shards, sums, np.sum(sums, axis=0), whole)
+
+
+@dataclass
+class Mistakes:
+    confusion: Array  # (n_L, n_L) counts[true, predicted]
+    predicted: Array  # (m,) per test image
+    confidence: Array  # (m,) the output given to the predicted class
+    worst: Array  # indices of the wrong predictions, most confident first
+
+
+def mistakes(network: Network, params: Array, x: Array, labels: Array, chunk: int = 5000) -> Mistakes:
+    """Predictions over a split (in chunks, as evaluation runs), its confusion matrix, and its
+    wrong answers ordered by how sure the network was of them."""
+    outputs = []
+    for lo in range(0, len(labels), chunk):
+        outputs.append(network.last_layer(params, x[lo : lo + chunk] * network.np_dtype.type(1.0 / 255.0))[1])
+    a = np.concatenate(outputs) if outputs else np.zeros((0, network.sizes[-1]))
+    predicted = a.argmax(axis=1)
+    n = network.sizes[-1]
+    confusion = np.bincount(labels.astype(np.int64) * n + predicted, minlength=n * n).reshape(n, n)
+    confidence = a[np.arange(len(a)), predicted]
+    wrong = np.flatnonzero(predicted != labels)
+    return Mistakes(confusion, predicted, confidence, wrong[np.argsort(-confidence[wrong], kind="stable")])
