@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: train test bench setup data clean
+.PHONY: train test bench setup data browser clean
 
 $(BIN)/nnps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,14 @@ train: data
 		--cost cross-entropy --weight-init scaled --optimizer momentum --lr 0.05 --batch-size 1000 \
 		--epochs 30 --workers 2 --run-dir runs/fashion-quickstart
 
-test: data
+# The browser test drives Debian's headless Chromium through `nnps ui`'s page.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	else echo "note: no apt here: tests/test_ui.py needs /usr/bin/chromium and /usr/bin/chromedriver"; fi
+
+test: data browser
 	$(BIN)/python -m pytest
 
 bench: setup

@@ -174,6 +174,12 @@ class WarmStart:
                      f"({self.seconds():.1f} s); {self.workers} workers go on from step {start}")  # fmt: skip
         self.active.run(start, stop)
 
+    def channels(self) -> dict:
+        """Steps in-process while Ray started, then the workers' steps by channel."""
+        if self.active is self.local:
+            return {"in-process": "all so far"}
+        return {"in-process": (self.handed_over_at or 0) - self.first_step, **self.active.channels()}  # type: ignore[attr-defined]
+
     def seconds(self) -> float:
         return time.perf_counter() - self.t0
 

@@ -1,4 +1,4 @@
-"""The package's shape: one namespace, dependencies one way (cli -> cluster -> worker -> core)."""
+"""The package's shape: one namespace, dependencies one way (cli -> ui -> cluster -> worker -> core)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ["core", "worker", "cluster", "cli"]
+PACKAGES = ["core", "worker", "cluster", "ui", "cli"]
 # what each package may import from nnps: the design's one-way chain
 ALLOWED = {"core": {"core"}, "worker": {"core", "worker"}, "cluster": {"core", "worker", "cluster"},
-           "cli": {"core", "worker", "cluster", "cli"}}  # fmt: skip
-FORBIDDEN_THIRD_PARTY = {"core": {"ray", "typer", "rich", "click"}, "worker": {"typer", "rich"}}
+           "ui": {"core", "cluster", "ui"}, "cli": {"core", "worker", "cluster", "ui", "cli"}}  # fmt: skip
+FORBIDDEN_THIRD_PARTY = {"core": {"ray", "typer", "rich", "click", "aiohttp", "matplotlib"},
+                         "worker": {"typer", "rich"}, "ui": {"typer", "rich", "ray"}}  # fmt: skip
 
 
 def imports(path: Path) -> list[str]:
@@ -49,6 +50,6 @@ def test_dependencies_point_one_way(pkg: str) -> None:
 
 def test_installed_under_one_namespace(tmp_path: Path) -> None:
     """From outside the repo (as a user's code runs), nnps.core imports and core does not."""
-    code = "import nnps.core, nnps.cli, nnps.cluster, nnps.worker\ntry:\n import core\nexcept ModuleNotFoundError:\n print('ok')"
+    code = "import nnps.core, nnps.cli, nnps.cluster, nnps.worker, nnps.ui\ntry:\n import core\nexcept ModuleNotFoundError:\n print('ok')"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout == "ok\n"

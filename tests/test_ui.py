@@ -1,0 +1,202 @@
+"""`nnps ui` in a real browser: Debian's headless Chromium, driven by Selenium, against the
+page served by a real `nnps ui` process while a real `nnps train` writes the run.
+
+Screenshots go to test-artifacts/ui/ in the checkout (kept after the run, not committed).
+`make test` installs Chromium and its driver; where they are missing (a machine set up
+by hand) the browser test says so and skips, and CI fails it instead of skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from tests.conftest import MNIST_10K, REPO
+
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def nnps(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nnps.cli.main", *args], text=True, **kwargs)
+
+
+def serve(*runs: str) -> tuple[subprocess.Popen, str]:
+    """`nnps ui RUN...` on a free port; (its process, its URL from its first line)."""
+    p = nnps("ui", *runs, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = p.stdout.readline()  # type: ignore[union-attr]
+    assert line.startswith("nnps ui: http://127.0.0.1:"), line + p.stderr.read()  # type: ignore[union-attr]
+    return p, line.split()[2]
+
+
+@pytest.fixture
+def browser() -> Iterator:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} or {CHROMEDRIVER} missing: make test installs chromium and chromium-driver")
+        pytest.skip(f"{CHROMIUM} and {CHROMEDRIVER} are needed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1100"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_script_timeout(30)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_page_follows_a_run_draws_and_predicts_as_nnps_predict(browser, tmp_path: Path) -> None:
+    run = tmp_path / "seed"
+    trainer = nnps("train", "--data", str(MNIST_10K), "--hidden", "100", "--batch-size", "10", "--lr", "3.0",
+                   "--epochs", "20", "--workers", "0", "--snapshot-weights", "--log-progress", "--run-dir", str(run),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    server, url = serve(str(run))
+    try:
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.by import By
+
+        wait_for(lambda: (run / "metrics.jsonl").exists(), what="the run's first epoch")
+        browser.get(url)
+        rows = lambda: int(browser.find_element(By.ID, "rows").text or 0)  # noqa: E731
+        first = wait_for(rows, what="the first point of the curve")
+        assert trainer.poll() is None, "the run ended before the page saw it train"
+        wait_for(lambda: rows() > first, what="the curve to grow")  # polled while the run trains
+        browser.save_screenshot(str(ARTIFACTS / "curves-growing.png"))
+        assert trainer.wait(timeout=300) == 0
+        wait_for(lambda: rows() == 20, what="all 20 epochs")
+        assert "workers 0" in browser.find_element(By.ID, "run-info").text
+
+        # the weights: the slider runs over the snapshots, epoch 0 (the start) to 20
+        slider = browser.find_element(By.ID, "epoch-slider")
+        wait_for(lambda: slider.get_attribute("max") == "20", what="the last snapshot")
+        browser.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent(new Event('input'))", slider)
+        img = browser.find_element(By.ID, "weights")
+        wait_for(lambda: img.get_attribute("src").endswith("/weights/0.png") and
+                 browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img),
+                 what="epoch 0's weights")  # fmt: skip
+        assert browser.find_element(By.ID, "epoch").text == "0"
+        browser.save_screenshot(str(ARTIFACTS / "weights-epoch-0.png"))
+
+        # a stroke on the canvas: a 7
+        pad = browser.find_element(By.ID, "pad")
+        ActionChains(browser).move_to_element_with_offset(pad, -80, -90).click_and_hold().move_by_offset(150, 0) \
+            .move_by_offset(-60, 90).move_by_offset(-30, 80).release().perform()  # fmt: skip
+        # the last prediction is of the whole stroke (earlier ones came while it was drawn)
+        wait_for(lambda: browser.execute_script("return JSON.stringify(window.nnpsLastPixels) === "
+                                                "JSON.stringify(pixels())"), what="the stroke's prediction")  # fmt: skip
+        sent = browser.execute_script("return window.nnpsLastPixels")
+        shown = browser.find_element(By.ID, "prediction").text
+        outputs = [float(b.text.split()[-1]) for b in browser.find_elements(By.CSS_SELECTOR, "#outputs .bar")]
+        browser.save_screenshot(str(ARTIFACTS / "canvas-prediction.png"))
+        assert len(sent) == 784 and max(sent) > 0 and len(outputs) == 10
+        pgm = tmp_path / "drawn.pgm"
+        pgm.write_bytes(b"P5 28 28 255\n" + bytes(sent))
+        out = subprocess.run([sys.executable, "-m", "nnps.cli.main", "predict", str(run / "final.npz"), str(pgm),
+                              "--json"], capture_output=True, text=True, check=True)  # fmt: skip
+        predicted = json.loads(out.stdout)[0]
+        assert shown == str(predicted["prediction"])
+        assert outputs == pytest.approx([round(v, 3) for v in predicted["activations"]], abs=1e-3)
+
+        # the confusion matrix, and one cell's images
+        cell = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#confusion td[data-true='7'][data-pred='7']"),
+                        what="the confusion matrix")  # fmt: skip
+        cell[0].click()
+        shot = browser.find_element(By.ID, "cell")
+        wait_for(lambda: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", shot),
+                 what="the cell's images")  # fmt: skip
+        wait_for(lambda: browser.find_element(By.ID, "confusion-note").text.startswith("final.npz: test accuracy "),
+                 what="the final checkpoint's confusion")  # fmt: skip
+        browser.save_screenshot(str(ARTIFACTS / "confusion-cell.png"))
+        assert browser.find_element(By.ID, "error").text == ""
+    finally:
+        trainer.kill()
+        trainer.communicate(timeout=30)
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def request(url: str, data: bytes | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_bad_requests_get_an_error_and_the_next_is_served(tiny_npz: Path, tmp_path: Path) -> None:
+    good, broken = tmp_path / "good", tmp_path / "broken"
+    for rd in (good, broken):
+        subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--data", str(tiny_npz), "--epochs", "1",
+                        "--workers", "0", "--run-dir", str(rd)], check=True, capture_output=True)  # fmt: skip
+    (broken / "final.npz").write_bytes(b"not a checkpoint")
+    server, url = serve(str(good), str(broken))
+    try:
+        api = url + "api/runs"
+        assert request(api)[0] == 200
+        pixels = json.dumps({"pixels": [0] * 36}).encode()
+        cases = [
+            (f"{api}/7", None, 404, "no run '7': this page serves runs 0..1"),
+            (f"{api}/1/predict", pixels, 422, f"{broken / 'final.npz'}: not a readable checkpoint"),
+            (f"{api}/0/predict", b"{not json", 400, "the body is not JSON"),
+            (f"{api}/0/predict", json.dumps({"pixels": [300] * 36}).encode(), 400, "pixels must be numbers 0-255"),
+            (f"{api}/0/predict", json.dumps({"pixels": [0] * 5}).encode(), 400, "5 pixels; the network takes 36"),
+            (f"{api}/0/predict", json.dumps({"pixels": [0] * 100_000}).encode(), 413, "Request Entity Too Large"),
+            (f"{api}/0/weights/3.png", None, 404, f"{good}: no W^1 snapshot for epoch 3"),
+            (f"{api}/0/confusion/3/99.png", None, 404, "no cell (3, 99): classes are 0..9"),
+        ]
+        for where, body, status, message in cases:
+            got = request(where, body)
+            assert got[0] == status and got[1]["error"].startswith(message), (where, got)
+            assert request(api) == (200, [{"id": 0, "name": "good", "uri": str(good), "job": None},
+                                          {"id": 1, "name": "broken", "uri": str(broken), "job": None}])  # fmt: skip
+        status, answer = request(f"{api}/0/predict", pixels)
+        assert status == 200 and len(answer["outputs"]) == 10 and answer["checkpoint"] == "final.npz"
+        assert answer["prediction"] == int(np.argmax(answer["outputs"]))
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_ui_needs_a_run_and_warns_off_loopback(tiny_npz: Path, tmp_path: Path, capsys) -> None:
+    from tests.test_cli import run_main
+
+    assert run_main(["ui"], capsys)[::2] == (1, "error: give one or more RUN_DIRs, or --address of a Ray dashboard "
+                                                "with nnps jobs\n")  # fmt: skip
+    assert run_main(["ui", "x", "--port", "70000"], capsys)[::2] == (1, "error: --port must be 0-65535, got 70000\n")
+    # another address than 127.0.0.1 only when asked, and with a warning (127.0.0.2: still this machine)
+    p = nnps("ui", str(tmp_path), "--host", "127.0.0.2", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline().startswith("nnps ui: http://127.0.0.2:")  # type: ignore[union-attr]
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=30)
+    assert err.startswith("warning: serving on 127.0.0.2: anyone who can reach this address can read these runs\n")

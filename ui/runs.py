@@ -1,0 +1,135 @@
+"""The runs a `nnps ui` page shows, and what it asks of each: nothing but reads.
+
+A run is a run directory (local or any pyarrow URI) the user named, or one of the nnps
+jobs of the Ray dashboard the user named (its run directory from the job's metadata, its
+state from Ray). Everything is read from the run directory: config.json, metrics.jsonl,
+the latest checkpoint, the W^1 snapshots. Checkpoints and the test set are cached by
+name, so a page that polls does not reload them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nnps.core import catalog, checkpoint
+from nnps.core.datasets import Dataset
+from nnps.core.errors import NnpsError
+from nnps.core.inspect import Mistakes, forward_one, mistakes
+from nnps.core.rundir import RunDir
+
+
+class NotFound(NnpsError):
+    """An unknown run, epoch or file: the page gets a 404 with this message."""
+
+
+@dataclass
+class Run:
+    name: str
+    uri: str
+    job: dict[str, Any] | None = None  # Ray's view of it, for a job
+    _cache: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir(self.uri)
+
+    def config(self) -> dict[str, Any]:
+        rd = self.dir
+        if not rd.exists("config.json"):
+            return {}
+        try:
+            return json.loads(rd.read("config.json"))
+        except ValueError as e:
+            raise NnpsError(f"{rd.uri_of('config.json')}: not JSON ({e})")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return self.dir.read_metrics()
+
+    def summary(self) -> dict[str, Any]:
+        config, rows = self.config(), self.metrics()
+        last = rows[-1] if rows else {}
+        return {"name": self.name, "uri": self.uri, "job": self.job, "config": config,
+                "workers": config.get("workers"), "address": config.get("address"),
+                "transport": last.get("channels"), "epochs": config.get("epochs"), "epochs_done": last.get("epoch", 0),
+                "examples_per_s": last.get("examples_per_s"), "test_accuracy": last.get("test_accuracy"),
+                "snapshots": [e for e, _ in self.dir.weight_snapshots()], "checkpoint": self.latest_name()}  # fmt: skip
+
+    def latest_name(self) -> str | None:
+        """The newest checkpoint's name: final.npz once the run is done."""
+        rd = self.dir
+        if rd.exists("final.npz"):
+            return "final.npz"
+        kept = rd.checkpoints()
+        return kept[-1][1] if kept else None
+
+    def latest(self) -> tuple[str, checkpoint.Checkpoint]:
+        """The newest checkpoint, loaded once per name."""
+        rd, name = self.dir, self.latest_name()
+        if name is None:
+            raise NotFound(f"{self.uri}: no checkpoint yet (the first is written at the end of epoch 1)")
+        with self._lock:
+            if self._cache.get("ckpt_name") != name:
+                self._cache.update(ckpt_name=name, ckpt=checkpoint.from_bytes(rd.read(name), rd.uri_of(name)))
+            return name, self._cache["ckpt"]
+
+    def dataset(self) -> Dataset:
+        with self._lock:
+            if "data" not in self._cache:
+                self._cache["data"] = catalog.load(self.config().get("data") or "mnist")
+            return self._cache["data"]
+
+    def classes(self, n: int) -> list[str]:
+        return catalog.class_names(str(self.config().get("data", "")), n)
+
+    def predict(self, pixels: np.ndarray) -> dict[str, Any]:
+        name, ck = self.latest()
+        if pixels.size != ck.network.sizes[0]:
+            raise ValueError(f"{pixels.size} pixels; the network takes {ck.network.sizes[0]}")
+        activations = forward_one(ck.network, ck.params, pixels)
+        out = activations[-1]
+        return {"checkpoint": name, "prediction": int(out.argmax()), "label": self.classes(len(out))[int(out.argmax())],
+                "outputs": out.astype(float).tolist(),
+                "activations": [a.astype(float).tolist() for a in activations[1:]]}  # fmt: skip
+
+    def test_mistakes(self) -> tuple[str, Mistakes]:
+        name, ck = self.latest()
+        with self._lock:
+            cached = self._cache.get("mistakes")
+        if cached is None or cached[0] != name:
+            ds = self.dataset()
+            cached = (name, mistakes(ck.network, ck.params, ds.x_test, ds.y_test))
+            with self._lock:
+                self._cache["mistakes"] = cached
+        return cached
+
+    def weights(self, epoch: int) -> np.ndarray:
+        """W^1 after `epoch`, from the snapshots (--snapshot-weights)."""
+        for e, name in self.dir.weight_snapshots():
+            if e == epoch:
+                return np.load(io.BytesIO(self.dir.read(name)), allow_pickle=False).astype(np.float32)
+        raise NotFound(f"{self.uri}: no W^1 snapshot for epoch {epoch} (train with --snapshot-weights)")
+
+
+def local_runs(uris: list[str]) -> list[Run]:
+    return [Run(uri.rstrip("/").rsplit("/", 1)[-1] or uri, uri) for uri in uris]
+
+
+def job_runs(address: str) -> list[Run]:
+    """The dashboard's nnps jobs, newest last, each with its Ray state."""
+    from nnps.cluster.jobs import Jobs
+
+    jobs = Jobs(address)
+    out = []
+    for j in jobs.list():
+        run_dir = (j.metadata or {}).get("run_dir")
+        if run_dir:
+            state = str(getattr(j.status, "value", j.status))
+            out.append(Run(j.submission_id, run_dir, {"id": j.submission_id, "status": state, "address": jobs.address}))
+    return out

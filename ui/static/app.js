@@ -1,0 +1,210 @@
+// nnps ui: the runs, their live curves, W^1 per epoch, a canvas to draw on, the confusion matrix.
+// Plain JavaScript against the JSON API of ui/server.py; no libraries.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { run: null, rows: [], timer: null, side: 28 };
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+  return body;
+}
+
+function showError(e) { $("error").textContent = e ? `error: ${e.message || e}` : ""; }
+
+async function loadRuns() {
+  const runs = await api("/api/runs");
+  const list = $("runs");
+  list.replaceChildren(...runs.map((r) => {
+    const li = document.createElement("li");
+    li.dataset.id = r.id;
+    li.innerHTML = `<div>${escape(r.name)}</div><div class="state">${escape(r.job ? `job ${r.job.status}` : r.uri)}</div>`;
+    li.onclick = () => selectRun(r.id);
+    return li;
+  }));
+  if (runs.length && state.run === null) selectRun(runs[0].id);
+}
+
+function escape(text) {
+  return String(text).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+}
+
+async function selectRun(id) {
+  state.run = id;
+  state.rows = [];
+  for (const li of $("runs").children) li.classList.toggle("selected", Number(li.dataset.id) === id);
+  $("run").hidden = false;
+  clearInterval(state.timer);
+  state.timer = setInterval(() => refresh().catch(showError), 1000);
+  state.confusionOf = null;
+  await refresh().catch(showError);
+}
+
+async function refresh() {
+  const id = state.run;
+  const summary = await api(`/api/runs/${id}`);
+  const c = summary.config;
+  const sizes = [c.hidden ? `784-${c.hidden.join("-")}-10` : ""];
+  const transport = summary.transport ? Object.entries(summary.transport).filter(([, n]) => typeof n === "number" && n > 0)
+    .map(([k, n]) => `${k} ${n}`).join(", ") : "";
+  $("run-name").textContent = summary.name;
+  $("run-info").textContent = [sizes[0] && `network ${sizes[0]}`, `${c.activation}/${c.output}/${c.cost}`,
+    `workers ${summary.workers}`, transport && `steps by channel: ${transport}`,
+    summary.examples_per_s && `${Math.round(summary.examples_per_s).toLocaleString()} examples/s`,
+    summary.job && `Ray job ${summary.job.status}`,
+    `epoch ${summary.epochs_done}/${summary.epochs}`].filter(Boolean).join(" · ");
+  $("config").textContent = JSON.stringify(c, null, 2);
+  const fresh = await api(`/api/runs/${id}/metrics?since=${state.rows.length}`);
+  if (id !== state.run) return;
+  state.rows.push(...fresh.rows);
+  $("rows").textContent = state.rows.length;
+  drawCurves();
+  updateSlider(summary.snapshots);
+  if (summary.checkpoint && summary.checkpoint !== state.confusionOf) {  // a newer checkpoint: its confusion
+    state.confusionOf = summary.checkpoint;
+    loadConfusion().catch((e) => { $("confusion-note").textContent = e.message; });
+  }
+}
+
+function drawCurves() {
+  const canvas = $("curves"), g = canvas.getContext("2d"), rows = state.rows;
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  g.strokeStyle = "#ccc";
+  g.strokeRect(40, 10, canvas.width - 80, canvas.height - 40);
+  if (!rows.length) return;
+  const x = (i) => 40 + (rows.length === 1 ? 0.5 : i / (rows.length - 1)) * (canvas.width - 80);
+  const costs = rows.flatMap((r) => [r.train_cost, r.test_cost]);
+  const top = Math.max(...costs) || 1;
+  const yCost = (v) => 10 + (1 - v / top) * (canvas.height - 40);
+  const yAcc = (v) => 10 + (1 - v) * (canvas.height - 40);
+  const line = (key, y, colour) => {
+    g.strokeStyle = colour; g.fillStyle = colour; g.beginPath();
+    rows.forEach((r, i) => (i ? g.lineTo(x(i), y(r[key])) : g.moveTo(x(i), y(r[key]))));
+    g.stroke();
+    rows.forEach((r, i) => g.fillRect(x(i) - 2, y(r[key]) - 2, 4, 4));
+  };
+  line("train_cost", yCost, "#1f77b4");
+  line("test_cost", yCost, "#ff7f0e");
+  line("test_accuracy", yAcc, "#2ca02c");
+  g.fillStyle = "#444";
+  g.fillText(top.toPrecision(3), 2, 16);
+  g.fillText("100%", canvas.width - 36, 16);
+  g.fillText(`epoch ${rows[rows.length - 1].epoch}: test accuracy ${(100 * rows[rows.length - 1].test_accuracy).toFixed(2)}%`,
+    48, canvas.height - 12);
+}
+
+function updateSlider(epochs) {
+  const slider = $("epoch-slider");
+  if (!epochs.length) {
+    $("weights-note").textContent = "no W^1 snapshots: train with --snapshot-weights to see them per epoch";
+    return;
+  }
+  $("weights-note").textContent = "";
+  const atEnd = slider.disabled || Number(slider.value) === Number(slider.max);
+  slider.disabled = false;
+  slider.min = epochs[0];
+  slider.max = epochs[epochs.length - 1];
+  if (atEnd) { slider.value = slider.max; showWeights(); }
+}
+
+function showWeights() {
+  const epoch = $("epoch-slider").value;
+  $("epoch").textContent = epoch;
+  $("weights").src = `/api/runs/${state.run}/weights/${epoch}.png`;
+}
+
+// The drawing pad: white strokes on black, as MNIST's digits are; every 10x10 block of the
+// 280x280 canvas becomes one of the 28x28 pixels sent (its mean brightness, 0-255).
+const pad = $("pad"), pen = pad.getContext("2d");
+let drawing = false, pending = null;
+function clearPad() { pen.fillStyle = "#000"; pen.fillRect(0, 0, pad.width, pad.height); }
+function at(e) { const r = pad.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; }
+pad.addEventListener("pointerdown", (e) => { drawing = true; pen.beginPath(); pen.moveTo(...at(e)); stroke(e); });
+pad.addEventListener("pointermove", (e) => { if (drawing) stroke(e); });
+window.addEventListener("pointerup", () => { if (drawing) { drawing = false; predictNow(); } });
+$("clear").onclick = () => { clearPad(); predictNow(); };
+
+function stroke(e) {
+  pen.lineWidth = 22; pen.lineCap = "round"; pen.lineJoin = "round"; pen.strokeStyle = "#fff";
+  pen.lineTo(...at(e)); pen.stroke(); pen.beginPath(); pen.moveTo(...at(e));
+  if (!pending) pending = setTimeout(predictNow, 120);  // redrawn as the stroke changes
+}
+
+function pixels() {
+  const data = pen.getImageData(0, 0, pad.width, pad.height).data, n = state.side, block = pad.width / n;
+  const out = new Array(n * n).fill(0);
+  for (let y = 0; y < pad.height; y++)
+    for (let x = 0; x < pad.width; x++)
+      out[Math.floor(y / block) * n + Math.floor(x / block)] += data[4 * (y * pad.width + x)];
+  return out.map((v) => Math.round(v / (block * block)));
+}
+
+async function predictNow() {
+  clearTimeout(pending); pending = null;
+  if (state.run === null) return;
+  const sent = pixels();
+  try {
+    const r = await api(`/api/runs/${state.run}/predict`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels: sent }) });
+    window.nnpsLastPixels = sent;  // what the prediction on the page is of (the browser test reads it)
+    $("prediction").textContent = r.prediction;
+    $("pred-label").textContent = r.label === String(r.prediction) ? "" : r.label;
+    $("outputs").replaceChildren(...r.outputs.map((v, k) => bar(k, v)));
+    $("activations").replaceChildren(...r.activations.map(layerRow));
+    showError(null);
+  } catch (e) { showError(e); }
+}
+
+function bar(k, v) {
+  const div = document.createElement("div");
+  div.className = "bar";
+  div.innerHTML = `<span>${k}</span><i style="width:${Math.round(200 * v)}px"></i><span>${v.toFixed(3)}</span>`;
+  return div;
+}
+
+function layerRow(values, l) {
+  const div = document.createElement("div");
+  div.className = "layer";
+  div.title = `a^${l + 1}`;
+  const top = Math.max(...values.map(Math.abs)) || 1;
+  for (const v of values) {
+    const cell = document.createElement("i");
+    const shade = Math.round(255 * Math.min(1, Math.abs(v) / top));
+    cell.style.background = `rgb(${shade},${shade},${shade})`;
+    div.appendChild(cell);
+  }
+  return div;
+}
+
+async function loadConfusion() {
+  const id = state.run;
+  $("confusion").replaceChildren();
+  $("confusion-note").textContent = "computing on the test set...";
+  const c = await api(`/api/runs/${id}/confusion`);
+  if (id !== state.run) return;
+  $("confusion-note").textContent = `${c.checkpoint}: test accuracy ${(100 * c.accuracy).toFixed(2)}%`;
+  const head = document.createElement("tr");
+  head.innerHTML = "<th></th>" + c.classes.map((_, j) => `<th>${j}</th>`).join("");
+  const body = c.confusion.map((row, i) => {
+    const tr = document.createElement("tr");
+    tr.innerHTML = `<th title="${escape(c.classes[i])}">${escape(c.classes[i])}</th>`;
+    row.forEach((v, j) => {
+      const td = document.createElement("td");
+      td.textContent = v;
+      td.className = i === j ? "diag" : "";
+      td.dataset.true = i; td.dataset.pred = j;
+      td.style.background = `rgba(31,119,180,${Math.min(1, Math.log1p(v) / 7)})`;
+      td.onclick = () => { $("cell").src = `/api/runs/${id}/confusion/${i}/${j}.png`; $("cell").alt = `true ${i}, predicted ${j}`; };
+      tr.appendChild(td);
+    });
+    return tr;
+  });
+  $("confusion").replaceChildren(head, ...body);
+}
+
+$("epoch-slider").addEventListener("input", showWeights);
+clearPad();
+$("where").textContent = location.host;
+loadRuns().catch(showError);
