@@ -107,6 +107,8 @@ def test_page_follows_a_run_draws_and_predicts_as_nnps_predict(browser, tmp_path
 
         # a stroke on the canvas: a 7
         pad = browser.find_element(By.ID, "pad")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", pad)
+        time.sleep(0.5)  # the page settles (images above the pad have loaded)
         ActionChains(browser).move_to_element_with_offset(pad, -80, -90).click_and_hold().move_by_offset(150, 0) \
             .move_by_offset(-60, 90).move_by_offset(-30, 80).release().perform()  # fmt: skip
         # the last prediction is of the whole stroke (earlier ones came while it was drawn)
@@ -116,7 +118,9 @@ def test_page_follows_a_run_draws_and_predicts_as_nnps_predict(browser, tmp_path
         shown = browser.find_element(By.ID, "prediction").text
         outputs = [float(b.text.split()[-1]) for b in browser.find_elements(By.CSS_SELECTOR, "#outputs .bar")]
         browser.save_screenshot(str(ARTIFACTS / "canvas-prediction.png"))
-        assert len(sent) == 784 and max(sent) > 0 and len(outputs) == 10
+        assert len(sent) == 784 and len(outputs) == 10
+        drawn = np.array(sent).reshape(28, 28)
+        assert drawn[:8].sum() > 0 and drawn[14:].sum() > 0  # the 7's top bar and its stem
         pgm = tmp_path / "drawn.pgm"
         pgm.write_bytes(b"P5 28 28 255\n" + bytes(sent))
         out = subprocess.run([sys.executable, "-m", "nnps.cli.main", "predict", str(run / "final.npz"), str(pgm),
@@ -134,6 +138,7 @@ def test_page_follows_a_run_draws_and_predicts_as_nnps_predict(browser, tmp_path
                  what="the cell's images")  # fmt: skip
         wait_for(lambda: browser.find_element(By.ID, "confusion-note").text.startswith("final.npz: test accuracy "),
                  what="the final checkpoint's confusion")  # fmt: skip
+        browser.execute_script("arguments[0].scrollIntoView({block: 'end'})", shot)
         browser.save_screenshot(str(ARTIFACTS / "confusion-cell.png"))
         assert browser.find_element(By.ID, "error").text == ""
     finally:

@@ -121,7 +121,10 @@ const pad = $("pad"), pen = pad.getContext("2d");
 let drawing = false, pending = null;
 function clearPad() { pen.fillStyle = "#000"; pen.fillRect(0, 0, pad.width, pad.height); }
 function at(e) { const r = pad.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; }
-pad.addEventListener("pointerdown", (e) => { drawing = true; pen.beginPath(); pen.moveTo(...at(e)); stroke(e); });
+pad.addEventListener("pointerdown", (e) => {
+  pad.setPointerCapture(e.pointerId);  // the stroke stays on the pad even if the pointer leaves it
+  drawing = true; pen.beginPath(); pen.moveTo(...at(e)); stroke(e);
+});
 pad.addEventListener("pointermove", (e) => { if (drawing) stroke(e); });
 window.addEventListener("pointerup", () => { if (drawing) { drawing = false; predictNow(); } });
 $("clear").onclick = () => { clearPad(); predictNow(); };
