@@ -232,3 +232,24 @@ def test_job_with_its_run_directory_on_s3(head: str, s3: dict, mnist10k, tmp_pat
                               seed=2), mnist10k)  # fmt: skip
     assert np.max(np.abs(checkpoint.load(str(tmp_path / "results" / "final.npz")).params - local["params"])) < 1e-9
     assert checkpoint.load(f"{uri}/final.npz").step == 200  # read straight from S3 too
+
+
+def test_ui_lists_the_dashboards_jobs_with_their_state(head: str, tmp_path: Path) -> None:
+    """`nnps ui --address`: the cluster's nnps jobs beside local runs, each with Ray's state."""
+    code, out = cli("submit", "--address", head, "--run-dir", str(tmp_path / "job-run"), "--json", "--wait",
+                    *TRAIN[:6], "--epochs", "1", *TRAIN[8:14], "--workers", "1")  # fmt: skip
+    assert code == 0, out
+    job = json.loads(out)["job_id"]
+    p = subprocess.Popen([sys.executable, "-m", "nnps.cli.main", "ui", "--address", head], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        url = p.stdout.readline().split()[2]  # type: ignore[union-attr]
+        with urllib.request.urlopen(f"{url}api/runs", timeout=30) as r:
+            runs = json.loads(r.read())
+        mine = next(r for r in runs if r["name"] == job)
+        assert mine["uri"] == str(tmp_path / "job-run") and mine["job"]["status"] == "SUCCEEDED"
+        with urllib.request.urlopen(f"{url}api/runs/{mine['id']}/metrics", timeout=30) as r:
+            assert [row["epoch"] for row in json.loads(r.read())["rows"]] == [1]
+    finally:
+        p.terminate()
+        p.communicate(timeout=30)

@@ -97,6 +97,8 @@ def test_cli_warm_run_equals_serial(mnist10k, tmp_path: Path) -> None:
                                            r"them\))", said[0]), said  # fmt: skip
     # Ray's notice that token authentication is on is not shown (connect._AuthOnNotice)
     assert "Token authentication" not in out.stderr + out.stdout
+    # nor Ray's error line about actor constructor arguments in the object store (worker/training_data.py)
+    assert "constructor arguments in the object store" not in out.stderr + out.stdout
     serial = train(TrainConfig(data="mnist-10k", hidden=(20,), batch_size=10, epochs=1, steps=3000, lr=3.0,
                                dtype="float64", seed=4, workers=0), mnist10k)["params"]  # fmt: skip
     final = checkpoint.load(str(tmp_path / "warm" / "final.npz")).params
