@@ -11,6 +11,7 @@ import sys
 import time
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -34,39 +35,46 @@ CFG = TrainConfig(data="mnist-10k", hidden=(20,), batch_size=500, epochs=3, lr=0
                   dtype="float64", seed=3, checkpoint_every=7, workers=2)  # fmt: skip
 
 
+class Handover:
+    """For train(): a make_executor whose WarmStart's workers "come up" once the driver has
+    run `after` steps in-process, as `build(plan)`, and a reporter that counts the steps."""
+
+    def __init__(self, after: int, build: Callable) -> None:
+        self.after, self.build, self.step = after, build, 0
+        self.ready: Future = Future()
+        self.said: list[str] = []
+        self.plan = self.warm = None
+
+    def make(self, plan, dataset) -> WarmStart:
+        self.plan, self.warm = plan, WarmStart(plan, dataset, self.ready, self.said.append)
+        return self.warm
+
+    def run_start(self, *args) -> None: ...
+    def epoch_start(self, *args) -> None: ...
+    def epoch_end(self, row) -> None: ...
+
+    def advance(self, steps: int, *args) -> None:
+        self.step += steps
+        if self.step >= self.after and not self.ready.done():
+            try:
+                self.ready.set_result(self.build(self.plan))
+            except BaseException as e:  # as a failed start on the start thread would
+                self.ready.set_exception(e)
+
+
 def test_handover_mid_epoch_equals_serial(mnist10k, tmp_path: Path) -> None:
     serial = train(CFG.replace(workers=0), mnist10k, RunDir(str(tmp_path / "serial")))
-    ready: Future = Future()  # the workers "start" once the driver has run 7 steps
-    said: list[str] = []
-    made: dict = {}
-
-    def make(plan, dataset):
-        made["plan"], made["warm"] = plan, WarmStart(plan, dataset, ready, said.append)
-        return made["warm"]
-
-    class Reporter:
-        step = 0
-
-        def run_start(self, *args) -> None: ...
-        def epoch_start(self, *args) -> None: ...
-        def epoch_end(self, row) -> None: ...
-
-        def advance(self, steps: int, *args) -> None:
-            self.step += steps
-            if self.step >= 7 and not ready.done():
-                ready.set_result(RayExecutor(made["plan"], mnist10k, 2))
-
+    h = Handover(7, lambda plan: RayExecutor(plan, mnist10k, 2))  # the workers "start" after 7 steps
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        warm = train(CFG, mnist10k, RunDir(str(tmp_path / "warm")), make_executor=make, reporter=Reporter())
-        remote = ready.result()
-        on_workers = remote.channels()
+        warm = train(CFG, mnist10k, RunDir(str(tmp_path / "warm")), make_executor=h.make, reporter=h)
+        on_workers = h.ready.result().channels()
     finally:
         ray.shutdown()
-    assert made["warm"].handed_over_at == 7
+    assert h.warm.handed_over_at == 7
     assert on_workers["socket"] + on_workers["ray"] == 60 - 7  # every later step ran on the workers
-    assert len(said) == 1 and re.fullmatch(r"warm start: 7 steps ran in-process while Ray and the workers started "
-                                           r"\([\d.]+ s\); 2 workers go on from step 7", said[0]), said  # fmt: skip
+    assert len(h.said) == 1 and re.fullmatch(r"warm start: 7 steps ran in-process while Ray and the workers started "
+                                             r"\([\d.]+ s\); 2 workers go on from step 7", h.said[0]), h.said  # fmt: skip
     assert np.max(np.abs(warm["params"] - serial["params"])) < 1e-9
     # the epoch's running sums crossed over too: epoch 1's training cost and accuracy
     rows = [json_rows(tmp_path / name) for name in ("serial", "warm")]

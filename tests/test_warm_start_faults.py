@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +29,14 @@ import pytest
 import ray
 
 from nnps.cluster.ray_executor import RayExecutor
-from nnps.cluster.warm_start import WarmStart
 from nnps.core import checkpoint
 from nnps.core.rundir import RunDir
 from nnps.core.training import train
 from tests.conftest import MNIST_10K
-from tests.test_distributed import actor_pids
-from tests.test_warm_start import CFG
+from tests.test_distributed import actor_pids, local_ray  # noqa: F401 (local_ray: the module's Ray, autouse)
+from tests.test_warm_start import CFG, Handover
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -104,34 +95,12 @@ FAULTS = [("start", "worker"), ("start", "server"), ("server-start", "server"), 
 @pytest.mark.parametrize("window,who", FAULTS)
 def test_fault_in_each_window_equals_an_uninterrupted_run(window: str, who: str, mnist10k, serial,
                                                           tmp_path: Path) -> None:  # fmt: skip
-    ready: Future = Future()  # the workers "come up" once the driver has run 7 steps in-process
-    said: list[str] = []
-    made: dict = {}
-
-    def make(plan, dataset):
-        made["plan"], made["warm"] = plan, WarmStart(plan, dataset, ready, said.append)
-        return made["warm"]
-
-    class Reporter:
-        step = 0
-
-        def run_start(self, *args) -> None: ...
-        def epoch_start(self, *args) -> None: ...
-        def epoch_end(self, row) -> None: ...
-
-        def advance(self, steps: int, *args) -> None:
-            self.step += steps
-            if self.step >= 7 and not ready.done():
-                try:
-                    ready.set_result(Faulty(made["plan"], mnist10k, window, who))
-                except BaseException as e:  # as a failed start on the start thread would
-                    ready.set_exception(e)
-
+    h = Handover(7, lambda plan: Faulty(plan, mnist10k, window, who))  # the workers "come up" after 7 steps
     rd = RunDir(str(tmp_path / "run"))
-    out = train(CFG, mnist10k, rd, make_executor=make, reporter=Reporter())
-    ex: Faulty = ready.result()
+    out = train(CFG, mnist10k, rd, make_executor=h.make, reporter=h)
+    ex: Faulty = h.ready.result()
     assert ex.killed, "the fault was not injected"
-    assert made["warm"].handed_over_at == 7 and said[0].startswith("warm start: 7 steps ran in-process")
+    assert h.warm.handed_over_at == 7 and h.said[0].startswith("warm start: 7 steps ran in-process")
     diff = float(np.max(np.abs(out["params"] - serial)))
     print(f"warm-start fault {window}/{who}: max |w - w_serial| = {diff:.3g}")  # shown with pytest -s
     assert diff < 1e-9
