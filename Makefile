@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: train test bench setup data browser clean
+.PHONY: train test bench setup data test-tools clean
 
 $(BIN)/nnps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,14 +32,15 @@ train: data
 		--cost cross-entropy --weight-init scaled --optimizer momentum --lr 0.05 --batch-size 1000 \
 		--epochs 30 --workers 2 --run-dir runs/fashion-quickstart
 
-# The browser test drives Debian's headless Chromium through `nnps ui`'s page.
-browser:
-	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+# The browser test drives Debian's headless Chromium through `nnps ui`'s page; the
+# multi-host tests make network namespaces with iproute2 (ip, tc).
+test-tools:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && command -v ip >/dev/null && command -v tc >/dev/null; then :; \
 	elif command -v apt-get >/dev/null; then \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; \
-	else echo "note: no apt here: tests/test_ui.py needs /usr/bin/chromium and /usr/bin/chromedriver"; fi
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver iproute2; \
+	else echo "note: no apt here: the tests need /usr/bin/chromium, /usr/bin/chromedriver, ip and tc"; fi
 
-test: data browser
+test: data test-tools
 	$(BIN)/python -m pytest
 
 bench: setup

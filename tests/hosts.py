@@ -1,0 +1,154 @@
+"""Real hosts on one machine: Linux network namespaces joined by veth pairs to a bridge.
+
+Each host is a namespace with its own loopback and one interface, `eth0`, addressed from
+the documentation range 198.51.100.0/24 (198.51.100.1, .2, ...); the bridge lives in a
+namespace of its own, so the machine's own network is not touched. On each host a Ray
+node runs in its own process group (`ray start --block`): the head on the first, the
+others joining it by its address. What crosses between hosts crosses a real interface,
+which `tc` can shape and `ip link set down` can cut.
+
+Needs root (CI runs as root) and iproute2; `available()` says why not, for the tests'
+skip (CI fails instead of skipping). Everything is removed at the end, processes first.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+SUBNET = "198.51.100"
+GCS_PORT = 6379
+
+
+def available() -> str | None:
+    """None if namespaces can be made here, else why not."""
+    if shutil.which("ip") is None:
+        return "no `ip` command (iproute2)"
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    name = f"nnps-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"ip netns add failed: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return None
+
+
+def ray_token() -> None:
+    """Ray's token file (~/.ray/auth_token), made if missing: every node and driver reads it."""
+    token = Path.home() / ".ray" / "auth_token"
+    if not token.exists():
+        token.parent.mkdir(parents=True, exist_ok=True)
+        token.write_text(secrets.token_hex(32))
+
+
+class Hosts:
+    def __init__(self, cpus: list[int]) -> None:
+        self.tag = f"{os.getpid() % 100000}"
+        self.names = [f"nnps{self.tag}-h{i + 1}" for i in range(len(cpus))]
+        self.switch = f"nnps{self.tag}-sw"
+        self.addresses = [f"{SUBNET}.{i + 1}" for i in range(len(cpus))]
+        self.nodes: list[subprocess.Popen] = []
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
+        for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+            self.env.pop(k, None)
+        ray_token()
+        try:
+            self._network()
+            for i, n in enumerate(cpus):
+                self._node(i, n)
+            self._wait_for_nodes(len(cpus))
+        except BaseException:
+            self.close()
+            raise
+
+    def _ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+    def _network(self) -> None:
+        for ns in [self.switch, *self.names]:
+            self._ip("netns", "add", ns)
+            self._ip("-n", ns, "link", "set", "lo", "up")
+        self._ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+        self._ip("-n", self.switch, "link", "set", "br0", "up")
+        for i, (ns, address) in enumerate(zip(self.names, self.addresses)):
+            port = f"port{i + 1}"
+            self._ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", self.switch)
+            self._ip("-n", self.switch, "link", "set", port, "master", "br0")
+            self._ip("-n", self.switch, "link", "set", port, "up")
+            self._ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+            self._ip("-n", ns, "link", "set", "eth0", "up")
+
+    def _node(self, i: int, cpus: int) -> None:
+        where = ["--head", f"--port={GCS_PORT}", "--include-dashboard=false"] if i == 0 else \
+            [f"--address={self.addresses[0]}:{GCS_PORT}"]  # fmt: skip
+        cmd = ["ip", "netns", "exec", self.names[i], str(BIN / "ray"), "start", "--block", *where,
+               f"--node-ip-address={self.addresses[i]}", f"--num-cpus={cpus}", "--disable-usage-stats"]  # fmt: skip
+        self.nodes.append(subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                           start_new_session=True))  # fmt: skip
+        if i == 0:
+            self._wait_for_port(self.addresses[0], GCS_PORT)
+
+    def _wait_for_port(self, host: str, port: int, timeout: float = 60) -> None:
+        probe = f"import socket; socket.create_connection(('{host}', {port}), timeout=1).close()"
+        deadline = time.monotonic() + timeout
+        while self.run(0, sys.executable, "-c", probe, check=False).returncode != 0:
+            assert all(n.poll() is None for n in self.nodes), "a Ray node exited while starting"
+            assert time.monotonic() < deadline, f"{host}:{port} not up in {timeout} s"
+            time.sleep(0.5)
+
+    def _wait_for_nodes(self, n: int, timeout: float = 90) -> None:
+        count = ("import ray; ray.init(address='auto', log_to_driver=False); "
+                 "print(len([x for x in ray.nodes() if x['Alive']]))")  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.run(0, sys.executable, "-c", count, check=False, env={"RAY_ADDRESS": self.address})
+            if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(n)]:
+                return
+            assert time.monotonic() < deadline, f"{n} Ray nodes not up in {timeout} s: {out.stderr[-500:]}"
+            time.sleep(1)
+
+    @property
+    def address(self) -> str:
+        return f"{self.addresses[0]}:{GCS_PORT}"
+
+    def run(self, i: int, *cmd: str, check: bool = True, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:  # fmt: skip
+        """`cmd` on host i, as a process of that namespace."""
+        return subprocess.run(["ip", "netns", "exec", self.names[i], *cmd], env={**self.env, **(env or {})},
+                              capture_output=True, text=True, check=check, timeout=timeout)  # fmt: skip
+
+    def popen(self, i: int, *cmd: str) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", self.names[i], *cmd], env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    def shape(self, i: int, rate: str) -> None:
+        """Host i's interface limited to `rate` (tc's token bucket filter, e.g. "20mbit")."""
+        self._ip("netns", "exec", self.names[i], "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate,
+                 "burst", "64kb", "latency", "200ms")  # fmt: skip
+
+    def cut(self, i: int) -> None:
+        """Host i cut off: its interface down."""
+        self._ip("-n", self.names[i], "link", "set", "eth0", "down")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            try:
+                os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops its node's processes
+            except ProcessLookupError:
+                pass
+        for node in self.nodes:
+            try:
+                node.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
+        for ns in [*self.names, self.switch]:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
