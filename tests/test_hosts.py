@@ -79,3 +79,33 @@ def test_a_throttled_host_is_slower_and_still_equal(hosts: Hosts, serial, tmp_pa
     # 60 steps x 254 KB at 2.5 MB/s is about 6 s of transfer, against well under a second unshaped
     assert slow["train_seconds"] > 3 * fast["train_seconds"]
 
+
+
+def test_a_host_cut_off_mid_run_and_the_run_finishes_equal(hosts: Hosts, mnist10k, tmp_path: Path) -> None:
+    """The second host's interface goes down mid-run: its worker is lost with it (and the
+    server, if Ray put it there). The link ends within ~15 s (keepalive, and the limit on
+    unacknowledged bytes: the server may be sending when the host goes), Ray declares the
+    node dead and restarts the worker on the head's host, and the run ends equal to serial."""
+    import time
+
+    steps = ["--steps", "3000", "--epochs", "15", "--checkpoint-every", "500"]
+    run = tmp_path / "run"
+    p = hosts.popen(0, sys.executable, "-m", "nnps.cli.main", "train", "--address", hosts.address, *ARGS, *steps,
+                    "--workers", "2", "--run-dir", str(run), "--json")  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not list(run.glob("ckpt-*.npz")):
+            assert p.poll() is None, p.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        hosts.cut(1)
+        cut_at = time.monotonic()
+        out, err = p.communicate(timeout=400)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["step"] == 3000 and "Traceback" not in err
+    expected = train(CFG.replace(steps=3000, epochs=15), mnist10k)["params"]
+    assert np.max(np.abs(checkpoint.load(str(run / "final.npz")).params - expected)) < 1e-9
+    print(f"host cut off: done {time.monotonic() - cut_at:.0f} s after the cut; {summary['metrics']['channels']}")

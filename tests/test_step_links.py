@@ -63,6 +63,7 @@ def test_each_worker_gets_the_parameters_and_its_shard_and_answers() -> None:
     conn = server.conns[0]
     assert conn is not None and conn.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 5
+    assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 15_000  # a vanished host while sending
     server.close()
 
 

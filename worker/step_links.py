@@ -32,10 +32,10 @@ Faults, as with the Unix sockets: a worker (or its node) that dies closes or res
 connection (a relay's member that dies: the relay answers the step as failed); the server
 raises `ChannelBroken` and goes on with Ray calls for the rest of the run, which Ray
 retries on a restarted worker. The step in flight was not applied.
-A host that dies without a word (power, network) closes nothing: TCP keepalive probes
-(`keep_alive`) end a link whose other end stops answering within ~15 s, even while a step
-legitimately takes long (a computing worker's kernel still answers the probes); a step
-that takes more than LINK_STEP_TIMEOUT_S ends it too.
+A host that dies without a word (power, network) closes nothing: TCP keepalive probes and
+a limit on unacknowledged bytes (`keep_alive`) end a link whose other end stops answering
+within ~15 s, even while a step legitimately takes long (a computing worker's kernel still
+answers the probes); a step that takes more than LINK_STEP_TIMEOUT_S ends it too.
 """
 
 from __future__ import annotations
@@ -57,10 +57,18 @@ LINK_STEP_TIMEOUT_S = 600.0  # a step of a huge shard can take long; a dead node
 LINK_CONNECT_TIMEOUT_S = 10.0  # from a worker to its server's node
 
 
+UNACKED_LIMIT_MS = 15_000  # TCP_USER_TIMEOUT: sent bytes unacknowledged this long end the link
+
+
 def keep_alive(conn: socket.socket) -> None:
-    """Probe an idle link after 5 s, every 2 s, and give up after 5 unanswered probes."""
+    """Probe an idle link after 5 s, every 2 s, and give up after 5 unanswered probes; and
+    end it when bytes it sent stay unacknowledged for 15 s. Keepalive alone does not cover
+    a host that vanishes while this end is sending (the parameters, a reply): probes are
+    only sent on an idle link, and the kernel retransmits for ~15 minutes before it gives
+    up (a cut-off host hung `nnps train` for more than 5 minutes, tests/test_hosts.py)."""
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 5)):
+    for option, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 5),
+                          ("TCP_USER_TIMEOUT", UNACKED_LIMIT_MS)):  # fmt: skip
         if hasattr(socket, option):  # Linux names; elsewhere the system's defaults stand
             conn.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
