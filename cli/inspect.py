@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -17,7 +16,7 @@ from nnps.cli.errors import handle_errors
 from nnps.cli.evaluate import read_image
 from nnps.core import catalog, checkpoint
 from nnps.core.errors import ConfigError, DataError
-from nnps.core.inspect import look_inside, mistakes, shard_sums
+from nnps.core.inspect import look_inside, mistakes, shard_sums, side_of
 from nnps.core.rundir import RunDir
 
 MAX_NEURONS = 100  # first-layer neurons drawn in a grid (the rest are in --json)
@@ -28,15 +27,10 @@ def _open(target: str) -> tuple[checkpoint.Checkpoint, RunDir | None]:
     if target.endswith(".npz"):
         return checkpoint.load(target), None
     rd = RunDir(target)
-    name = "final.npz" if rd.exists("final.npz") else (rd.checkpoints()[-1][1] if rd.checkpoints() else None)
+    name = rd.latest_checkpoint()
     if name is None:
         raise DataError(f"{target}: neither a checkpoint (.npz) nor a run directory with one")
     return checkpoint.from_bytes(rd.read(name), rd.uri_of(name)), rd
-
-
-def side_of(n: int) -> tuple[int, int]:
-    s = int(round(math.sqrt(n)))
-    return (s, s) if s * s == n else (1, n)
 
 
 @handle_errors

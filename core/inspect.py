@@ -21,6 +21,12 @@ from nnps.core.shard import ShardWorker
 Array = np.ndarray
 
 
+def side_of(n: int) -> tuple[int, int]:
+    """The (rows, cols) to draw n inputs as an image: square if n is a square, else one row."""
+    s = int(round(n**0.5))
+    return (s, s) if s * s == n else (1, n)
+
+
 @dataclass
 class Inside:
     """One input through the network: l = 1..L are list positions 0..L-1."""

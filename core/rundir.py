@@ -135,6 +135,13 @@ class RunDir:
         """(step, name) of the step checkpoints present, oldest first."""
         return self.numbered(CHECKPOINT_RE)
 
+    def latest_checkpoint(self) -> str | None:
+        """The newest checkpoint's name: final.npz once the run is done, else the last step's."""
+        if self.exists("final.npz"):
+            return "final.npz"
+        kept = self.checkpoints()
+        return kept[-1][1] if kept else None
+
     def weight_snapshots(self) -> list[tuple[int, str]]:
         """(epoch, name) of the first layer's weights kept after each epoch (--snapshot-weights)."""
         return self.numbered(SNAPSHOT_RE)

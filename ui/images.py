@@ -9,6 +9,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from nnps.core.inspect import side_of
+
 CELL_IMAGES = 48  # test images shown for one cell of the confusion matrix
 SCALE = 3  # screen pixels per image pixel
 
@@ -39,11 +41,6 @@ def _png(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def side_of(n: int) -> tuple[int, int]:
-    s = int(round(math.sqrt(n)))
-    return (s, s) if s * s == n else (1, n)
 
 
 def neuron_grid(w1: np.ndarray, limit: int = 100) -> bytes:

@@ -59,19 +59,12 @@ class Run:
                 "workers": config.get("workers"), "address": config.get("address"),
                 "transport": last.get("channels"), "epochs": config.get("epochs"), "epochs_done": last.get("epoch", 0),
                 "examples_per_s": last.get("examples_per_s"), "test_accuracy": last.get("test_accuracy"),
-                "snapshots": [e for e, _ in self.dir.weight_snapshots()], "checkpoint": self.latest_name()}  # fmt: skip
-
-    def latest_name(self) -> str | None:
-        """The newest checkpoint's name: final.npz once the run is done."""
-        rd = self.dir
-        if rd.exists("final.npz"):
-            return "final.npz"
-        kept = rd.checkpoints()
-        return kept[-1][1] if kept else None
+                "snapshots": [e for e, _ in self.dir.weight_snapshots()], "checkpoint": self.dir.latest_checkpoint()}  # fmt: skip
 
     def latest(self) -> tuple[str, checkpoint.Checkpoint]:
         """The newest checkpoint, loaded once per name."""
-        rd, name = self.dir, self.latest_name()
+        rd = self.dir
+        name = rd.latest_checkpoint()
         if name is None:
             raise NotFound(f"{self.uri}: no checkpoint yet (the first is written at the end of epoch 1)")
         with self._lock:
