@@ -33,12 +33,12 @@ train: data
 		--epochs 30 --workers 2 --run-dir runs/fashion-quickstart
 
 # The browser test drives Debian's headless Chromium through `nnps ui`'s page; the
-# multi-host tests make network namespaces with iproute2 (ip, tc).
+# multi-host tests make network namespaces with iproute2 (ip, tc) and firewall them with nftables.
 test-tools:
-	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && command -v ip >/dev/null && command -v tc >/dev/null; then :; \
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && command -v ip >/dev/null && command -v tc >/dev/null && command -v nft >/dev/null; then :; \
 	elif command -v apt-get >/dev/null; then \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver iproute2; \
-	else echo "note: no apt here: the tests need /usr/bin/chromium, /usr/bin/chromedriver, ip and tc"; fi
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver iproute2 nftables; \
+	else echo "note: no apt here: the tests need /usr/bin/chromium, /usr/bin/chromedriver, ip, tc and nft"; fi
 
 test: data test-tools
 	$(BIN)/python -m pytest

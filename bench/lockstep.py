@@ -2,7 +2,7 @@
 
 What is left of a step's cost at batch 1000 on 2 cores once Ray is out of the picture:
 k plain processes (multiprocessing) map a step file and serve their shards over the
-step sockets (worker/step_sockets.py), the parent drives the steps (ServerSockets.step;
+step sockets (worker/channels/unix.py), the parent drives the steps (ServerSockets.step;
 no update, the parameters stay put), against the same backprop of the whole batch in
 this process on one BLAS thread and on two, and two processes running their shards
 independently (no lockstep): the last is the ceiling for k workers on this machine, whatever
@@ -25,8 +25,8 @@ from nnps.core.datasets import Dataset
 from nnps.core.sampler import split
 from nnps.core.shard import ShardWorker
 from nnps.core.training import build_network
-from nnps.worker.node_buffers import Mapped, NodeBuffers
-from nnps.worker.step_sockets import ServerSockets, serve
+from nnps.worker.channels.step_file import Mapped, NodeBuffers
+from nnps.worker.channels.unix import ServerSockets, serve
 
 def arg(name: str, default: str) -> str:
     return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default

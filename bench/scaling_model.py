@@ -1,6 +1,6 @@
-"""Projected: steps across hosts with 1 and with enough server shards (core/scaling.py).
+"""Projected: steps across hosts with 1 and with enough server shards (bench/scaling.py).
 
-Not a measurement of a cluster (none is here): the model of core/scaling.py, fed with
+Not a measurement of a cluster (none is here): the model of bench/scaling.py, fed with
 what this machine measures in the same run (one worker's backprop of its shard on one
 thread, and the best single process, both core/costmodel.step_seconds) and with rates
 given on the command line:
@@ -17,7 +17,7 @@ given on the command line:
 For each network, batch and number of hosts it prints the step with one server and with
 the servers `servers_needed` asks for, which resource bounds each, and the speed against
 the best single process measured here; then, if each host sums its workers' replies before
-sending them (host_sum in core/scaling.py), the step with one server ("S=1 +sum": what nnps
+sending them (host_sum in bench/scaling.py), the step with one server ("S=1 +sum": what nnps
 does across nodes since its node relays, worker/node_relay.py) and with the servers
 `servers_needed` then asks for ("+sum"; sharded servers are not built). The
 per-step coordination c is the 2-worker value of core/costmodel's table at that batch plus
@@ -34,7 +34,7 @@ import sys
 
 from nnps.core.costmodel import DEFAULT_OVERHEAD, overhead_for, step_seconds
 from nnps.core.network import Network
-from nnps.core import scaling
+import scaling  # bench/scaling.py, beside this script
 from nnps.core.threads import threads_for
 
 CASES = [((784, 30, 10), "sigmoid", 1000), ((784, 30, 10), "sigmoid", 10000),
@@ -47,7 +47,7 @@ def main() -> None:
     arg = lambda name, default: float(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
     rate, nic, per_host = arg("--rate", 1.5e9), arg("--nic", 1.25e9), int(arg("--per-host", 8))
     host_rate = arg("--host-rate", 4.6e9)
-    print(f"Projected (core/scaling.py): hosts of 16 cores, {per_host} workers each on one thread;")
+    print(f"Projected (bench/scaling.py): hosts of 16 cores, {per_host} workers each on one thread;")
     gb = (f"object store {rate / 1e9:.2f} GB/s a process, NIC {nic / 1e9:.2f} GB/s each way, "
           f"host sums {host_rate / 1e9:.2f} GB/s")  # fmt: skip
     print(f"{gb}; backprop timed here")

@@ -20,7 +20,7 @@ in the sharding alone. Sync SGD: step t + 1's workers read what step t's servers
 
 Each count runs twice: with the given vectors and with 784-30-10's (23,860 float32), whose
 time is Ray's per-step cost for that many calls and objects. On one node the run also
-checks core/scaling.py's model: the byte rate of one process is fitted to the 1-server
+checks bench/scaling.py's model: the byte rate of one process is fitted to the 1-server
 row (its large-minus-small time), and the other rows are predicted as their small-vector
 time plus the model's transfer for S servers on this machine's cores.
 
@@ -41,7 +41,7 @@ import time
 import numpy as np
 import ray
 
-from nnps.core.scaling import Cluster, transfer
+from scaling import Cluster, transfer  # bench/scaling.py, beside this script
 from nnps.worker.gradient_worker import keep_freed_memory
 
 STEPS = 20
@@ -147,7 +147,7 @@ def main() -> None:
         print(f"{s:>7} {ms} {bound:>11}")
     print(f"speed: x {counts[0]} server's; small: vectors of {SMALL:,}")
     fit = f"{fitted / 1e9:.2f} GB/s a process (fitted to {counts[0]} server)"
-    print(f"model: small + core/scaling.py's transfer at {fit}" if nodes == "1" else
+    print(f"model: small + bench/scaling.py's transfer at {fit}" if nodes == "1" else
           "model: not applicable (the simulated nodes share this machine's cores and memory)")  # fmt: skip
 
 

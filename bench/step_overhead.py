@@ -4,29 +4,25 @@ For 784-30-10 (the seed's network) at batch 10 .. 10,000, in one local Ray sessi
 
     serial      ms per step of the in-process path (--workers 0) at its best BLAS thread
                 count (1, 2 or as it picks; the mode column says which)
-    N=k plain   ms per step with k workers on plain actor calls (server-driven steps), the
-                vectors through Ray's object store (inlined in the messages when small)
-    N=k graph   the same over Ray's compiled graph
-    +shm        the same with the vectors in a /dev/shm file the processes share
-                (worker/node_buffers.py): only indices and acknowledgements in messages
-    sock+shm    the step file, and the indices and acknowledgements through Unix sockets
-                instead of Ray calls (worker/step_sockets.py)
-    link        indices, parameters and replies through TCP links instead of Ray calls, one
-                link per node, relayed by its first worker (worker/step_links.py,
-                worker/node_relay.py: nnps's default across nodes)
-    link-each   the same with one link per worker (NNPS_NODE_RELAY=0)
+    N=k unix    ms per step with k workers over the `unix` channel: the vectors in a /dev/shm
+                file the processes share, indices and acknowledgements through Unix sockets
+                (worker/channels/unix.py; nnps's default on one node)
+    N=k tcp     indices, parameters and replies through TCP links, one per node, relayed by
+                its first worker (worker/channels/tcp.py; nnps's default across nodes)
+    N=k ray     a Ray actor call per worker, the vectors inline or through the object store
     overhead    step time minus the compute inside it (the in-process time of one shard of
                 batch/k on one thread), also in units of Ray's own no-op actor round trip,
                 measured in the same run
 
 --nodes split runs on ray.cluster_utils.Cluster instead: a head node with no CPUs and one
 node of 1 CPU per worker, all on this machine, so that every step crosses nodes (Ray's
-object stores and TCP over loopback, not a network); its default modes are plain and link.
+object stores and TCP over loopback, not a network); its default transports are tcp and ray.
 --nodes pair puts both workers on one node of 2 CPUs beside the head instead, where a
-node's relay carries the steps of both; its default modes are link and link-each.
+node's relay carries the steps of both. bench/hosts_overhead.py measures the same across
+hosts with their own interfaces (network namespaces), shaped to a link speed.
 
 Run: .venv/bin/python bench/step_overhead.py [--quick] [--hidden 1024,1024] [--batches 256]
-     [--modes plain,graph,plain+shm,graph+shm,sock+shm,link,link-each] [--nodes split|pair]
+     [--transports unix,tcp,ray] [--nodes split|pair]
 """
 
 from __future__ import annotations
@@ -36,7 +32,7 @@ import sys
 
 import ray
 
-from nnps.cluster.calibrate import MODES, measure, round_trip
+from nnps.cluster.calibrate import measure, round_trip
 
 
 def main() -> None:
@@ -49,11 +45,10 @@ def main() -> None:
         batches = [int(b) for b in sys.argv[sys.argv.index("--batches") + 1].split(",")]
     nodes = sys.argv[sys.argv.index("--nodes") + 1] if "--nodes" in sys.argv else "one"
     split = nodes in ("split", "pair")
-    one_node = "plain,graph,plain+shm,graph+shm,sock+shm"
-    names = {"split": "plain,link", "pair": "link,link-each"}.get(nodes, one_node)
-    if "--modes" in sys.argv:
-        names = sys.argv[sys.argv.index("--modes") + 1]
-    modes = tuple(MODES[name] for name in names.split(","))
+    names = "tcp,ray" if split else "unix,tcp,ray"
+    if "--transports" in sys.argv:
+        names = sys.argv[sys.argv.index("--transports") + 1]
+    transports = tuple(names.split(","))
     cluster = None
     if split:
         from ray.cluster_utils import Cluster
@@ -74,7 +69,7 @@ def main() -> None:
     print(f"network 784-{net}-10; Ray no-op actor round trip: {rt * 1e3:.2f} ms{where}\n")
     print(f"{'batch':>6} {'N':>2} {'mode':>14} {'ms/step':>8} {'ex/s':>9} {'vs serial':>9} {'overhead ms':>11} {'RTs':>5}")
     serial = {}
-    for r in measure(hidden, batches, [1, 2], modes=modes):
+    for r in measure(hidden, batches, [1, 2], transports=transports):
         if r.workers == 0:
             serial[r.batch] = r.seconds
             print(f"{r.batch:>6} {0:>2} {r.mode:>14} {r.seconds * 1e3:>8.2f} {r.examples_per_s:>9,.0f} {'1.00x':>9}")

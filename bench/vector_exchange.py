@@ -1,4 +1,4 @@
-"""The bare exchange of a step's vectors, three ways, side by side in one run.
+"""The bare exchange of a step's vectors, two ways, side by side in one run.
 
 No backprop: a server actor sends the parameter vector (P float32) to k workers, each
 answers with a vector of P + 3 (as gradient sums would be), and the server adds the
@@ -6,28 +6,27 @@ replies and updates the parameters. What is left is what moving the vectors cost
 
     object store   plain actor calls; the server puts the parameters once per step, each
                    reply goes through Ray's object store (nnps across nodes)
-    graph          Ray's compiled graph over shared-memory channels (_buffer_size_bytes set
-                   to fit the vectors, so no channel resizes)
     shm file       plain actor calls carrying nothing but an acknowledgement; the vectors
-                   stay in one /dev/shm file every process maps (worker/node_buffers.py,
+                   stay in one /dev/shm file every process maps (worker/channels/step_file.py,
                    nnps on one node)
 
 Run: .venv/bin/python bench/vector_exchange.py [--size 1863690] [--workers 2]
-(1,863,690 = 784-1024-1024-10's parameters, 7.4 MB; 23,860 = 784-30-10's.)
+(1,863,690 = 784-1024-1024-10's parameters, 7.4 MB; 23,860 = 784-30-10's.) Until 2026-12-02 it
+also timed Ray's compiled graph (25 ms for 7.4 MB with 2 workers on 2 cores, docs/performance.md),
+which nnps no longer uses.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 
 import numpy as np
 import ray
 
-from nnps.worker.gradient_worker import keep_freed_memory, skip_torch_probe
-from nnps.worker.node_buffers import Mapped, NodeBuffers
+from nnps.worker.channels.step_file import Mapped, NodeBuffers
+from nnps.worker.gradient_worker import keep_freed_memory
 
 STEPS = 30
 
@@ -36,7 +35,6 @@ STEPS = 30
 class Worker:
     def __init__(self, size: int, spec: NodeBuffers | None, i: int) -> None:
         keep_freed_memory()
-        skip_torch_probe()
         self.grad = np.ones(size + 3, np.float32)
         self.mapped, self.i = (Mapped(spec), i) if spec else (None, i)
 
@@ -53,7 +51,6 @@ class Worker:
 class Server:
     def __init__(self, size: int, spec: NodeBuffers | None, workers: list) -> None:
         keep_freed_memory()
-        skip_torch_probe()
         self.workers = workers
         self.mapped = Mapped(spec) if spec else None
         self.params = self.mapped.params if self.mapped else np.zeros(size, np.float32)
@@ -78,9 +75,6 @@ class Server:
                 self.apply(*ray.get([w.reply.remote(ref) for w in self.workers]))
         return (time.perf_counter() - t0) / steps
 
-    def plan(self, step: int) -> np.ndarray:
-        return self.params
-
 
 def best(f) -> float:  # type: ignore[no-untyped-def]
     f()  # warm up
@@ -100,26 +94,7 @@ def main() -> None:
         rows["shm file"] = best(lambda: ray.get(server.run.remote(STEPS, True)))
         plain = Server.remote(size, None, workers)
         rows["object store"] = best(lambda: ray.get(plain.run.remote(STEPS, False)))
-        from ray.dag import InputNode
-
-        with InputNode() as step:
-            params = plain.plan.bind(step)
-            out = plain.apply.bind(*[w.reply.bind(params) for w in workers])
-        dag = out.experimental_compile(_buffer_size_bytes=4 * (size + 3) + 4096)
-
-        def graph() -> float:
-            t0 = time.perf_counter()
-            for i in range(STEPS):
-                ray.get(dag.execute(i))
-            return (time.perf_counter() - t0) / STEPS
-
-        rows["graph"] = best(graph)
-        # Ray 2.60's teardown of a graph that moved large vectors can block for good (seen
-        # here): give it a few seconds in a daemon thread, as nnps's executor does.
-        teardown = threading.Thread(target=dag.teardown, daemon=True)
-        teardown.start()
-        teardown.join(5.0)
-        for actor in [server, plain, *workers]:  # a graph left up keeps ray.shutdown() waiting
+        for actor in [server, plain, *workers]:
             ray.kill(actor)
     finally:
         spec.unlink()

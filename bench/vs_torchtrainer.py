@@ -9,8 +9,7 @@ one run on one local Ray:
                   each worker holds its own copy of the data, as a Ray Train user's loop
                   would); fit() -> first step, s
     nnps          examples/s of `nnps train --workers k` steps (RayExecutor as training
-                  runs it: compiled graph for small shards, else plain calls; vectors through
-                  the /dev/shm file on one node) and in-process
+                  runs it: the `unix` channel on one node, cluster/transport.py) and in-process
 
 And the start-up: seconds from launching `nnps train --workers k` (a fresh process: Python
 imports, ray.init, data, actors) to its first step, read off its first progress line; with

@@ -38,7 +38,7 @@ def main() -> None:
         ds = random_dataset(n=n)
         x = ds.x_train
         plan = plan_run(TrainConfig(data="random", hidden=(30,), batch_size=1000, lr=0.1), ds, None, False)
-        ex = RayExecutor(plan, ds, 2, compiled=False)
+        ex = RayExecutor(plan, ds, 2)
         ex.run(0, 3 * plan.steps_per_epoch)  # three epochs: every row of the data is touched
         ex.snapshot()
         for i, (pid, _) in enumerate(ex.placement()):

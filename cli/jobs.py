@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from nnps.cli.errors import handle_errors
+from nnps.cli.train import steps_by_channel
 from nnps.core.errors import ClusterError, ConfigError
 
 Address = Annotated[Optional[str], typer.Option(help="Ray dashboard address, e.g. http://127.0.0.1:8265")]
@@ -102,7 +103,10 @@ def _print_status(s: dict) -> None:
         line += f"  {p.get('examples_per_s', 0):,.0f} ex/s  elapsed {_hms(p.get('elapsed'))}"
         if "eta_s" in s:
             line += f"  ETA {_hms(s['eta_s'])}"
+        line += steps_by_channel(p.get("channels")).replace(" (", "  steps by channel (", 1)
     print(line)
+    for f in (p or {}).get("channels", {}).get("fallbacks", []):
+        print(f"  from step {f['step']} over {f['to']} instead of {f['from']}: {f['reason']}")
     if s["status"] == "FAILED":
         print(f"  {_reason(s)}")
 

@@ -50,6 +50,7 @@ def train(
     init: Annotated[Optional[str], typer.Option(help="Start from this checkpoint's weights")] = None,
     workers: Annotated[str, typer.Option(help="0: in-process; N: N Ray worker actors; auto: the fastest by a measured cost model")] = "auto",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)", envvar="RAY_ADDRESS")] = None,
+    transport: Annotated[str, typer.Option(help="What carries each step to the workers: auto (unix on one node, tcp across nodes), unix, tcp or ray; each falls back to ray calls")] = DEFAULTS.transport,
     warm_start: Annotated[bool, typer.Option(help="With an embedded Ray: train in-process while Ray and the workers start, then hand over")] = DEFAULTS.warm_start,
     snapshot_weights: Annotated[bool, typer.Option(help="Keep W^1 after every epoch in the run directory (nnps inspect RUN_DIR animates it)")] = DEFAULTS.snapshot_weights,
     run_dir: Annotated[Optional[str], typer.Option(help="Run directory: local path or a pyarrow URI (s3://...). Default runs/<time>")] = None,
@@ -85,7 +86,14 @@ def train(
     else:
         m = summary["metrics"]
         tail = f"; test accuracy {m['test_accuracy']:.2%}" if m else ""
-        console.print(f"done: {summary['step']} steps{tail}; weights in {summary['final']}")
+        console.print(f"done: {summary['step']} steps{steps_by_channel(summary.get('channels'))}{tail}; "
+                      f"weights in {summary['final']}")  # fmt: skip
+
+
+def steps_by_channel(record: dict | None) -> str:
+    """" (unix 53, in-process 7)": the steps each channel carried, most first (empty in-process)."""
+    steps = sorted(((n, name) for name, n in (record or {}).get("steps", {}).items() if n), reverse=True)
+    return f" ({', '.join(f'{name} {n}' for n, name in steps)})" if steps else ""
 
 
 NOT_CONFIG = ("run_dir", "resume", "json_out", "log_progress")

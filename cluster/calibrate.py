@@ -8,6 +8,7 @@ compute of one shard) at each batch is saved for `--workers auto` (core/costmode
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from nnps.core.training import CHUNK_SECONDS, Plan, make_in_process, plan_run
 class Row:
     batch: int
     workers: int  # 0: in-process
-    mode: str  # "graph" or "plain" (+shm), " <n>thr" if each worker ran n BLAS threads; in-process: "<n>thr"
+    mode: str  # the channel (unix, tcp, ray), " <n>thr" if each worker ran n BLAS threads; in-process: "<n>thr"
     seconds: float  # per step
     compute: float  # per step, of the largest shard on one thread (k > 0)
 
@@ -50,7 +51,7 @@ def per_step(executor, steps: int, blocks: int = 3) -> float:  # type: ignore[no
     and overstated every distributed row at large batches. The best block, because on a
     small machine a transient neighbour (Ray starting a fresh worker process to replace a
     killed actor takes ~1 s of a core) lands in one block, not in all."""
-    executor.run(0, 2)  # warm up: first-step costs (actors' imports, sockets, graph)
+    executor.run(0, 2)  # warm up: first-step costs (actors' imports, the channel's open)
     executor.snapshot()
     t0 = time.perf_counter()
     executor.run(2, 4)
@@ -100,21 +101,11 @@ def worker_counts(cpus: int) -> list[int]:
     return counts + ([cpus] if counts[-1] != cpus else [])
 
 
-# (compiled graph?, shared memory?, step sockets?, TCP links?, a link per node?); None: as training picks
-Mode = tuple[bool | None, bool | None, bool | None, bool | None, bool | None]
-MODES = {"plain": (False, False, False, False, None), "graph": (True, False, False, False, None),
-         "plain+shm": (False, True, False, False, None), "graph+shm": (True, True, False, False, None),
-         "sock+shm": (False, True, True, False, None), "link": (False, False, False, True, True),
-         "link-each": (False, False, False, True, False)}  # fmt: skip
-
-
 def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int],
-            modes: tuple[Mode, ...] = ((None,) * 5,), steps_budget: int = 20000) -> list[Row]:  # fmt: skip
-    """Rows for every batch x (serial, k workers x modes). Ray must be initialized.
-    A mode is (compiled, shared, sockets, links, relay): True/False forces the compiled graph /
-    plain calls, the /dev/shm step file / the object store, the step sockets / Ray calls,
-    the TCP links / Ray calls, and one link per node / per worker (MODES names them); None
-    takes what `nnps train` would."""
+            transports: tuple[str, ...] = ("auto",), steps_budget: int = 20000) -> list[Row]:  # fmt: skip
+    """Rows for every batch x (serial, k workers x transports: `--transport`'s settings,
+    cluster/transport.py). Ray must be initialized. A row's mode is the channel that
+    carried most of its steps; a transport that fell back to another is measured as that."""
     ds = random_dataset()
     rows = []
     for batch in batches:
@@ -130,18 +121,12 @@ def measure(hidden: tuple[int, ...], batches: list[int], workers: list[int],
             shard = make_in_process(plan_run(cfg.replace(batch_size=-(-batch // k)), ds, None, False), ds)
             shard.threads = threads
             compute = per_step(shard, steps)
-            for compiled, shared, sockets, links, relay in modes:
-                ex = RayExecutor(plan, ds, k, compiled=compiled, shared=shared, sockets=sockets, links=links,
-                                 relay=relay)  # fmt: skip
+            for transport in transports:
+                ex = RayExecutor(dataclasses.replace(plan, config=cfg.replace(transport=transport)), ds, k)
                 try:
-                    if (compiled and ex.compiled is None) or (shared and ex.buffers is None):
-                        continue  # not available here: the row without it says so
                     seconds = per_step(ex, steps)
-                    done = ex.channels()
-                    link = "link" if ex.relay_wanted else "link-each"
-                    path = ("graph" if ex.compiled is not None else "sock" if done["socket"] else
-                            link if done["link"] else "plain")  # fmt: skip
-                    mode = path + ("+shm" if ex.buffers else "") + (f" {threads}thr" if threads > 1 else "")
+                    done = ex.channels()["steps"]
+                    mode = max(done, key=lambda name: done[name]) + (f" {threads}thr" if threads > 1 else "")
                     rows.append(Row(batch, k, mode, seconds, compute))
                 finally:
                     ex.close()

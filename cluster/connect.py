@@ -90,47 +90,14 @@ def ray_connection(address: str | None, num_cpus: int | None = None) -> Iterator
         raise ClusterError(f"cannot start or join Ray{f' at {address}' if address else ''}: {str(e).splitlines()[0]}")
     finally:
         logging.getLogger(AUTH_LOGGER).removeFilter(quiet)
-    raylet = None if address else _raylet_pid()
     try:
         yield
     finally:
         ray.shutdown()
         _inline_bytes, _embedded = RAY_DEFAULT_INLINE_BYTES, False
-        if raylet is not None:
-            remove_graph_semaphores(raylet)
 
 
 def embedded() -> bool:
     """Whether the Ray at hand is the one ray_connection started here (its CPUs are all
     there will be: no autoscaler adds nodes to it)."""
     return _embedded
-
-
-def _raylet_pid() -> int | None:
-    """The embedded Ray's raylet process id (a private attribute: None if it moves)."""
-    import ray
-
-    try:
-        return int(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
-    except (AttributeError, KeyError, IndexError, TypeError):
-        return None
-
-
-def remove_graph_semaphores(raylet: int) -> int:
-    """Remove the named semaphores a finished raylet left in /dev/shm; returns how many.
-
-    Ray 2.60's compiled-graph channels create two POSIX semaphores per channel buffer,
-    named sem.hdr<raylet pid>-* and sem.obj<raylet pid>-*. A graph torn down while its
-    actors are killed leaves some behind after ray.shutdown() (60 per `nnps train
-    --workers 2` here, one 4 KiB page of /dev/shm each, forever). Only called for a Ray
-    this process started, once its raylet is gone, so nothing can still be using them."""
-    from nnps.worker.node_buffers import SHM_DIR, process_alive
-
-    if process_alive(raylet):
-        return 0  # still running (shutdown timed out?): not ours to clean yet
-    removed = 0
-    for kind in ("hdr", "obj"):
-        for path in SHM_DIR.glob(f"sem.{kind}{raylet}-*"):
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed

@@ -39,9 +39,17 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
     if config.workers == 0:
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
     if config.warm_start and not ray.is_initialized():
-        return _warm(config, dataset, run_dir, resume, reporter, say)
+        return noted(_warm(config, dataset, run_dir, resume, reporter, say), say)
     with ray_session(config) as factory:
-        return train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter)
+        return noted(train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter), say)
+
+
+def noted(summary: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+    """Tell the user, a line each, where a channel broke and the steps went on by the next
+    (cluster/transport.py): the result is the same, the steps slower."""
+    for f in (summary.get("channels") or {}).get("fallbacks", []):
+        say(f"note: from step {f['step']} the steps went over {f['to']} instead of {f['from']}: {f['reason']}")
+    return summary
 
 
 def _on_cluster(config: TrainConfig, run_dir: RunDir | None, resume: bool, reporter: Reporter | None,
@@ -62,17 +70,8 @@ def _on_cluster(config: TrainConfig, run_dir: RunDir | None, resume: bool, repor
         config = decide(config, dataset, cluster_cpus, say)
         if config.workers == 0:
             return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
-        made: list = []
         with ray_session(config) as factory:
-
-            def make(plan: Plan, ds: Dataset):  # type: ignore[no-untyped-def]
-                made.append(factory(plan, ds))
-                return made[-1]
-
-            result = train(config, dataset, run_dir, resume=resume, make_executor=make, reporter=reporter)
-        for note in filter(None, (ex.link_note() for ex in made)):
-            say(note)
-        return result
+            return noted(train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter), say)
 
 
 def check_placeable(config: TrainConfig, cpus: int, where: str) -> None:
@@ -103,11 +102,13 @@ def _warm(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume:
         start.close()
 
 
-def vector_rate() -> float:
-    """The rate the cost model assumes for the step's vectors: the shm file's on one node."""
-    from nnps.cluster.ray_executor import shared_wanted
+def vector_rate(config: TrainConfig) -> float:
+    """The rate the cost model assumes for the step's vectors: the step file's where the
+    transport's chain starts with it (one node), else the object store's."""
+    from nnps.cluster.ray_executor import one_node
+    from nnps.cluster.transport import chain
 
-    return costmodel.VECTOR_RATE["shm" if shared_wanted() else "store"]
+    return costmodel.VECTOR_RATE["shm" if chain(config.transport, one_node())[0] == "unix" else "store"]
 
 
 def predict(config: TrainConfig, dataset: Dataset, counts: Iterable[int]) -> costmodel.Choice:
@@ -115,7 +116,8 @@ def predict(config: TrainConfig, dataset: Dataset, counts: Iterable[int]) -> cos
     (or the embedded one it would start)."""
     from nnps.cluster.ray_executor import node_cpus
 
-    return costmodel.predict(build_network(config, dataset), config.batch_size, counts, vector_rate(), node_cpus())
+    network = build_network(config, dataset)
+    return costmodel.predict(network, config.batch_size, counts, vector_rate(config), node_cpus())
 
 
 def decide(config: TrainConfig, dataset: Dataset, cpus: int, say: Callable[[str], None]) -> TrainConfig:

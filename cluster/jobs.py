@@ -142,7 +142,7 @@ def default_job_id() -> str:
     return f"nnps-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-PACKAGE_DIRS = ("core", "worker", "cluster", "cli")  # pyproject.toml's package-dir
+PACKAGE_DIRS = ("core", "worker", "cluster", "ui", "cli")  # pyproject.toml's package-dir
 
 
 def source_digest(root: Path) -> str:

@@ -160,6 +160,7 @@ class WarmStart:
         self.workers = plan.config.workers
         self.first_step = plan.start.step
         self.handed_over_at: int | None = None  # the first step the workers took
+        self.local_steps = 0  # steps run in-process
         self.raised = False  # the start's error went up through run()
 
     def run(self, start: int, stop: int) -> None:
@@ -172,13 +173,15 @@ class WarmStart:
             self.active, self.handed_over_at = remote, start
             self.say(f"warm start: {start - self.first_step} steps ran in-process while Ray and the workers started "
                      f"({self.seconds():.1f} s); {self.workers} workers go on from step {start}")  # fmt: skip
+        if self.active is self.local:
+            self.local_steps += stop - start
         self.active.run(start, stop)
 
     def channels(self) -> dict:
-        """Steps in-process while Ray started, then the workers' steps by channel."""
-        if self.active is self.local:
-            return {"in-process": "all so far"}
-        return {"in-process": (self.handed_over_at or 0) - self.first_step, **self.active.channels()}  # type: ignore[attr-defined]
+        """The workers' channel record (cluster/transport.py), its steps led by those run
+        in-process while Ray started (steps redone after a lost server count again)."""
+        record = {"chain": [], "fallbacks": []} if self.active is self.local else self.active.channels()  # type: ignore[attr-defined]
+        return {**record, "steps": {"in-process": self.local_steps, **record.get("steps", {})}}
 
     def seconds(self) -> float:
         return time.perf_counter() - self.t0

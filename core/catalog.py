@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from nnps.core.datasets import IDX_FILES, Dataset, find_idx_files, load_idx_dir
+from nnps.core.environment import DATA_DIR
 from nnps.core.errors import DataError
 
 SYSTEM_DIR = Path("/usr/share/datasets")
@@ -116,8 +117,8 @@ def class_names(data: str, n: int = 10) -> list[str]:
 
 
 def cache_dir() -> Path:
-    if os.environ.get("NNPS_DATA_DIR"):
-        return Path(os.environ["NNPS_DATA_DIR"])
+    if DATA_DIR.get():
+        return Path(DATA_DIR.get())
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "nnps"
 

@@ -19,6 +19,7 @@ from nnps.core.optimizers import OPTIMIZERS, SCHEDULES
 
 WEIGHT_INITS = ("normal", "scaled")
 DTYPES = ("float32", "float64")
+TRANSPORTS = ("auto", "unix", "tcp", "ray")  # what carries a step: cluster/transport.py
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -64,6 +65,7 @@ class TrainConfig:
     init: str | None = None  # start from this checkpoint's weights
     workers: int | str = "auto"  # 0: in-process; N: N Ray worker actors; "auto": the cost model picks
     address: str | None = None  # Ray cluster to join; None: an embedded local one
+    transport: str = "auto"  # the step's channel, then plain Ray calls (cluster/transport.py)
     warm_start: bool = True  # embedded Ray: train in-process while it starts (cluster/warm_start.py)
     snapshot_weights: bool = False  # keep W^1 after every epoch in the run directory (nnps inspect animates it)
     extra: dict[str, Any] = field(default_factory=dict)  # room for later versions' keys
@@ -81,6 +83,7 @@ class TrainConfig:
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         _choice("--schedule", self.schedule, SCHEDULES)
         _choice("--dtype", self.dtype, DTYPES)
+        _choice("--transport", self.transport, TRANSPORTS)
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr!r}")
         if not 0 <= self.momentum < 1:
@@ -129,7 +132,7 @@ class TrainConfig:
             raise ConfigError(f"unknown config keys {unknown}")
         return cls(**d)
 
-    # What must agree between a run and the run it resumes; the rest (workers, address,
+    # What must agree between a run and the run it resumes; the rest (workers, address, transport,
     # warm_start, snapshot_weights, epochs, steps, checkpoint_every) may change across a resume without changing results.
     RESULT_KEYS = (
         "data", "hidden", "activation", "output", "cost", "weight_init", "optimizer", "lr", "momentum",

@@ -63,12 +63,11 @@ class Optimizer:
         names = {"sgd": [], "momentum": ["velocity"], "nesterov": ["velocity"], "adam": ["m", "s"]}
         self.state = {k: np.zeros_like(params) for k in names[self.name]}
 
-    def step(self, params: Array, grad_sum: Array, m: int, step: int, part: slice = slice(None)) -> None:
+    def step(self, params: Array, grad_sum: Array, m: int, step: int) -> None:
         """Apply one update in place; `step` counts the updates already applied (0-based).
-        `grad_sum` (the sum over m examples) is overwritten. Only the elements in `part`
-        (and their state): every rule here is elementwise, so parts may run on threads."""
+        `grad_sum` (the sum over m examples) is overwritten."""
         eta = self.schedule.lr(self.lr, step)
-        params, g = params[part], grad_sum[part]  # views: the updates land in the callers' arrays
+        g = grad_sum
         if self.name == "sgd" and not self.l2:
             g *= -eta / m  # w <- w - eta * (sum / m), in two passes and no temporary
             params += g
@@ -76,11 +75,11 @@ class Optimizer:
         g /= m
         if self.l2:
             assert self.decay_mask is not None  # make_optimizer sets it whenever l2 > 0
-            g += self.l2 * self.decay_mask[part] * params
+            g += self.l2 * self.decay_mask * params
         if self.name == "sgd":
             params -= eta * g
         elif self.name in ("momentum", "nesterov"):
-            v = self.state["velocity"][part]
+            v = self.state["velocity"]
             v *= self.momentum
             v -= eta * g
             if self.name == "momentum":
@@ -88,7 +87,7 @@ class Optimizer:
             else:
                 params += self.momentum * v - eta * g
         else:
-            m, s, t = self.state["m"][part], self.state["s"][part], step + 1
+            m, s, t = self.state["m"], self.state["s"], step + 1
             m *= self.beta1
             m += (1.0 - self.beta1) * g
             s *= self.beta2

@@ -46,9 +46,8 @@ class Sampler:
         return step // self.steps_per_epoch
 
 
-def split(indices: Array, k: int, keep_empty: bool = False) -> list[Array]:
+def split(indices: Array, k: int) -> list[Array]:
     """Split a mini-batch into k near-equal consecutive shards (sizes differ by at most 1).
-    Empty shards are dropped, so a batch of 3 over 4 workers uses 3 of them, unless
-    keep_empty (a compiled graph always has k worker nodes)."""
+    Empty shards are dropped, so a batch of 3 over 4 workers uses 3 of them."""
     shards = np.array_split(indices, k)
-    return shards if keep_empty else [s for s in shards if len(s)]
+    return [s for s in shards if len(s)]

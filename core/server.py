@@ -12,18 +12,15 @@ notices divergence: a NaN or infinite cost freezes the parameters and records th
 so the driver can stop with the last good checkpoint intact.
 
 For a wide network the step is memory-bound: 784-1024-1024-10's sum and update pass over
-7.5 MB vectors three times, ~2 ms on one core. With `threads` > 1 the server splits the
-vector into that many contiguous parts and runs the sum and the update of each on its
-own thread (numpy releases the GIL); every operation is elementwise, so the result is the
-same bit for bit (tests/test_optimizers.py). bench/server_update.py measures it; 1 thread
-unless the caller asks (NNPS_SERVER_THREADS for the Ray path).
+7.5 MB vectors three times, ~2 ms on one core. (Splitting it over 2 threads was measured
+and dropped: 1.2-1.5x faster in isolation, no difference in a whole step of 2 workers on
+2 cores, docs/performance.md.)
 
 `nnps.cluster.ParameterServer` is this class behind a Ray actor.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,11 +30,6 @@ from nnps.core.network import Network
 from nnps.core.optimizers import Optimizer, Schedule
 
 Array = np.ndarray
-
-# Below this many parameters one thread does the update: a thread's hand-off (~20-50 us)
-# would cost more than the part of the pass it takes over.
-PARALLEL_MIN = 1 << 20
-
 
 @dataclass
 class Snapshot:
@@ -66,9 +58,6 @@ class Server:
         self.steps_per_epoch = steps_per_epoch
         self.optimizer = make_optimizer(config, network, steps_per_epoch)
         self._total: Array | None = None  # the replies' sum, reused every step
-        self.threads = 1  # for the sum and update: see the module's docstring
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_size = 0
         self.restore(snapshot)
 
     def restore(self, s: Snapshot) -> None:
@@ -102,19 +91,9 @@ class Server:
         if self.step % self.steps_per_epoch == 0:  # first step of an epoch: new running sums
             self.cost_sum, self.correct, self.examples = 0.0, 0, 0
 
-        def update(part: slice) -> None:
-            add_up(total, replies, part)
-            with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as the next step's cost
-                self.optimizer.step(self.params, total, int(m), self.step, part)  # divides the sum by m
-
-        parts = split_range(P, self.threads) if self.threads > 1 and P >= PARALLEL_MIN else []
-        if len(parts) <= 1:
-            update(slice(0, P))
-        else:
-            if self._pool is None or self._pool_size != len(parts):
-                self._pool = ThreadPoolExecutor(len(parts), thread_name_prefix="nnps-update")
-                self._pool_size = len(parts)
-            list(self._pool.map(update, parts))
+        add_up(total, replies, slice(0, P))
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as the next step's cost
+            self.optimizer.step(self.params, total[:P], int(m), self.step)  # divides the sum by m
         self.step += 1
         self.cost_sum += cost
         self.correct += int(correct)
@@ -140,10 +119,3 @@ def add_up(total: Array, replies: tuple[Array, ...], part: slice) -> None:
     np.add(replies[0][part], replies[1][part], out=out)
     for reply in replies[2:]:
         out += reply[part]
-
-
-def split_range(n: int, parts: int) -> list[slice]:
-    """[0, n) in `parts` contiguous slices, cut at multiples of 16 elements (64-byte lines
-    for float32) so no two threads write one cache line."""
-    cuts = [min(n, (n * i // parts) // 16 * 16) for i in range(parts)] + [n]
-    return [slice(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]

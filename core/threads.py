@@ -35,9 +35,7 @@ def threads_for(network: Network, batch: int, cores: int | None = None) -> int:
 def worker_threads(network: Network, batch: int, k: int, cpus: int | None) -> int:
     """BLAS threads (and CPUs asked of Ray) for each of k workers on one node of `cpus`
     CPUs: the cores left after two split evenly, and no more than the shard's products
-    use. The two: in a compiled graph the server's and the driver's channel readers spin
-    while they wait (on 16 cores 1 worker of 784-30-10 at batch 10000 took 147 ms a step
-    on 15 threads through the graph, 17 ms on plain calls). On 16 cores 2 workers get 7
+    use. The two are the server's (its sum and update) and the driver's. On 16 cores 2 workers get 7
     each, where one thread each left 14 cores idle (2 workers of 784-1024-1024-10 at batch
     256: 0.46x of one process on 16 threads; with 7 each, 0.91x).
     cpus=None (several nodes): 1, since where Ray puts k workers is its call, and a

@@ -289,6 +289,8 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
                 last_ckpt = run_dir.save_checkpoint(step, checkpoint_bytes(plan, dataset, snap))
     summary: dict[str, Any] = {"step": snap.step, "epochs": rows[-1]["epoch"] if rows else 0,
                                "metrics": rows[-1] if rows else None, "train_seconds": train_seconds}  # fmt: skip
+    if (channels := getattr(executor, "channels", None)) is not None:
+        summary["channels"] = channels()  # what carried the steps (Ray executors)
     if run_dir is not None:
         run_dir.write_atomic("final.npz", checkpoint_bytes(plan, dataset, snap))
         summary["final"] = run_dir.uri_of("final.npz")

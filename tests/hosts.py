@@ -7,8 +7,8 @@ node runs in its own process group (`ray start --block`): the head on the first,
 others joining it by its address. What crosses between hosts crosses a real interface,
 which `tc` can shape and `ip link set down` can cut.
 
-Needs root (CI runs as root) and iproute2; `available()` says why not, for the tests'
-skip (CI fails instead of skipping). Everything is removed at the end, processes first.
+Needs root (CI runs as root), iproute2 and nftables; `available()` says why not, for the
+tests' skip (CI fails instead of skipping). Everything is removed at the end, processes first.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def available() -> str | None:
     """None if namespaces can be made here, else why not."""
     if shutil.which("ip") is None:
         return "no `ip` command (iproute2)"
+    if shutil.which("nft") is None:
+        return "no `nft` command (nftables)"
     if os.geteuid() != 0:
         return "network namespaces need root"
     name = f"nnps-probe-{os.getpid()}"
@@ -50,7 +52,7 @@ def ray_token() -> None:
 
 
 class Hosts:
-    def __init__(self, cpus: list[int]) -> None:
+    def __init__(self, cpus: list[int], env: dict[str, str] | None = None) -> None:
         self.tag = f"{os.getpid() % 100000}"
         self.names = [f"nnps{self.tag}-h{i + 1}" for i in range(len(cpus))]
         self.switch = f"nnps{self.tag}-sw"
@@ -59,6 +61,7 @@ class Hosts:
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
         for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
             self.env.pop(k, None)
+        self.env.update(env or {})  # the Ray nodes' environment, which their actors inherit
         ray_token()
         try:
             self._network()
@@ -129,10 +132,26 @@ class Hosts:
         return subprocess.Popen(["ip", "netns", "exec", self.names[i], *cmd], env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
 
-    def shape(self, i: int, rate: str) -> None:
-        """Host i's interface limited to `rate` (tc's token bucket filter, e.g. "20mbit")."""
+    def shape(self, i: int, rate: str, burst: str = "64kb") -> None:
+        """Host i's interface limited to `rate` (tc's token bucket filter, e.g. "20mbit";
+        a fast rate needs a burst of at least rate / HZ, e.g. "4mb" for 10gbit)."""
         self._ip("netns", "exec", self.names[i], "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate,
-                 "burst", "64kb", "latency", "200ms")  # fmt: skip
+                 "burst", burst, "latency", "200ms")  # fmt: skip
+
+    def unshape(self, i: int) -> None:
+        subprocess.run(["ip", "netns", "exec", self.names[i], "tc", "qdisc", "del", "dev", "eth0", "root"],
+                       capture_output=True)  # fmt: skip
+
+    def block(self, i: int, port: int) -> None:
+        """TCP to `port` on host i dropped when it comes from another host (nftables, in
+        host i's namespace): a firewall that lets only Ray's own ports through."""
+        rules = (f"table inet nnps {{ chain input {{ type filter hook input priority 0; "
+                 f"iifname \"eth0\" tcp dport {port} drop; }}; }}")  # fmt: skip
+        self._ip("netns", "exec", self.names[i], "nft", rules)
+
+    def unblock(self, i: int) -> None:
+        subprocess.run(["ip", "netns", "exec", self.names[i], "nft", "delete", "table", "inet", "nnps"],
+                       capture_output=True)  # fmt: skip
 
     def cut(self, i: int) -> None:
         """Host i cut off: its interface down."""

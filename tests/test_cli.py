@@ -30,12 +30,13 @@ def test_train_builds_the_exact_config(tiny_npz: Path, tmp_path: Path) -> None:
                                  "0.1", "--momentum", "0.8", "--l2", "0.001", "--schedule", "step", "--lr-step-epochs",
                                  "2", "--lr-gamma", "0.5", "--batch-size", "16", "--epochs", "2", "--checkpoint-every",
                                  "5", "--seed", "11", "--dtype", "float64", "--weight-init", "scaled",
-                                 "--no-warm-start", "--run-dir", str(rd), "--json"])  # fmt: skip
+                                 "--transport", "tcp", "--no-warm-start", "--run-dir", str(rd), "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     expected = TrainConfig(data=str(tiny_npz), hidden=(16, 8), activation="tanh", output="softmax",
                            cost="cross-entropy", weight_init="scaled", optimizer="nesterov", lr=0.1, momentum=0.8,
                            l2=0.001, schedule="step", lr_step_epochs=2, lr_gamma=0.5, batch_size=16, epochs=2,
-                           checkpoint_every=5, seed=11, dtype="float64", workers=0, warm_start=False)  # fmt: skip
+                           checkpoint_every=5, seed=11, dtype="float64", workers=0, transport="tcp",
+                           warm_start=False)  # fmt: skip
     # --workers auto (the default) resolved to in-process for this tiny net, and said so
     assert json.loads((rd / "config.json").read_text()) == expected.to_dict()
     assert "--workers auto: in-process (" in result.stderr
@@ -86,6 +87,7 @@ def test_evaluate_and_predict(tmp_path: Path) -> None:
         (["train", "--lr", "-1"], 1, "error: --lr must be positive, got -1.0"),
         (["train", "--data", "/nonexistent/dir"], 1, "error: /nonexistent/dir: no such file or directory"),
         (["train", "--resume"], 1, "error: --resume needs --run-dir, the run to continue"),
+        (["train", "--transport", "shm"], 1, "error: --transport must be one of auto, unix, tcp, ray; got 'shm'"),
         (["evaluate", "/nonexistent.npz"], 1, "error: /nonexistent.npz: no such file"),
         (["data", "info", "cifar"], 1, "error: cifar: no such file or directory"),
         (["bench", "--workers", "0,2"], 1, "error: --workers must be positive integers, comma-separated, got '0,2'"),
@@ -122,11 +124,13 @@ def test_data_info_and_prepare(tiny_npz: Path, tmp_path: Path) -> None:
 def test_resume_needs_only_the_run_dir(tiny_npz: Path, tmp_path: Path) -> None:
     rd = tmp_path / "r"
     args = ["train", "--data", str(tiny_npz), "--hidden", "12", "--lr", "0.5", "--epochs", "3", "--workers", "0"]
-    assert runner.invoke(app, [*args, "--run-dir", str(rd), "--steps", "30", "--checkpoint-every", "10"]).exit_code == 0
+    first = [*args, "--transport", "ray", "--run-dir", str(rd), "--steps", "30", "--checkpoint-every", "10"]
+    assert runner.invoke(app, first).exit_code == 0
     res = runner.invoke(app, ["train", "--run-dir", str(rd), "--resume", "--steps", "60"])
     assert res.exit_code == 0, res.output
     saved = json.loads((rd / "config.json").read_text())
-    assert (saved["hidden"], saved["lr"], saved["epochs"], saved["steps"]) == ([12], 0.5, 3, 60)
+    # the resumed run kept what it was not told to change, --transport too
+    assert (saved["hidden"], saved["lr"], saved["epochs"], saved["steps"], saved["transport"]) == ([12], 0.5, 3, 60, "ray")
     whole = runner.invoke(app, [*args, "--run-dir", str(tmp_path / "w"), "--steps", "60"])
     assert whole.exit_code == 0
     with np.load(rd / "final.npz") as a, np.load(tmp_path / "w" / "final.npz") as b:

@@ -6,7 +6,6 @@ fault tests kill real processes with SIGKILL, found by the actors' process title
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import signal
@@ -22,14 +21,15 @@ import pytest
 import ray
 from threadpoolctl import threadpool_info
 
-from nnps.cluster.ray_executor import compiled_wanted, ray_session, shared_wanted, sockets_wanted
+from nnps.cluster.ray_executor import ray_session
 from nnps.core.config import TrainConfig
-from nnps.core.errors import ClusterError, DivergenceError
+from nnps.core.errors import ConfigError, DivergenceError
 from nnps.core.rundir import RunDir
 from nnps.core.training import plan_run, train
 from nnps.worker import training_data
+from nnps.worker.channels.step_file import PREFIX, SHM_DIR, Mapped, NodeBuffers
+from nnps.worker.channels.unix import ServerSockets, UnixEnd
 from nnps.worker.gradient_worker import GradientWorker
-from nnps.worker.node_buffers import PREFIX, SHM_DIR, Mapped, NodeBuffers
 
 pytestmark = pytest.mark.ray
 
@@ -66,41 +66,34 @@ def step_files() -> list[str]:
     return sorted(p.name for p in SHM_DIR.glob(f"{PREFIX}*"))
 
 
-def set_path(monkeypatch, path: str) -> None:
-    """Steps over the compiled graph, Ray calls ("plain"), the step sockets or the TCP links
-    (which the executor uses across nodes; here forced on one node without the step file):
-    one link for the node, relayed by its first worker ("link"), or one per worker
-    ("link-each", NNPS_NODE_RELAY=0)."""
-    monkeypatch.setenv("NNPS_RAY_COMPILED", "1" if path == "graph" else "0")
-    monkeypatch.setenv("NNPS_STEP_SOCKETS", "1" if path == "socket" else "0")
-    monkeypatch.setenv("NNPS_STEP_LINKS", "1" if path.startswith("link") else "0")
-    monkeypatch.setenv("NNPS_NODE_RELAY", "0" if path == "link-each" else "1")
+def record(steps: dict[str, int], fallbacks: list | None = None, **rest) -> dict:
+    """A run's channel record (cluster/transport.py: Transport.record)."""
+    chain = [name for name in steps]
+    return {"chain": chain, "steps": steps, "fallbacks": fallbacks or [], **rest}
 
 
-# The step sockets need the step file, the links work without it.
-PATHS = [(p, v) for p in ("graph", "plain", "socket") for v in ("shm", "store") if (p, v) != ("socket", "store")]
-PATHS += [("link", "store"), ("link-each", "store")]
+# Each transport on this one node: unix (the default here), tcp (what runs across nodes;
+# here one link for the node, relayed by worker 0), ray.
+TRANSPORTS = ("unix", "tcp", "ray")
 
 
-@pytest.mark.parametrize("path,vectors", PATHS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("workers", [1, 3])
-def test_k_workers_equal_serial(workers: int, path: str, vectors: str, mnist10k, serial, monkeypatch) -> None:
-    set_path(monkeypatch, path)
-    monkeypatch.setenv("NNPS_SHARED_MEMORY", "1" if vectors == "shm" else "0")
+def test_k_workers_equal_serial(workers: int, transport: str, mnist10k, serial) -> None:
     executors: list = []
-    params = train_on_ray(CFG.replace(workers=workers), mnist10k, executors=executors)
+    params = train_on_ray(CFG.replace(workers=workers, transport=transport), mnist10k, executors=executors)
     assert np.max(np.abs(params - serial)) < 1e-9
-    # the path asked for is the one that ran every step, with the vectors where asked
-    ex = executors[0]
-    assert ex.steps_by_path == ({"graph": 60, "plain": 0} if path == "graph" else {"graph": 0, "plain": 60})
-    if path != "graph":
-        channel = {"plain": "ray", "link-each": "link"}.get(path, path)
-        counts = {c: 60 * (c == channel) for c in ("socket", "link", "ray")}
-        # one link for the node's workers, relayed by worker 0, or one per worker
-        groups = {"link": [list(range(workers))], "link-each": [[i] for i in range(workers)]}.get(path)
-        assert ex.channels() == {**counts, "socket_error": None, "link_groups": groups}
-    assert len(ex.step_files) == (1 if vectors == "shm" else 0)
-    assert step_files() == []  # the run's step file (and socket) went with its server
+    # the channel asked for carried every step, and nothing fell back
+    steps = {transport: 60, "ray": 0} if transport != "ray" else {"ray": 60}
+    groups = {"groups": [list(range(workers))]} if transport == "tcp" else {}
+    assert executors[0].channels() == record(steps, **groups)
+    assert step_files() == []  # the run's step files (and sockets) went with its server
+
+
+def test_unix_by_default_on_one_node(mnist10k) -> None:
+    executors: list = []
+    train_on_ray(CFG.replace(workers=2, steps=10), mnist10k, executors=executors)
+    assert executors[0].channels() == record({"unix": 10, "ray": 0})
 
 
 def free_cpus_become(n: float, wait_s: float = 20.0) -> bool:
@@ -132,44 +125,22 @@ def test_workers_run_and_reserve_their_blas_threads(mnist10k, serial, monkeypatc
             ex.close()
 
 
-def test_server_threads_reach_the_server(mnist10k, monkeypatch) -> None:
-    monkeypatch.setenv("NNPS_SERVER_THREADS", "3")
-    with ray_session(CFG.replace(workers=1)) as factory:
-        ex = factory(plan_run(CFG, mnist10k, None, False), mnist10k)
-        try:
-            assert ray.get(ex.server.__ray_call__.remote(lambda self: self.server.threads)) == 3
-        finally:
-            ex.close()
-
-
-@pytest.mark.parametrize("name", ["NNPS_WORKER_THREADS", "NNPS_SERVER_THREADS"])
-def test_bad_threads_setting_is_one_line(name: str, mnist10k, monkeypatch) -> None:
-    monkeypatch.setenv(name, "two")
-    with pytest.raises(ClusterError, match=rf"{name}='two': expected a whole number >= 1, or auto"):
+def test_bad_threads_setting_is_one_line(mnist10k, monkeypatch) -> None:
+    monkeypatch.setenv("NNPS_WORKER_THREADS", "two")
+    with pytest.raises(ConfigError, match=r"NNPS_WORKER_THREADS='two': expected a whole number >= 1, or auto"):
         train_on_ray(CFG.replace(workers=1), mnist10k)
 
 
-def test_batch_smaller_than_the_workers_over_sockets(mnist10k, monkeypatch) -> None:
-    """Batch 2 over 3 workers: the third gets no shard (and no message) each step."""
-    set_path(monkeypatch, "socket")
-    cfg = CFG.replace(batch_size=2, workers=3)
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_batch_smaller_than_the_workers(transport: str, mnist10k) -> None:
+    """Batch 2 over 3 workers: the third gets no shard (and no message) each step; over
+    tcp worker 0 relays the steps of 1 and 2, the batch goes to 0 and 1, and 2 idles."""
+    cfg = CFG.replace(batch_size=2, workers=3, transport=transport)
     executors: list = []
     params = train_on_ray(cfg, mnist10k, executors=executors)
     assert np.max(np.abs(params - train(cfg.replace(workers=0), mnist10k)["params"])) < 1e-9
-    done = {"socket": 60, "link": 0, "ray": 0, "socket_error": None, "link_groups": None}
-    assert executors[0].channels() == done
-
-
-def test_batch_smaller_than_the_workers_over_links(mnist10k, monkeypatch) -> None:
-    set_path(monkeypatch, "link")
-    monkeypatch.setenv("NNPS_SHARED_MEMORY", "0")
-    cfg = CFG.replace(batch_size=2, workers=3)
-    executors: list = []
-    params = train_on_ray(cfg, mnist10k, executors=executors)
-    assert np.max(np.abs(params - train(cfg.replace(workers=0), mnist10k)["params"])) < 1e-9
-    # worker 0 relays the steps of 1 and 2; the batch of 2 goes to 0 and 1, and 2 idles
-    done = {"socket": 0, "link": 60, "ray": 0, "socket_error": None, "link_groups": [[0, 1, 2]]}
-    assert executors[0].channels() == done
+    groups = {"groups": [[0, 1, 2]]} if transport == "tcp" else {}
+    assert executors[0].channels() == record({transport: 60, "ray": 0}, **groups)
 
 
 def actor_pids(title: str) -> list[int]:
@@ -218,88 +189,47 @@ class KillAfter(AfterSteps):
         threading.Timer(0.01, os.kill, (pid, signal.SIGKILL)).start()
 
 
-def test_compiled_graph_by_default_on_one_node(mnist10k, monkeypatch) -> None:
-    monkeypatch.delenv("NNPS_RAY_COMPILED", raising=False)
-    plan = plan_run(CFG, mnist10k, None, False)  # 784-20-10: 15,680 multiply-adds per example
-    big = dataclasses.replace(plan, config=CFG.replace(batch_size=16000))  # the batch alone decides below
-    # the module's Ray has 4 CPUs: up to 3 workers leave a core for the server -> graph
-    assert compiled_wanted(plan, 2) and compiled_wanted(big, 3)
-    # 4 workers fill the CPUs: graph only for small shards (13 x 15,680 < GRAPH_MAX_SHARD_PRODUCT)
-    assert compiled_wanted(plan, 4)
-    assert not compiled_wanted(big, 4)  # 4,000 x 15,680 > GRAPH_MAX_SHARD_PRODUCT: plain
-    monkeypatch.setenv("NNPS_RAY_COMPILED", "0")
-    assert not compiled_wanted(plan, 2)
-
-
-def test_step_sockets_by_default_on_one_node(mnist10k, monkeypatch) -> None:
-    for name in ("NNPS_RAY_COMPILED", "NNPS_SHARED_MEMORY", "NNPS_STEP_SOCKETS"):
-        monkeypatch.delenv(name, raising=False)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_worker_killed_mid_run(transport: str, mnist10k, serial) -> None:
     executors: list = []
-    train_on_ray(CFG.replace(workers=2, steps=10), mnist10k, executors=executors)
-    ex = executors[0]
-    assert ex.sockets_wanted and ex.compiled_wanted is False and ex.buffers is None  # closed: file gone
-    assert ex.channels() == {"socket": 10, "link": 0, "ray": 0, "socket_error": None, "link_groups": None}
-    assert not ex.links_wanted  # the links are for several nodes (tests/test_node_loss.py)
-    monkeypatch.setenv("NNPS_RAY_COMPILED", "1")  # asking for the graph turns the sockets off
-    assert not sockets_wanted()
-
-
-def test_shared_memory_by_default_on_one_node(monkeypatch) -> None:
-    monkeypatch.delenv("NNPS_SHARED_MEMORY", raising=False)
-    assert shared_wanted()
-    monkeypatch.setenv("NNPS_SHARED_MEMORY", "0")
-    assert not shared_wanted()
-
-
-@pytest.mark.parametrize("path", ["graph", "plain", "socket", "link", "link-each"])
-def test_worker_killed_mid_run(path: str, mnist10k, serial, monkeypatch) -> None:
-    set_path(monkeypatch, path)
-    if path.startswith("link"):
-        monkeypatch.setenv("NNPS_SHARED_MEMORY", "0")
-    else:
-        monkeypatch.delenv("NNPS_SHARED_MEMORY", raising=False)
-    executors: list = []
-    # through the node's relay (worker 0), kill its member, worker 1: the relay fails the step
-    member = (lambda: ray.get(executors[0].workers[1].where.remote())[0]) if path == "link" else None
+    # over tcp the node's link is relayed by worker 0: kill its member, worker 1, and the
+    # relay fails the step
+    member = (lambda: ray.get(executors[0].workers[1].where.remote())[0]) if transport == "tcp" else None
     killer = KillAfter("GradientWorker", after=20, pick=member)
-    params = train_on_ray(CFG.replace(workers=2), mnist10k, reporter=killer, executors=executors)
+    params = train_on_ray(CFG.replace(workers=2, transport=transport), mnist10k, reporter=killer, executors=executors)
     assert killer.killed and killer.killed[0] not in actor_pids("GradientWorker")
     assert np.max(np.abs(params - serial)) < 1e-9
-    # through the shared step file: a restarted worker maps it again by itself
-    files = (not path.startswith("link")) + (path == "graph")
-    assert len(executors[0].step_files) == files and step_files() == []
-    if path == "graph":  # the broken graph was dropped and the run finished on plain calls
-        done = executors[0].steps_by_path
-        assert executors[0].fallback_reason is not None and done["graph"] >= 20 and done["plain"] > 0
-    if path == "socket":  # the dead worker's socket closed; the server went on with Ray calls
-        done = executors[0].channels()
-        assert done["socket"] >= 20 and done["ray"] > 0 and done["socket"] + done["ray"] == 60
-        assert re.fullmatch(r"ChannelBroken: worker [01] closed its socket( \(.+\))?", done["socket_error"])
-    if path.startswith("link"):  # the same over the TCP links
-        done = executors[0].channels()
-        assert done["link"] >= 20 and done["ray"] > 0 and done["link"] + done["ray"] == 60
-        # one link per worker: the dead one's broke; the node's relay lost its member and
-        # answered the step as failed
-        broken = (r"worker [01](('s link failed \(.+\))| closed its link.*)" if path == "link-each"
-                  else r"workers 0, 1 \(node relay\) failed the step")  # fmt: skip
-        assert re.fullmatch(f"ChannelBroken: {broken}", done["socket_error"])
-        # and the user is told (driver._on_cluster says it after the run)
-        assert executors[0].link_note() == (f"note: {done['ray']} of 60 steps went over Ray calls, slower than the "
-                                            f"TCP links between the nodes, which were dropped: {done['socket_error']}")  # fmt: skip
-    else:
-        assert executors[0].link_note() is None
+    assert step_files() == []
+    done = executors[0].channels()
+    if transport == "ray":  # Ray restarted the worker and retried its call
+        assert done == record({"ray": 60})
+        return
+    # the dead worker's socket closed (or the relay failed the step): the same step and the
+    # rest went over Ray calls
+    (fell,) = done["fallbacks"]
+    assert done["steps"] == {transport: fell["step"], "ray": 60 - fell["step"]} and fell["step"] >= 20, done
+    assert (fell["from"], fell["to"]) == (transport, "ray")
+    broken = r"worker [01] closed its socket( \(.+\))?" if transport == "unix" else r"workers 0, 1 \(node relay\) failed the step"
+    assert re.fullmatch(broken, fell["reason"]), fell
 
 
-def test_server_killed_mid_run_is_rebuilt_from_checkpoint(mnist10k, serial, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_server_killed_mid_run_is_rebuilt_from_checkpoint(transport: str, mnist10k, serial, tmp_path: Path) -> None:
     killer = KillAfter("ParameterServer", after=30)
     rd = RunDir(str(tmp_path))
     executors: list = []
-    params = train_on_ray(CFG.replace(workers=2), mnist10k, rd, reporter=killer, executors=executors)
+    params = train_on_ray(CFG.replace(workers=2, transport=transport), mnist10k, rd, reporter=killer,
+                          executors=executors)  # fmt: skip
     assert killer.killed
     assert np.max(np.abs(params - serial)) < 1e-9
     assert [s for s, _ in rd.checkpoints()] == [20, 40, 60]
-    # each server had its own step file; the killed one's was removed when it was replaced
-    assert len(executors) == 1 and len(executors[0].step_files) == 2 and step_files() == []
+    ex = executors[0]
+    assert len(executors) == 1 and ex.servers_built == 2
+    # the new server opened its chain afresh and carried every step on it: from the
+    # checkpoint at 20 (or 40) to 60, after the first's 30 or more
+    done = ex.channels()
+    assert done["fallbacks"] == [] and done["steps"][transport] >= 30 + 20, done
+    assert step_files() == []  # the killed server's step file went too
 
 
 def test_divergence_on_ray(mnist10k) -> None:
@@ -335,18 +265,24 @@ def test_worker_steps_reuse_their_memory(mnist10k) -> None:
     """A worker's steps take no fresh pages from the kernel once warm (keep_freed_memory):
     784-1024-1024-10 at 128 examples faulted ~740 pages per step without it."""
     plan = plan_run(CFG.replace(hidden=(1024, 1024), dtype="float32", batch_size=128), mnist10k, None, False)
-    spec = NodeBuffers.create(plan.network.layout.size, 1, "float32")
+    name, holder = training_data.share((mnist10k.x_train, mnist10k.y_train, mnist10k.x_test, mnist10k.y_test))
+    worker = GradientWorker.remote(plan.network, name)
+    pid = ray.get(worker.where.remote())[0]
+    spec = NodeBuffers.create(plan.network.layout.size, 1, "float32")  # the unix channel's step file
+    sockets = ServerSockets(spec)
     try:
         Mapped(spec).params[...] = plan.start.params
-        name, holder = training_data.share((mnist10k.x_train, mnist10k.y_train, mnist10k.x_test, mnist10k.y_test))
-        worker = GradientWorker.remote(plan.network, name)
-        pid = ray.get(worker.where.remote())[0]
+        ray.get(worker.serve_channel.remote(UnixEnd(spec, 0)))
+        sockets.accept()
         shard = np.arange(128)
-        ray.get([worker.gradient_sums_shared.remote(spec, 0, shard) for _ in range(2)])  # warm
+        for _ in range(2):  # warm
+            sockets.step([shard])
         before = minor_faults(pid)
-        ray.get([worker.gradient_sums_shared.remote(spec, 0, shard) for _ in range(5)])
+        for _ in range(5):
+            sockets.step([shard])
         assert (minor_faults(pid) - before) / 5 < 100
+    finally:
+        sockets.close()
+        spec.unlink()
         ray.kill(worker)
         ray.kill(holder)
-    finally:
-        spec.unlink()

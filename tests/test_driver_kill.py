@@ -52,7 +52,6 @@ def test_driver_killed_then_resumed(mnist10k, tmp_path: Path) -> None:
             pass
     assert not (run / "final.npz").exists()
     assert step_files()  # the killed run's server left its step file behind...
-    semaphores = set(Path("/dev/shm").glob("sem.*"))
     resumed = nnps(*ARGS, "--run-dir", str(run), "--resume")
     try:
         out, err = resumed.communicate(timeout=180)
@@ -63,7 +62,6 @@ def test_driver_killed_then_resumed(mnist10k, tmp_path: Path) -> None:
             pass
     assert resumed.returncode == 0, err
     assert step_files() == []  # ...which the next server on the node swept away; its own went with it
-    assert set(Path("/dev/shm").glob("sem.*")) <= semaphores  # its compiled graph's semaphores too
     final = checkpoint.load(str(run / "final.npz"))
     assert final.step == STEPS
     assert np.max(np.abs(final.params - expected)) < 1e-9

@@ -8,6 +8,7 @@ by the first (worker/node_relay.py), and the run equals serial SGD too.
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -51,48 +52,61 @@ class RemoveNodeAfter(AfterSteps):
         self.cluster.remove_node(victim)
 
 
-def test_node_lost_mid_run(mnist10k, monkeypatch) -> None:
-    monkeypatch.delenv("NNPS_RAY_COMPILED", raising=False)
-    monkeypatch.delenv("NNPS_SHARED_MEMORY", raising=False)
+@pytest.mark.parametrize("transport", ["tcp", "ray"])  # unix cannot span nodes: it refuses (test_unix_across_nodes)
+def test_node_lost_mid_run(transport: str, mnist10k) -> None:
     serial = train(CFG, mnist10k)["params"]
     # No CPUs on the head: both workers land on the two worker nodes, so removing worker
     # 0's node surely kills a worker, and its replacement fits on the other node.
     with simulated_nodes(2, 2) as cluster:
         executors: list = []
         remover = RemoveNodeAfter(cluster, after=20, executors=executors)
-        params = train_on_ray(CFG.replace(workers=2), mnist10k, reporter=remover, executors=executors)
+        params = train_on_ray(CFG.replace(workers=2, transport=transport), mnist10k, reporter=remover,
+                              executors=executors)  # fmt: skip
         ex = executors[-1]
         assert remover.fired and remover.workers_on_node >= 1
         assert remover.holder_node == cluster.head_node.node_id  # the driver's node, never the one removed
-        assert ex.steps_by_path["graph"] == 0  # several nodes: plain calls by default
-        assert ex.step_files == []  # no step file: the vectors went over the links
         done = ex.channels()
-        if ex.servers_built == 1:
+        if transport == "ray":  # Ray restarted the lost worker on the other node and retried its calls
+            assert done["steps"]["ray"] >= 60 and done["fallbacks"] == [], done
+        elif ex.servers_built == 1:
             # TCP links until the node went, then Ray calls, which Ray retried on the restarted worker
-            assert done["link"] >= 20 and done["ray"] > 0 and done["link"] + done["ray"] == 60, done
+            (fell,) = done["fallbacks"]
+            assert done["steps"] == {"tcp": fell["step"], "ray": 60 - fell["step"]} and fell["step"] >= 20, done
             together = remover.placement[0] == remover.placement[1]  # SPREAD is a preference
-            assert done["link_groups"] == ([[0, 1]] if together else [[0], [1]]), done
+            assert done["groups"] == ([[0, 1]] if together else [[0], [1]]), done
             # "worker 0's link failed ...", or, if both workers were on that node, the relay's
-            broken = ("ChannelBroken: worker ", "ChannelBroken: workers 0, 1 (node relay)")
-            assert done["socket_error"].startswith(broken), done
+            assert fell["reason"].startswith(("worker ", "workers 0, 1 (node relay)")), done
         else:  # Ray had put the server on that node: rebuilt from the last checkpoint, over new links
             assert ex.servers_built == 2
-            assert done["link"] > 0 and done["ray"] == 0 and done["socket_error"] is None, done
+            assert done["steps"]["tcp"] > 0 and done["steps"]["ray"] == 0 and done["fallbacks"] == [], done
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         assert np.max(np.abs(params - serial)) < 1e-9
 
 
-def test_two_workers_on_a_node_share_its_relay(mnist10k, monkeypatch) -> None:
-    for name in ("NNPS_RAY_COMPILED", "NNPS_SHARED_MEMORY", "NNPS_STEP_LINKS", "NNPS_NODE_RELAY"):
-        monkeypatch.delenv(name, raising=False)
+def test_two_workers_on_a_node_share_its_relay(mnist10k) -> None:
     serial = train(CFG, mnist10k)["params"]
     # The server on a head without CPUs (or beside them), both workers on the one node of 2 CPUs
     with simulated_nodes(2):
         made: list = []
         params = train_on_ray(CFG.replace(workers=2), mnist10k, executors=made)
         # several nodes: TCP links by default, one for the node, relayed by worker 0
-        done = {"socket": 0, "link": 60, "ray": 0, "socket_error": None, "link_groups": [[0, 1]]}
-        assert made[0].channels() == done
+        assert made[0].channels() == {"chain": ["tcp", "ray"], "steps": {"tcp": 60, "ray": 0}, "fallbacks": [],
+                                      "groups": [[0, 1]]}  # fmt: skip
         assert np.max(np.abs(params - serial)) < 1e-9
         # no server step file; the relay's went as soon as its member had mapped it
-        assert made[0].step_files == [] and step_files() == []
+        assert step_files() == []
+
+
+def test_unix_across_nodes_refuses_and_runs_on_ray_calls(mnist10k) -> None:
+    """--transport unix with the workers on another node than the server: the step file
+    cannot reach them; the first step goes by Ray calls, and the record says why."""
+    with simulated_nodes(1, 1):  # a worker on each node of 1 CPU: at least one is not the server's
+        made: list = []
+        params = train_on_ray(CFG.replace(workers=2, transport="unix", steps=10), mnist10k, executors=made)
+        assert np.max(np.abs(params - train(CFG.replace(steps=10), mnist10k)["params"])) < 1e-9
+        done = made[0].channels()
+        (fell,) = done.pop("fallbacks")
+        assert done == {"chain": ["unix", "ray"], "steps": {"unix": 0, "ray": 10}}, done
+        assert (fell["step"], fell["from"], fell["to"]) == (0, "unix", "ray")
+        away = r"(worker [01]|workers 0, 1) on another node than the server, which a step file cannot reach"
+        assert re.fullmatch(away, fell["reason"]), fell

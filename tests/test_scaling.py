@@ -1,4 +1,4 @@
-"""core/scaling.py against byte counts worked out by hand for small placements."""
+"""bench/scaling.py (the model of a step across hosts) against byte counts worked out by hand for small placements."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from nnps.core.scaling import Cluster, placement, servers_needed, step_seconds, transfer
+from bench.scaling import Cluster, placement, servers_needed, step_seconds, transfer
 
 V = 4 * 1_000_000  # bytes of one vector of a million float32
 R = 1e9

@@ -1,5 +1,5 @@
-"""The TCP step links (worker/step_links.py) and the node relays behind them
-(worker/node_relay.py), without Ray: what each side receives and sends, who may connect,
+"""The TCP step links (worker/channels/links.py) and the node relays behind them
+(worker/channels/relay.py), without Ray: what each side receives and sends, who may connect,
 and each way a step can break."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnps.worker.node_buffers import SHM_DIR, Mapped
-from nnps.worker.node_relay import NodeRelay, relay_sums
-from nnps.worker.step_links import TOKEN_BYTES, ServerLinks, serve
-from nnps.worker.step_sockets import ChannelBroken
-from nnps.worker.step_sockets import serve as serve_slot
+from nnps.worker.channels.links import TOKEN_BYTES, ServerLinks, serve
+from nnps.worker.channels.relay import NodeRelay, relay_sums
+from nnps.worker.channels.step_file import SHM_DIR, Mapped
+from nnps.worker.channels.unix import serve as serve_slot
+from nnps.worker.channels.wire import ChannelBroken
 
-SIZE = 5  # parameters; a reply is SIZE + 3
+SIZE = 5  # parameters; a reply is SIZE + N_STATS (3)
 
 
 def echo(params: np.ndarray, indices: np.ndarray, out: np.ndarray) -> None:
@@ -39,7 +39,7 @@ def alone(g: int, server: ServerLinks, sums=echo):  # type: ignore[no-untyped-de
 
 
 def linked(workers: int) -> ServerLinks:
-    server = ServerLinks("127.0.0.1", [[i] for i in range(workers)], SIZE + 3, np.dtype("float64"))
+    server = ServerLinks("127.0.0.1", [[i] for i in range(workers)], SIZE, np.dtype("float64"))
     for i in range(workers):
         alone(i, server)
     server.accept(timeout_s=10)
@@ -68,7 +68,7 @@ def test_each_worker_gets_the_parameters_and_its_shard_and_answers() -> None:
 
 
 def test_a_connection_without_the_token_is_refused() -> None:
-    server = ServerLinks("127.0.0.1", [[0]], SIZE + 3, np.dtype("float64"))
+    server = ServerLinks("127.0.0.1", [[0]], SIZE, np.dtype("float64"))
     stranger = socket.create_connection(server.address)
     stranger.sendall(bytes(TOKEN_BYTES) + (0).to_bytes(4, "little"))  # slot 0, wrong token
     alone(0, server)
@@ -90,14 +90,14 @@ def test_a_worker_that_cannot_reach_the_server_says_so_at_once() -> None:
 
 
 def test_no_worker_connecting_is_a_broken_channel() -> None:
-    server = ServerLinks("127.0.0.1", [[0]], SIZE + 3, np.dtype("float64"))
+    server = ServerLinks("127.0.0.1", [[0]], SIZE, np.dtype("float64"))
     with pytest.raises(ChannelBroken, match=r"^workers did not connect within 0 s$"):
         server.accept(timeout_s=0.2)
     server.close()
 
 
 def test_a_failed_step_breaks_the_channel() -> None:
-    server = ServerLinks("127.0.0.1", [[0], [1]], SIZE + 3, np.dtype("float64"))
+    server = ServerLinks("127.0.0.1", [[0], [1]], SIZE, np.dtype("float64"))
     alone(0, server)
     alone(1, server, fails)
     server.accept(timeout_s=10)
@@ -108,7 +108,7 @@ def test_a_failed_step_breaks_the_channel() -> None:
 
 def test_a_worker_that_dies_breaks_the_channel() -> None:
     """A real process connects as worker 1 and is killed: its connection closes with it."""
-    server = ServerLinks("127.0.0.1", [[0], [1]], SIZE + 3, np.dtype("float64"))
+    server = ServerLinks("127.0.0.1", [[0], [1]], SIZE, np.dtype("float64"))
     alone(0, server)
     code = ("import socket, sys, time; s = socket.create_connection((sys.argv[1], int(sys.argv[2]))); "
             "s.sendall(bytes.fromhex(sys.argv[3]) + (1).to_bytes(4, 'little')); time.sleep(60)")  # fmt: skip
@@ -141,7 +141,7 @@ def relayed(server: ServerLinks, g: int, members: int, member_sums=echo):  # typ
 
 def test_a_node_relay_answers_with_its_nodes_sum() -> None:
     # workers 0, 2 and 3 on one node (0 relays), worker 1 alone on another
-    server = ServerLinks("127.0.0.1", [[0, 2, 3], [1]], SIZE + 3, np.dtype("float64"))
+    server = ServerLinks("127.0.0.1", [[0, 2, 3], [1]], SIZE, np.dtype("float64"))
     relay, _ = relayed(server, 0, 2)
     alone(1, server)
     server.accept(timeout_s=10)
@@ -164,7 +164,7 @@ def test_a_node_relay_answers_with_its_nodes_sum() -> None:
 
 
 def test_a_relays_member_that_fails_fails_the_nodes_step() -> None:
-    server = ServerLinks("127.0.0.1", [[0, 1]], SIZE + 3, np.dtype("float64"))
+    server = ServerLinks("127.0.0.1", [[0, 1]], SIZE, np.dtype("float64"))
     relay, thread = relayed(server, 0, 1, member_sums=fails)
     server.accept(timeout_s=10)
     with pytest.raises(ChannelBroken, match=r"^workers 0, 1 \(node relay\) failed the step$"):

@@ -1,4 +1,4 @@
-"""The step sockets (worker/step_sockets.py), without Ray: what each side receives, and
+"""The step sockets (worker/channels/unix.py), without Ray: what each side receives, and
 each way a step can break."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnps.worker.node_buffers import NodeBuffers, sweep_stale
-from nnps.worker.step_sockets import ChannelBroken, ServerSockets, serve, socket_path
+from nnps.worker.channels.step_file import NodeBuffers, sweep_stale
+from nnps.worker.channels.unix import ServerSockets, serve, socket_path
+from nnps.worker.channels.wire import ChannelBroken
 
 
 @pytest.fixture

@@ -72,7 +72,8 @@ def test_handover_mid_epoch_equals_serial(mnist10k, tmp_path: Path) -> None:
     finally:
         ray.shutdown()
     assert h.warm.handed_over_at == 7
-    assert on_workers["socket"] + on_workers["ray"] == 60 - 7  # every later step ran on the workers
+    assert on_workers["steps"] == {"unix": 60 - 7, "ray": 0}  # every later step ran on the workers
+    assert h.warm.channels()["steps"] == {"in-process": 7, "unix": 60 - 7, "ray": 0}
     assert len(h.said) == 1 and re.fullmatch(r"warm start: 7 steps ran in-process while Ray and the workers started "
                                              r"\([\d.]+ s\); 2 workers go on from step 7", h.said[0]), h.said  # fmt: skip
     assert np.max(np.abs(warm["params"] - serial["params"])) < 1e-9

@@ -71,8 +71,8 @@ class Faulty(RayExecutor):
             self.killed.append(sigkill(ray.get(server.pid.remote())))
         return server
 
-    def _rebuild(self, snapshot, fresh_workers: bool) -> None:
-        super()._rebuild(snapshot, fresh_workers)
+    def restore(self, snapshot) -> None:
+        super().restore(snapshot)
         self._kill("start")  # __init__ asks every worker for ready() next
 
     def load(self, snapshot) -> None:

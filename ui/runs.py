@@ -57,7 +57,7 @@ class Run:
         last = rows[-1] if rows else {}
         return {"name": self.name, "uri": self.uri, "job": self.job, "config": config,
                 "workers": config.get("workers"), "address": config.get("address"),
-                "transport": last.get("channels"), "epochs": config.get("epochs"), "epochs_done": last.get("epoch", 0),
+                "transport": (last.get("channels") or {}).get("steps"), "epochs": config.get("epochs"), "epochs_done": last.get("epoch", 0),
                 "examples_per_s": last.get("examples_per_s"), "test_accuracy": last.get("test_accuracy"),
                 "snapshots": [e for e, _ in self.dir.weight_snapshots()], "checkpoint": self.dir.latest_checkpoint()}  # fmt: skip
 

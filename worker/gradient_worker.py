@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+from typing import Any
 
 import numpy as np
 import ray
@@ -25,30 +26,12 @@ from threadpoolctl import threadpool_limits
 
 from nnps.core.network import Network
 from nnps.core.shard import ShardWorker
-from nnps.worker import step_links, step_sockets, training_data
-from nnps.worker.node_buffers import Mapped, NodeBuffers
-from nnps.worker.node_relay import NodeRelay, relay_sums
-from nnps.worker.step_sockets import CONNECT_TIMEOUT_S
+from nnps.worker import training_data
+from nnps.worker.channels.base import WorkerEnd
 
 Array = np.ndarray
 
 RESTARTS = 5  # per worker, for processes or nodes lost mid-run
-
-
-def skip_torch_probe() -> None:
-    """Tell Ray's compiled-graph channels that this process has no torch tensors to move.
-
-    On its first step in a graph, each actor otherwise runs `import torch` to ask whether
-    torch is available (ray.experimental.channel.common.ChannelContext.torch_available):
-    ~5 s of a 2-core machine's start-up wherever torch happens to be installed, for
-    messages that are numpy arrays. A private attribute of Ray's: if a Ray version drops
-    it, this does nothing and only the start-up is slower."""
-    try:
-        from ray.experimental.channel.common import ChannelContext
-
-        ChannelContext.get_current()._torch_available = False
-    except (ImportError, AttributeError):
-        pass
 
 
 def keep_freed_memory() -> None:
@@ -75,17 +58,11 @@ class GradientWorker:
     def __init__(self, network: Network, data: str, threads: int = 1) -> None:
         self.network, self.data = network, data  # `data`: the name of the run's TrainingData
         self._core: ShardWorker | None = None  # once the data is fetched (`core`)
-        self._core_lock = threading.Lock()  # the first step may come on a socket thread
+        self._core_lock = threading.Lock()  # the first step may come on a channel's thread
         # As many BLAS threads as CPUs Ray gave it (worker_options): k workers must not
         # fight over the cores.
         self._blas = threadpool_limits(threads, user_api="blas")
-        self._mapped: Mapped | None = None  # the server's step file, once a step names it
-        # One writer into a slot at a time: when a socket breaks mid-step, the server redoes
-        # the step with a Ray call while this worker's socket thread may still be writing
-        # the same slot (GEMM accumulates into its output: two at once would mix).
-        self._slot_lock = threading.Lock()
-        self._relay: NodeRelay | None = None  # when this worker relays its node's steps (serve_links)
-        skip_torch_probe()
+        self._channel_state: dict[str, Any] = {}  # kept between a channel's ends (a node relay)
         keep_freed_memory()
 
     @property
@@ -99,74 +76,23 @@ class GradientWorker:
         return self._core
 
     def gradient_sums(self, params: Array, indices: Array) -> Array:
+        """The shard's reply (P + N_STATS,): what the `ray` channel calls."""
         return self.core.gradient_sums(params, indices)
 
-    def _map(self, buffers: NodeBuffers) -> Mapped:
-        if self._mapped is None or self._mapped.spec != buffers:
-            self._mapped = Mapped(buffers)
-        return self._mapped
+    def _sums(self, params: Array, indices: Array, out: Array) -> None:
+        self.core.gradient_sums(params, indices, out=out)
 
-    def gradient_sums_shared(self, buffers: NodeBuffers, i: int, indices: Array) -> bool:
-        """Read the parameters from the node's step file and write the sums into reply
-        slot i (node_buffers.py); the reply itself is only an acknowledgement. Maps the
-        file on first use, so a worker Ray restarts maps it again by itself."""
-        mapped = self._map(buffers)
-        with self._slot_lock:
-            self.core.gradient_sums(mapped.params, indices, out=mapped.replies[i])
-        return True
-
-    def serve_steps(self, buffers: NodeBuffers, i: int) -> bool:
-        """Take slot i's steps from the server's socket (step_sockets.py) in a thread of
-        this process, from now until the server closes it; returns at once. The server may
-        be a node relay (node_relay.py), which removes the file's name once its members are
-        connected: so the file is mapped here first."""
-        self._map(buffers)
-        step_sockets.serve(buffers, i, lambda indices: self.gradient_sums_shared(buffers, i, indices))
-        return True
-
-    def relay_steps(self, members: int) -> NodeBuffers:
-        """Become the relay of this node's steps for `members` other workers: the step file
-        and socket they are to serve (`serve_steps`) before this worker's `serve_links`."""
-        network = self.network
-        self._relay = NodeRelay(network.layout.size, members, network.np_dtype.name)
-        return self._relay.spec
-
-    def serve_links(self, address: tuple[str, int], token: bytes, g: int, shards: int) -> str | None:
-        """Take link g's steps (step_links.py) in a thread of this process: connect to the
-        server's TCP port, then for each step read `shards` shards and the parameters and
-        answer with the sums (of the node's workers, if this one relays them); returns at
-        once: None, or why not (the server's port, or the relay's members, not reached)."""
-        relay, self._relay = self._relay, None
-        network = self.network
-        if relay is not None:
-            try:
-                relay.accept(CONNECT_TIMEOUT_S)
-            except step_sockets.ChannelBroken as e:
-                relay.close()
-                return f"could not reach its members: {e}"
-        # The link thread's own buffers: a Ray call the server retries after a broken link
-        # writes a fresh array, so the two never share an output.
-        params = relay.params if relay is not None else np.empty(network.layout.size, network.np_dtype)
-        compute = relay_sums(relay, lambda p, indices, out: self.core.gradient_sums(p, indices, out=out))
-        on_end = relay.close if relay is not None else None
-        if step_links.serve(address, token, g, shards, params, compute, on_end) is None:
-            return f"could not reach {address[0]}:{address[1]}"
-        return None
-
-    def gradient_sums_planned(self, plan: tuple[Array | NodeBuffers, list[Array]], i: int) -> Array | bool | None:
-        """Shard i of a step planned by the server (compiled-graph path); None if empty."""
-        vectors, shards = plan
-        if not len(shards[i]):
-            return None
-        if isinstance(vectors, NodeBuffers):
-            return self.gradient_sums_shared(vectors, i, shards[i])
-        return self.core.gradient_sums(vectors, shards[i])
+    def serve_channel(self, end: WorkerEnd) -> Any:
+        """Serve a channel's end (worker/channels/: unix.UnixEnd, tcp.RelayEnd, tcp.LinkEnd)
+        from a thread of this process, computing with this worker's shard sums; returns at
+        once, with what the end returns (why it could not, or what the server needs next)."""
+        return end.start(self._sums, self._channel_state)
 
     def evaluate(self, params: Array, split: str, lo: int, hi: int) -> Array:
         return self.core.evaluate(params, split, lo, hi)
 
     def where(self) -> tuple[int, str]:
-        """(process id, Ray node id): for `nnps status` and fault tests."""
+        """(process id, Ray node id): for the transport's placement, `nnps status` and fault tests."""
         return os.getpid(), ray.get_runtime_context().get_node_id()
 
     def ready(self) -> bool:

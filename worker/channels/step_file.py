@@ -1,24 +1,23 @@
-"""`NodeBuffers`: the step's vectors in shared memory, for a server and workers on one node.
+"""The step file: the step's vectors in shared memory, for a server and workers on one node.
 
 Every step moves the parameter vector from the server to k workers and k gradient
-vectors back. Through Ray each vector is serialized into the object store (or into a
-compiled graph's channel) and read out again: for 784-1024-1024-10 (1.9M float32, 7.4 MB)
-the bare exchange with 2 workers costs 18-23 ms per step on plain calls and 25 ms on a
-compiled graph on 2 cores, more than a worker's backprop of its half of a 256 batch
-(bench/step_overhead.py --vectors). On one node the processes can instead map ONE file in
-/dev/shm, laid out as
+vectors back. Through Ray each vector is serialized into the object store and read out
+again: for 784-1024-1024-10 (1.9M float32, 7.4 MB) the bare exchange with 2 workers cost
+18-23 ms per step on plain calls on 2 cores, more than a worker's backprop of its half of
+a 256 batch (bench/vector_exchange.py). On one node the processes can instead map ONE
+file in /dev/shm (`NodeBuffers`), laid out as
 
-    [ params (P) | reply of worker 0 (P + 3) | ... | reply of worker k-1 (P + 3) ]
+    [ params (P) | reply of worker 0 (P + N_STATS) | ... | reply of worker k-1 ]
 
 The server updates `params` in place; worker i reads it and writes its gradient sums
-straight into its reply slot; the Ray messages carry only the shard's indices and an
+straight into its reply slot; the messages (unix.py) carry only the shard's indices and an
 acknowledgement. Synchronous SGD makes this safe without locks: the server writes the
 parameters only after every reply of the step is in, and reads a slot only after its
 worker has answered. A retried call (a worker restarted by Ray) writes the same numbers
 into the same slot.
 
-What it leaves out: workers on other nodes (they cannot map the file; the executor uses
-Ray's object store there), and cleanup after a SIGKILL: the file's name carries the
+What it leaves out: workers on other nodes (they cannot map the file: tcp.py carries the
+vectors there), and cleanup after a SIGKILL: the file's name carries the
 creating process's id, and the next `create` on the node removes files whose creator is
 gone. A full /dev/shm is caught at creation (`posix_fallocate`), not as a SIGBUS later.
 """
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnps.worker.channels.wire import reply_size
+
 Array = np.ndarray
 SHM_DIR = Path("/dev/shm")
 PREFIX = "nnps-step-"
@@ -43,13 +44,13 @@ class NodeBuffers:
     """Where the step's vectors live: a file of (1 + k) vectors, and their shape."""
 
     path: str
-    size: int  # P, the parameter vector's length; a reply is P + 3 long
+    size: int  # P, the parameter vector's length
     workers: int
     dtype: str  # numpy dtype name
 
     @property
     def reply_size(self) -> int:
-        return self.size + 3  # the gradient sums, then cost, correct, examples
+        return reply_size(self.size)
 
     @property
     def nbytes(self) -> int:
@@ -72,7 +73,7 @@ class NodeBuffers:
         return spec
 
     def unlink(self) -> None:
-        """Remove the file, and the files named after it (its step socket: step_sockets.py)."""
+        """Remove the file, and the files named after it (its step socket: unix.py)."""
         path = Path(self.path)
         for sibling in path.parent.glob(f"{path.name}.*"):
             sibling.unlink(missing_ok=True)
@@ -90,7 +91,7 @@ class Mapped:
         self.params = np.frombuffer(self._map, dtype, spec.size)  # (P,)
         start = spec.size * dtype.itemsize
         self.replies = [np.frombuffer(self._map, dtype, spec.reply_size, start + i * spec.reply_size * dtype.itemsize)
-                        for i in range(spec.workers)]  # fmt: skip  # k x (P + 3,)
+                        for i in range(spec.workers)]  # fmt: skip  # k x (P + N_STATS,)
 
 
 def sweep_stale() -> list[str]:

@@ -1,40 +1,35 @@
-"""Steps over TCP links, for workers on other nodes than the server's.
+"""TCP links: the framing of the `tcp` channel (tcp.py) on each end of a link.
 
-On one node the vectors stay in the step file and a step's messages are indices and an
-acknowledgement over Unix sockets (step_sockets.py). Across nodes the workers cannot map
-the server's file, and each step went through Ray: a `.remote` call per worker carrying
-the parameters, and the reply through the object store, 1.1-3.8 Ray round trips of
-coordination a step with 2 workers on nodes simulated on one machine. Here the server
-instead listens on a TCP port of its node, each worker's thread connects to it, and a step
-is one message each way on that connection. A link serves a node: its first worker (the
-relay, node_relay.py) takes the steps of the node's g workers and answers with their sum:
+Across nodes the workers cannot map the server's step file, and a step through Ray is a
+`.remote` call per worker carrying the parameters and the reply through the object store:
+1.1-3.8 Ray round trips of coordination a step with 2 workers on nodes simulated on one
+machine. Here the server instead listens on a TCP port of its node, a thread of one worker
+per node (its relay, relay.py) connects to it, and a step is one message each way:
 
     g times: int64 n, then n int64 indices (shard of each worker)  (server -> relay)
     the P parameters                                               (server -> relay)
-    one byte: 1 = the P + 3 reply follows, 0 = the step failed     (relay -> server)
-    the reply: P gradient sums, then cost, correct, examples       (relay -> server)
+    one byte: 1 = the reply follows, 0 = the step failed           (relay -> server)
+    the reply: P + N_STATS sums (wire.py)                          (relay -> server)
 
 in the network's dtype, read straight into preallocated arrays (`recv_into`), no pickling.
 So the server sends the parameters once per node and reads one reply per node, as Ray's
-object store would fetch them once per node. NNPS_NODE_RELAY=0 gives each worker its own
-link instead (g = 1; `bench/step_overhead.py --nodes split` measures both).
+object store would fetch them once per node.
 
 Who may connect: anyone who can reach the port, so the first thing a connection says is
 a 16-byte token the server made and handed to its workers through Ray's (authenticated)
 calls; a connection without it is closed. The traffic itself is not encrypted, like Ray's
-own object transfers between nodes.
+own object transfers between nodes. The port is any free one, or NNPS_LINK_PORT's
+(core/environment.py) where a firewall between nodes opens only that one.
 
 A worker that cannot reach the server's port (a firewall between nodes, a network policy
 between pods that allows only Ray's ports) says so to the server's Ray call within
-LINK_CONNECT_TIMEOUT_S, and the run goes on with Ray calls from the first step.
+LINK_CONNECT_TIMEOUT_S, and the run goes on with the next channel from the first step.
 
-Faults, as with the Unix sockets: a worker (or its node) that dies closes or resets its
-connection (a relay's member that dies: the relay answers the step as failed); the server
-raises `ChannelBroken` and goes on with Ray calls for the rest of the run, which Ray
-retries on a restarted worker. The step in flight was not applied.
-A host that dies without a word (power, network) closes nothing: TCP keepalive probes and
-a limit on unacknowledged bytes (`keep_alive`) end a link whose other end stops answering
-within ~15 s, even while a step legitimately takes long (a computing worker's kernel still
+Faults: a worker (or its node) that dies closes or resets its connection (a relay's member
+that dies: the relay answers the step as failed); the server raises `ChannelBroken`. A host
+that dies without a word (power, network) closes nothing: TCP keepalive probes and a limit
+on unacknowledged bytes (`keep_alive`) end a link whose other end stops answering within
+~15 s, even while a step legitimately takes long (a computing worker's kernel still
 answers the probes); a step that takes more than LINK_STEP_TIMEOUT_S ends it too.
 """
 
@@ -48,8 +43,8 @@ from typing import Callable
 
 import numpy as np
 
-from nnps.worker.step_sockets import (CONNECT_TIMEOUT_S, ChannelBroken, _recv_exact, accept_workers, read_answer,
-                                     read_shard, send_shard)  # fmt: skip
+from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, FAILED, OK, ChannelBroken, accept_workers, read_answer,
+                                       read_shard, recv_exact, recv_into, reply_size, send_shard)  # fmt: skip
 
 Array = np.ndarray
 TOKEN_BYTES = 16
@@ -73,28 +68,17 @@ def keep_alive(conn: socket.socket) -> None:
             conn.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
-def _recv_into(conn: socket.socket, buf: Array) -> bool:
-    """Fill `buf` from the connection; False at EOF."""
-    view, got = memoryview(buf).cast("B"), 0
-    while got < len(view):
-        n = conn.recv_into(view[got:])
-        if not n:
-            return False
-        got += n
-    return True
-
-
 class ServerLinks:
     """The server's end: a TCP listener on its node's address, then one link per group of
     workers (`groups`: each a list of worker indices, the relay first)."""
 
-    def __init__(self, host: str, groups: list[list[int]], reply_size: int, dtype: np.dtype) -> None:
+    def __init__(self, host: str, groups: list[list[int]], size: int, dtype: np.dtype, port: int = 0) -> None:
         self.token = secrets.token_bytes(TOKEN_BYTES)
         self.groups = groups
-        self.listener = socket.create_server((host, 0), backlog=len(groups) + 8)
+        self.listener = socket.create_server((host, port), backlog=len(groups) + 8)
         self.address = (host, self.listener.getsockname()[1])
         self.conns: list[socket.socket | None] = [None] * len(groups)
-        self.replies = [np.empty(reply_size, dtype) for _ in groups]
+        self.replies = [np.empty(reply_size(size), dtype) for _ in groups]  # (P + N_STATS,) each
         self.empty = np.empty(0, np.int64)
 
     def accept(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -104,7 +88,7 @@ class ServerLinks:
         def read_slot(conn: socket.socket) -> int:
             conn.settimeout(5.0)  # for the hello: a silent stranger must not stall the start
             try:
-                hello = _recv_exact(conn, TOKEN_BYTES + 4)
+                hello = recv_exact(conn, TOKEN_BYTES + 4)
             except OSError:
                 hello = None
             if hello is None or not hmac.compare_digest(hello[:TOKEN_BYTES], self.token):
@@ -133,7 +117,7 @@ class ServerLinks:
                 conn = self.conns[g]
                 assert conn is not None
                 read_answer(conn, self.who(g), "link")
-                if not _recv_into(conn, self.replies[g]):
+                if not recv_into(conn, self.replies[g]):
                     raise ChannelBroken(f"{self.who(g)} closed its link mid-reply")
         except OSError as e:  # reset, unreachable or timed out: the worker or its node is gone
             raise ChannelBroken(f"{self.who(g)}'s link failed ({e.strerror or type(e).__name__})") from None
@@ -160,7 +144,7 @@ def serve(address: tuple[str, int], token: bytes, g: int, shards: int, params: A
     caller can tell the server whether it could: a port a firewall drops must not cost the
     server its accept timeout), then, in a daemon thread, for each message read the
     `shards` shards and the parameters into `params`, compute the reply
-    (`compute(params, shards, out)`: node_relay.relay_sums) and send it. None if the server
+    (`compute(params, shards, out)`: relay.relay_sums) and send it. None if the server
     could not be reached; the thread ends (calling `on_end`) when the server closes the link."""
     try:  # the server listens before it asks the workers to connect: no retries needed
         conn = socket.create_connection(address, timeout=LINK_CONNECT_TIMEOUT_S)
@@ -172,7 +156,7 @@ def serve(address: tuple[str, int], token: bytes, g: int, shards: int, params: A
     conn.settimeout(None)
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     keep_alive(conn)  # a server whose host died: the thread ends instead of waiting forever
-    reply = np.empty(params.size + 3, params.dtype)
+    reply = np.empty(reply_size(params.size), params.dtype)
 
     def read_shards() -> list[Array] | None:
         got = []
@@ -185,13 +169,13 @@ def serve(address: tuple[str, int], token: bytes, g: int, shards: int, params: A
     def run() -> None:
         with conn:
             try:
-                while (indices := read_shards()) is not None and _recv_into(conn, params):
+                while (indices := read_shards()) is not None and recv_into(conn, params):
                     try:
                         compute(params, indices, reply)
-                    except Exception:  # the server falls back to Ray calls, which report it
-                        conn.sendall(b"\x00")
+                    except Exception:  # the server's next channel (Ray calls) reports it
+                        conn.sendall(FAILED)
                         continue
-                    conn.sendall(b"\x01")
+                    conn.sendall(OK)
                     conn.sendall(memoryview(reply).cast("B"))
             except OSError:  # the server is gone
                 return

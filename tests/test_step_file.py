@@ -1,4 +1,4 @@
-"""The /dev/shm step file (worker/node_buffers.py), without Ray: layout, sharing between
+"""The /dev/shm step file (worker/channels/step_file.py), without Ray: layout, sharing between
 processes, a full /dev/shm refused at creation, stale files swept."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnps.worker.node_buffers import PREFIX, SHM_DIR, Mapped, NodeBuffers, sweep_stale
+from nnps.worker.channels.step_file import PREFIX, SHM_DIR, Mapped, NodeBuffers, sweep_stale
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_writes_are_seen_by_another_process(spec: NodeBuffers) -> None:
     m = Mapped(spec)
     m.params[:] = np.arange(5.0)
     code = (
-        "import sys; from nnps.worker.node_buffers import Mapped, NodeBuffers; "
+        "import sys; from nnps.worker.channels.step_file import Mapped, NodeBuffers; "
         f"m = Mapped(NodeBuffers({spec.path!r}, 5, 2, 'float64')); "
         "m.replies[1][:] = m.params.sum(); print(m.params.tolist())"
     )

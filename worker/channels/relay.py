@@ -1,15 +1,15 @@
 """A node's relay: one TCP link to the server for all the workers on a node.
 
-Across nodes each step goes over TCP links (step_links.py). With one link per worker the
-server sends the P parameters k times a step and reads k replies of P + 3, so with many
-workers a node its NIC and its one core carry k vectors each way, where a node needs the
-parameters once and the server only needs the node's sum (core/scaling.py: `host_sum`).
+Across nodes each step goes over TCP links (links.py). With one link per worker the server
+would send the P parameters k times a step and read k replies, so with many workers a node
+its NIC and its one core carry k vectors each way, where a node needs the parameters once
+and the server only needs the node's sum (bench/scaling.py: `host_sum`).
 Here the first worker on each node (the relay) holds the node's one link:
 
     server --link--> relay: each member's shard of indices, then the parameters, read
-                            straight into the node's step file (node_buffers.py)
+                            straight into the node's step file (step_file.py)
     relay --Unix sockets--> the node's other workers (members): their shards
-                            (step_sockets.py; they read the parameters from the file)
+                            (unix.py; they read the parameters from the file)
     relay:                  its own shard's sums, straight into the link's reply
     members --> relay:      one byte each when their sums are in their slots
     relay --link--> server: ONE reply, the node's sum of the k_node replies
@@ -22,8 +22,9 @@ tests/test_distributed.py).
 The step file and its socket are unlinked as soon as the members are connected: each
 has mapped the file by then, the mappings stay valid, and nothing is left in /dev/shm
 whatever kills the processes later. A member that dies breaks its socket; the relay then
-answers the server's step with a failure, and the server goes on with Ray calls for the
-rest of the run (as for a broken link), which Ray retries on restarted workers.
+answers the server's step with a failure, and the server goes on with the next channel for
+the rest of the run (as for a broken link): Ray calls, which Ray retries on restarted workers.
+A worker alone on its node needs no relay: it answers its link itself.
 
 Left out: nested relays (a tree of nodes), and a relay on the server's node that reads the
 server's own step file instead of a link (one TCP copy over loopback per step, kept simple).
@@ -35,11 +36,12 @@ from typing import Callable
 
 import numpy as np
 
-from nnps.worker.node_buffers import Mapped, NodeBuffers
-from nnps.worker.step_sockets import ChannelBroken, ServerSockets
+from nnps.worker.channels.base import Sums
+from nnps.worker.channels.step_file import Mapped, NodeBuffers
+from nnps.worker.channels.unix import ServerSockets
+from nnps.worker.channels.wire import ChannelBroken
 
 Array = np.ndarray
-Sums = Callable[[Array, Array, Array], None]  # (params, indices, out): a shard's sums into out
 
 
 class NodeRelay:
@@ -70,7 +72,7 @@ class NodeRelay:
         node's sum of all their replies into `out`. ChannelBroken if a member fails."""
         others = [s for s in shards[1:] if len(s)]
         self.sockets.send(others)  # the members start on their shards
-        sums(self.mapped.params, shards[0], out)  # (P + 3,) and the relay on its own
+        sums(self.mapped.params, shards[0], out)  # (P + N_STATS,) and the relay on its own
         for i in self.sockets.answers(len(others)):
             out += self.mapped.replies[i]  # the node's sum, added while slower members still compute
 

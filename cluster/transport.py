@@ -1,0 +1,115 @@
+"""Which channel carries a run's steps, and what happens when one breaks: the one policy.
+
+From the user's `--transport` (TrainConfig.transport) and the placement (every worker on
+the server's node, or not), `chain` gives an ordered list of channels ending in plain Ray
+calls (worker/channels/):
+
+    --transport   workers on the server's node   workers on other nodes
+    auto          unix, ray                      tcp, ray
+    unix          unix, ray                      unix, ray (unix refuses at open: ray)
+    tcp           tcp, ray                       tcp, ray
+    ray           ray                            ray
+
+`unix` first where it can run: the vectors stay in a /dev/shm file the processes map and
+a step's messages are indices and one byte each (0.13-0.32 ms for 2 workers on 2 cores);
+`tcp` across nodes: one link per node carries the parameters once and the node's summed
+reply; `ray` always works, and Ray restarts a dead worker and retries its call.
+(docs/architecture.md has this table; tests/test_transport.py holds it to `chain`.)
+
+`Transport` runs the chain inside the parameter server: the first channel is opened at the
+first step; a channel that raises `ChannelBroken` (at open or at a step) is closed for good
+and the SAME step goes to the next one, so no step is lost or applied twice. It records
+what ran: steps per channel, and each fallback with its step and reason (`record`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from nnps.core.config import TRANSPORTS
+from nnps.worker.channels.base import StepChannel
+from nnps.worker.channels.wire import ChannelBroken
+
+Array = np.ndarray
+
+
+def chain(setting: str, one_node: bool) -> tuple[str, ...]:
+    """The channels to try, in order, for `--transport setting`; `one_node`: every worker
+    is on the server's node."""
+    if setting not in TRANSPORTS:
+        raise ValueError(f"--transport must be one of {', '.join(TRANSPORTS)}; got {setting!r}")
+    if setting == "auto":
+        return ("unix", "ray") if one_node else ("tcp", "ray")
+    return ("ray",) if setting == "ray" else (setting, "ray")
+
+
+class Transport:
+    """A chain of channels made on demand (`make(name)`), the first that works carrying
+    the steps."""
+
+    def __init__(self, names: tuple[str, ...], make: Callable[[str], StepChannel]) -> None:
+        if not names or names[-1] != "ray":
+            raise ValueError(f"a chain ends in plain Ray calls, got {names!r}")
+        self.names, self.make = names, make
+        self.at = 0  # the index in `names` of the channel in use
+        self.channel: StepChannel | None = None  # once opened
+        self.home: Array | None = None  # where the open channel keeps the parameters, if it does
+        self.steps = dict.fromkeys(names, 0)
+        self.fallbacks: list[dict[str, Any]] = []
+        self.described: dict[str, Any] = {}
+
+    def params(self, params: Array, step: int) -> Array:
+        """Open the current channel if none is (falling back as it must); returns where
+        the server is to keep its parameters: the channel's own array, `params` copied in,
+        or `params` itself."""
+        while self.channel is None:
+            channel = self.make(self.names[self.at])
+            try:
+                self.home = channel.open(params)
+                self.channel = channel
+                self.described.update(channel.describe())
+            except ChannelBroken as e:
+                channel.close()
+                self._fall_back(step, e)
+        if self.home is None:
+            return params
+        if self.home is not params:
+            self.home[...] = params
+        return self.home
+
+    def step(self, params: Array, shards: list[Array], step: int) -> tuple[Array, list[Array]]:
+        """One step's replies; returns the parameters' home too, which changes when a
+        channel that kept them breaks and the step goes to the next (cf. `params`)."""
+        while True:
+            params = self.params(params, step)
+            assert self.channel is not None
+            try:
+                replies = self.channel.step(params, shards)
+            except ChannelBroken as e:
+                self.channel.close()
+                self.channel = None
+                self._fall_back(step, e)
+                continue
+            self.steps[self.channel.name] += 1
+            return params, replies
+
+    def _fall_back(self, step: int, error: ChannelBroken) -> None:
+        if self.at + 1 >= len(self.names):
+            raise RuntimeError(f"the last channel, {self.names[self.at]}, broke: {error}")  # ray never raises it
+        self.fallbacks.append({"step": step, "from": self.names[self.at], "to": self.names[self.at + 1],
+                               "reason": str(error)})  # fmt: skip
+        self.at += 1
+        self.home = None
+
+    def record(self) -> dict[str, Any]:
+        """What ran: {"chain", "steps" (by channel), "fallbacks" ([{step, from, to, reason}]),
+        and what the channel in use describes (the TCP links' "groups")}."""
+        return {"chain": list(self.names), "steps": dict(self.steps), "fallbacks": list(self.fallbacks),
+                **self.described}  # fmt: skip
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None

@@ -1,0 +1,119 @@
+"""The transport's policy (cluster/transport.py) without Ray: the chain for each setting
+and placement, held to docs/architecture.md's table, and a fallback at the very step a
+channel breaks, ending equal to serial SGD."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from nnps.cluster.transport import Transport, chain
+from nnps.core.config import TRANSPORTS, TrainConfig
+from nnps.core.sampler import Sampler, split
+from nnps.core.server import Server
+from nnps.core.shard import ShardWorker
+from nnps.core.training import plan_run, train
+from nnps.worker.channels.base import StepChannel
+from nnps.worker.channels.wire import ChannelBroken
+from tests.conftest import REPO
+
+CFG = TrainConfig(data="mnist-10k", hidden=(20,), batch_size=50, epochs=1, steps=60, lr=3.0, dtype="float64",
+                  seed=2, optimizer="momentum")  # fmt: skip
+
+
+def architecture_table() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """docs/architecture.md's table: setting -> (chain on one node, chain across nodes)."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([\w, ]+) \| ([\w, ]+) \|", text, re.M)
+    return {s: (tuple(one.strip().split(", ")), tuple(many.strip().split(", "))) for s, one, many in rows}
+
+
+def test_the_documented_chains_are_the_policy() -> None:
+    table = architecture_table()
+    assert sorted(table) == sorted(TRANSPORTS)
+    for setting, (one, many) in table.items():
+        assert chain(setting, one_node=True) == one, setting
+        assert chain(setting, one_node=False) == many, setting
+    assert chain("auto", True) == ("unix", "ray") and chain("auto", False) == ("tcp", "ray")
+
+
+def test_every_chain_ends_in_ray_calls() -> None:
+    assert {chain(s, one)[-1] for s in TRANSPORTS for one in (True, False)} == {"ray"}
+    with pytest.raises(ValueError, match="a chain ends in plain Ray calls, got"):
+        Transport(("unix",), lambda name: None)  # type: ignore[arg-type, return-value]
+
+
+class InProcess(StepChannel):
+    """A channel computing the shards in this process, as workers would."""
+
+    def __init__(self, name: str, worker: ShardWorker) -> None:
+        self.name, self.worker, self.closed = name, worker, False
+
+    def open(self, params: np.ndarray) -> None:
+        return None
+
+    def step(self, params: np.ndarray, shards: list[np.ndarray]) -> list[np.ndarray]:
+        return [self.worker.gradient_sums(params, s) for s in shards]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class BreaksAt(InProcess):
+    """Keeps the parameters in an array of its own (as the step file does) and breaks at
+    step `at` of the run, or at open if `at` is None."""
+
+    def __init__(self, name: str, worker: ShardWorker, at: int | None, steps: list[int]) -> None:
+        super().__init__(name, worker)
+        self.at, self.steps, self.home = at, steps, None
+
+    def open(self, params: np.ndarray) -> np.ndarray:
+        if self.at is None:
+            raise ChannelBroken("no room here")
+        self.home = params.copy()
+        return self.home
+
+    def step(self, params: np.ndarray, shards: list[np.ndarray]) -> list[np.ndarray]:
+        assert params is self.home  # the server keeps its parameters where the channel said
+        if self.steps[-1] == self.at:
+            raise ChannelBroken(f"worker 1 closed its socket at step {self.at}")
+        return super().step(params, shards)
+
+
+@pytest.mark.parametrize("at", [None, 0, 23, 59])
+def test_a_broken_channel_hands_the_same_step_to_the_next(at: int | None, mnist10k) -> None:
+    plan = plan_run(CFG, mnist10k, None, False)
+    worker = ShardWorker(plan.network, mnist10k.x_train, mnist10k.y_train, mnist10k.x_test, mnist10k.y_test)
+    sampler = Sampler(len(mnist10k.y_train), CFG.batch_size, CFG.seed)
+    server = Server(CFG, plan.network, plan.start, sampler.steps_per_epoch)
+    steps: list[int] = []
+    made: list[InProcess] = []
+
+    def make(name: str) -> StepChannel:
+        made.append(BreaksAt(name, worker, at, steps) if name == "unix" else InProcess(name, worker))
+        return made[-1]
+
+    transport = Transport(("unix", "ray"), make)
+    for chunk in ((0, 30), (30, 60)):  # as the server runs a chunk: its parameters' home first
+        server.params = transport.params(server.params, server.step)
+        for step in range(*chunk):
+            steps.append(step)
+            server.params, replies = transport.step(server.params, split(sampler.batch(step), 3), step)
+            server.apply(*replies)
+    transport.close()
+    serial = train(CFG, mnist10k)["params"]
+    assert np.max(np.abs(server.params - serial)) < 1e-12
+    broke_at = 0 if at is None else at
+    reason = "no room here" if at is None else f"worker 1 closed its socket at step {at}"
+    assert transport.record() == {"chain": ["unix", "ray"], "steps": {"unix": broke_at, "ray": 60 - broke_at},
+                                  "fallbacks": [{"step": broke_at, "from": "unix", "to": "ray", "reason": reason}]}  # fmt: skip
+    assert [c.name for c in made] == ["unix", "ray"] and all(c.closed for c in made)
+
+
+def test_a_bad_transport_is_one_line() -> None:
+    from nnps.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^--transport must be one of auto, unix, tcp, ray; got 'shm'$"):
+        TrainConfig(transport="shm")

@@ -1,0 +1,37 @@
+"""The `ray` channel: a Ray actor call per worker, the last of every chain.
+
+Each step is `ray.get([w.gradient_sums.remote(params, shard) ...])` from the server. Ray
+inlines arguments up to `inline_bytes` (cluster/connect.py); above that each call would put
+its own copy of the parameters in the object store, so the server puts ONE copy per step,
+which the workers on a node share. The replies come back through the object store.
+
+It never breaks as the others do: a dead worker is restarted by Ray and the call retried
+(`gradient_sums` is a pure function of its arguments), and what Ray cannot retry goes up
+as Ray's own error, to the executor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+
+from nnps.worker.channels.base import StepChannel
+
+Array = np.ndarray
+
+
+class RayCalls(StepChannel):
+    name = "ray"
+
+    def __init__(self, workers: list, inline_bytes: int) -> None:
+        self.workers, self.inline_bytes = workers, inline_bytes
+
+    def open(self, params: Array) -> None:
+        return None
+
+    def step(self, params: Array, shards: list[Array]) -> list[Array]:
+        arg = ray.put(params) if params.nbytes > self.inline_bytes else params
+        return ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)])
+
+    def close(self) -> None:
+        pass

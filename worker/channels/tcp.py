@@ -1,0 +1,131 @@
+"""The `tcp` channel: one TCP link per node, for workers on other nodes than the server's.
+
+`open` groups the workers by node (their placement, in order of first appearance); the
+first worker of each group is its node's relay (relay.py). For a group of several, the
+relay makes a step file for its members and they serve it over Unix sockets (`RelayEnd`,
+then unix.UnixEnd); then each relay connects its link to the server's port (`LinkEnd`,
+links.py). A worker alone on its node is its own link's end, with no relay.
+
+Per step the server sends each link its workers' shards and the parameters once, and
+reads one reply per node: the sum of that node's replies. A link that cannot be made (a
+port a firewall drops, a relay whose members did not connect) breaks the channel at
+`open`, and the run goes on with the next channel from the first step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+from ray.exceptions import RayError
+
+from nnps.core.environment import LINK_PORT
+from nnps.core.errors import ConfigError
+from nnps.worker.channels import links
+from nnps.worker.channels.base import StepChannel, Sums
+from nnps.worker.channels.relay import NodeRelay, relay_sums
+from nnps.worker.channels.unix import UnixEnd
+from nnps.worker.channels.wire import CONNECT_TIMEOUT_S, ChannelBroken
+
+Array = np.ndarray
+
+
+def node_groups(placement: list[str]) -> list[list[int]]:
+    """The workers' indices grouped by node (each worker's node id), in order of first
+    appearance: each group's first worker relays the others' steps."""
+    groups: dict[str, list[int]] = {}
+    for i, node in enumerate(placement):
+        groups.setdefault(node, []).append(i)
+    return list(groups.values())
+
+
+@dataclass(frozen=True)
+class RelayEnd:
+    """Make this worker its node's relay for `members` others: returns the step file they
+    are to serve (unix.UnixEnd) before this worker's LinkEnd."""
+
+    members: int
+    size: int
+    dtype: str
+
+    def start(self, sums: Sums, state: dict[str, Any]) -> Any:
+        state["relay"] = NodeRelay(self.size, self.members, self.dtype)
+        return state["relay"].spec
+
+
+@dataclass(frozen=True)
+class LinkEnd:
+    """Connect link g to the server and serve it: `shards` shards a step (the relay's own,
+    then its members'). Returns None, or why not (the port or the members not reached)."""
+
+    address: tuple[str, int]
+    token: bytes
+    g: int
+    shards: int
+    size: int
+    dtype: str
+
+    def start(self, sums: Sums, state: dict[str, Any]) -> str | None:
+        relay: NodeRelay | None = state.pop("relay", None)
+        if relay is not None:
+            try:
+                relay.accept(CONNECT_TIMEOUT_S)
+            except ChannelBroken as e:
+                relay.close()
+                return f"could not reach its members: {e}"
+        # The link thread's own buffers: a Ray call the server makes after a broken link
+        # writes a fresh array, so the two never share an output.
+        params = relay.params if relay is not None else np.empty(self.size, self.dtype)
+        on_end = relay.close if relay is not None else None
+        if links.serve(self.address, self.token, self.g, self.shards, params, relay_sums(relay, sums), on_end) is None:
+            return f"could not reach {self.address[0]}:{self.address[1]}"
+        return None
+
+
+class TcpChannel(StepChannel):
+    name = "tcp"
+
+    def __init__(self, workers: list, placement: list[str]) -> None:
+        self.workers = workers
+        self.groups = node_groups(placement)
+        self.links: links.ServerLinks | None = None
+
+    def open(self, params: Array) -> None:
+        size, dtype = params.size, params.dtype.name
+        try:
+            self.links = links.ServerLinks(ray.util.get_node_ip_address(), self.groups, size, params.dtype,
+                                           LINK_PORT.port())  # fmt: skip
+        except OSError as e:  # NNPS_LINK_PORT taken, say
+            raise ChannelBroken(f"cannot listen for links ({e.strerror or type(e).__name__})") from None
+        except ConfigError as e:  # a bad NNPS_LINK_PORT on the server's node
+            raise ChannelBroken(str(e)) from None
+        relays = [self.workers[members[0]] for members in self.groups]
+        try:
+            for relay, members in zip(relays, self.groups):
+                if len(members) > 1:
+                    spec = ray.get(relay.serve_channel.remote(RelayEnd(len(members) - 1, size, dtype)))
+                    ray.get([self.workers[i].serve_channel.remote(UnixEnd(spec, j)) for j, i in enumerate(members[1:])])
+            address, token = self.links.address, self.links.token
+            failed = ray.get([w.serve_channel.remote(LinkEnd(address, token, g, len(members), size, dtype))
+                              for g, (w, members) in enumerate(zip(relays, self.groups))])  # fmt: skip
+            for g, why in enumerate(failed):
+                if why is not None:
+                    raise ChannelBroken(f"{self.links.who(g)} {why}")
+            self.links.accept()
+        except RayError as e:
+            raise ChannelBroken(f"a worker could not serve its link ({type(e).__name__})") from None
+        return None
+
+    def step(self, params: Array, shards: list[Array]) -> list[Array]:
+        assert self.links is not None  # opened
+        return self.links.step(params, shards)
+
+    def close(self) -> None:
+        if self.links is not None:
+            self.links.close()  # the relays' threads read EOF, end, and close their members' sockets
+            self.links = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"groups": self.groups}
