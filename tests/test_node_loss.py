@@ -85,11 +85,12 @@ def test_node_lost_mid_run(transport: str, mnist10k) -> None:
 
 def test_two_workers_on_a_node_share_its_relay(mnist10k) -> None:
     serial = train(CFG, mnist10k)["params"]
-    # The server on a head without CPUs (or beside them), both workers on the one node of 2 CPUs
+    # Both workers on the one node of 2 CPUs, the server there or on the head without CPUs.
+    # (By default a server beside its workers takes the unix channel: tcp is asked for.)
     with simulated_nodes(2):
         made: list = []
-        params = train_on_ray(CFG.replace(workers=2), mnist10k, executors=made)
-        # several nodes: TCP links by default, one for the node, relayed by worker 0
+        params = train_on_ray(CFG.replace(workers=2, transport="tcp"), mnist10k, executors=made)
+        # one link for the node, relayed by worker 0
         assert made[0].channels() == {"chain": ["tcp", "ray"], "steps": {"tcp": 60, "ray": 0}, "fallbacks": [],
                                       "groups": [[0, 1]]}  # fmt: skip
         assert np.max(np.abs(params - serial)) < 1e-9
