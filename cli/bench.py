@@ -54,7 +54,8 @@ def bench(
     if json_out:
         sys.stdout.write(json.dumps({"round_trip_s": rt, "rows": [r.__dict__ for r in rows]}) + "\n")
         return
-    print(f"784-{hidden.replace(',', '-')}-10 on {where}; Ray actor round trip {rt * 1e3:.2f} ms")
+    print(f"784-{hidden.replace(',', '-')}-10 on {where}; Ray actor round trip {rt * 1e3:.2f} ms; sync steps "
+          f"(bench/consistency.py measures --consistency bounded and async)")  # fmt: skip
     print(f"{'batch':>6} {'workers':>7} {'mode':>14} {'ms/step':>8} {'ex/s':>10} {'vs 1 process':>12}")
     for r in rows:
         mark = "  <- pays" if r.workers and serial[r.batch] / r.seconds > 1.0 else ""

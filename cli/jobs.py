@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from nnps.cli.errors import handle_errors
-from nnps.cli.train import steps_by_channel
+from nnps.cli.train import consistency_note, steps_by_channel
 from nnps.core.errors import ClusterError, ConfigError
 
 Address = Annotated[Optional[str], typer.Option(help="Ray dashboard address, e.g. http://127.0.0.1:8265")]
@@ -104,6 +104,7 @@ def _print_status(s: dict) -> None:
         if "eta_s" in s:
             line += f"  ETA {_hms(s['eta_s'])}"
         line += steps_by_channel(p.get("channels")).replace(" (", "  steps by channel (", 1)
+        line += consistency_note(p.get("staleness")).replace("; ", "  ", 1)
     print(line)
     for f in (p or {}).get("channels", {}).get("fallbacks", []):
         print(f"  from step {f['step']} over {f['to']} instead of {f['from']}: {f['reason']}")

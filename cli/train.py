@@ -51,16 +51,21 @@ def train(
     workers: Annotated[str, typer.Option(help="0: in-process; N: N Ray worker actors; auto: the fastest by a measured cost model")] = "auto",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)", envvar="RAY_ADDRESS")] = None,
     transport: Annotated[str, typer.Option(help="What carries each step to the workers: auto (unix on one node, tcp across nodes), unix, tcp or ray; each falls back to ray calls")] = DEFAULTS.transport,
+    consistency: Annotated[str, typer.Option(help="sync: each step one batch over all workers; bounded or async: each worker's batch its own update, applied as it arrives")] = DEFAULTS.consistency,
+    staleness: Annotated[Optional[int], typer.Option(help="bounded: no update computed on parameters more than TAU versions old", metavar="TAU")] = None,
     warm_start: Annotated[bool, typer.Option(help="With an embedded Ray: train in-process while Ray and the workers start, then hand over")] = DEFAULTS.warm_start,
     snapshot_weights: Annotated[bool, typer.Option(help="Keep W^1 after every epoch in the run directory (nnps inspect RUN_DIR animates it)")] = DEFAULTS.snapshot_weights,
     run_dir: Annotated[Optional[str], typer.Option(help="Run directory: local path or a pyarrow URI (s3://...). Default runs/<time>")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint")] = False,
+    replay: Annotated[Optional[str], typer.Option(help="Recompute a bounded or async run from its record, in one process, and compare its final weights", metavar="RUN_DIR")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout")] = False,
     log_progress: Annotated[bool, typer.Option(help="Print NNPS_PROGRESS lines instead of a progress bar (for jobs)")] = False,
 ) -> None:  # fmt: skip
     """Train a network by mini-batch SGD; writes config, metrics and checkpoints to a run directory."""
     from nnps.cluster import driver  # imported here: `nnps --help` stays fast
 
+    if replay:
+        return replay_run(replay, json_out)
     if resume and not run_dir:
         raise ConfigError("--resume needs --run-dir, the run to continue")
     options = {k: v for k, v in locals().items() if k != "ctx"}
@@ -86,8 +91,16 @@ def train(
     else:
         m = summary["metrics"]
         tail = f"; test accuracy {m['test_accuracy']:.2%}" if m else ""
-        console.print(f"done: {summary['step']} steps{steps_by_channel(summary.get('channels'))}{tail}; "
-                      f"weights in {summary['final']}")  # fmt: skip
+        console.print(f"done: {summary['step']} steps{steps_by_channel(summary.get('channels'))}"
+                      f"{consistency_note(summary.get('staleness'))}{tail}; weights in {summary['final']}")  # fmt: skip
+
+
+def consistency_note(s: dict | None) -> str:
+    """"; async, 2 workers, staleness max 3, mean 1.02": a bounded or async run's mode."""
+    if not s:
+        return ""
+    mode = f"bounded (TAU {s['tau']})" if s["mode"] == "bounded" else s["mode"]
+    return f"; {mode}, {s['workers']} workers, staleness max {s['max']}, mean {s['mean']:.2f}"
 
 
 def steps_by_channel(record: dict | None) -> str:
@@ -96,7 +109,19 @@ def steps_by_channel(record: dict | None) -> str:
     return f" ({', '.join(f'{name} {n}' for n, name in steps)})" if steps else ""
 
 
-NOT_CONFIG = ("run_dir", "resume", "json_out", "log_progress")
+NOT_CONFIG = ("run_dir", "resume", "replay", "json_out", "log_progress")
+
+
+def replay_run(run_dir: str, json_out: bool) -> None:
+    """`nnps train --replay RUN_DIR`: the run recomputed from its record (core/staleness.py)."""
+    from nnps.cluster.driver import replay
+
+    out = replay(RunDir(run_dir))
+    if json_out:
+        sys.stdout.write(json.dumps(out, sort_keys=True) + "\n")
+        return
+    Console(stderr=True).print(f"replayed {out['updates']} updates of {run_dir} in one process: max |w - final.npz| = "
+                               f"{out['max_abs_diff']:.3g}; weights in {out['final']}")  # fmt: skip
 
 
 def config_from_options(options: dict) -> TrainConfig:

@@ -38,7 +38,8 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
     config = decide(config, dataset, cpus, say)  # before Ray starts: it times in-process steps
     if config.workers == 0:
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
-    if config.warm_start and not ray.is_initialized():
+    # The warm start's in-process steps are sync steps: bounded and async runs wait for the workers.
+    if config.warm_start and config.consistency == "sync" and not ray.is_initialized():
         return noted(_warm(config, dataset, run_dir, resume, reporter, say), say)
     with ray_session(config) as factory:
         return noted(train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter), say)
@@ -125,12 +126,18 @@ def decide(config: TrainConfig, dataset: Dataset, cpus: int, say: Callable[[str]
     the model predicts them slower than in-process."""
     if config.workers == "auto":
         return choose_workers(config, dataset, cpus, say)
-    warn_if_slower(config, dataset, say)
+    if config.consistency == "sync":  # the model's steps are sync steps
+        warn_if_slower(config, dataset, say)
     return config
 
 
 def choose_workers(config: TrainConfig, dataset: Dataset, cpus: int, say: Callable[[str], None]) -> TrainConfig:
     choice = predict(config, dataset, range(1, cpus + 1))
+    if config.consistency != "sync":  # the model knows sync steps only; these modes need workers
+        k = max(1, choice.workers)
+        say(f"--workers auto: {k} (the cost model predicts sync steps only; with --consistency "
+            f"{config.consistency} each worker's batch is an update: give --workers N to choose)")  # fmt: skip
+        return config.replace(workers=k)
     say(choice.line(config.batch_size))
     return config.replace(workers=choice.workers)
 
@@ -143,3 +150,38 @@ def warn_if_slower(config: TrainConfig, dataset: Dataset, say: Callable[[str], N
         say(f"warning: {k} workers at batch {config.batch_size} are predicted to take {p[k] * 1e3:.2f} ms per step "
             f"against {p[0] * 1e3:.2f} ms in-process ({p[k] / p[0]:.1f}x slower): coordination dominates; "
             f"--workers 0 or a larger --batch-size would train faster ({choice.source})")  # fmt: skip
+
+
+def replay(run_dir: RunDir) -> dict[str, Any]:
+    """Recompute a bounded or async run from its record in one process (core/staleness.py);
+    writes replay.npz beside its final.npz and returns how far the two are apart."""
+    import json
+
+    import numpy as np
+
+    from nnps.core import checkpoint, staleness
+    from nnps.core.errors import ConfigError
+    from nnps.core.training import checkpoint_bytes, plan_run
+
+    if not run_dir.exists("config.json"):
+        raise ConfigError(f"--replay: {run_dir.uri_of('config.json')} is missing: not a run directory")
+    config = TrainConfig.from_dict(json.loads(run_dir.read("config.json")))
+    if config.consistency == "sync":
+        raise ConfigError(f"--replay: {run_dir.uri} is a sync run, a pure function of its config: train it again "
+                          f"with the same flags to reproduce it")  # fmt: skip
+    for name in (staleness.RECORD, "final.npz"):
+        if not run_dir.exists(name):
+            raise ConfigError(f"--replay: {run_dir.uri_of(name)} is missing (the run did not finish?)")
+    try:
+        log = staleness.UpdateLog.from_bytes(run_dir.read(staleness.RECORD), run_dir.uri_of(staleness.RECORD))
+    except ValueError as e:
+        raise ConfigError(f"--replay: {e}") from None
+    final = checkpoint.from_bytes(run_dir.read("final.npz"), run_dir.uri_of("final.npz"))
+    if final.step != len(log.rows):
+        raise ConfigError(f"--replay: the record has {len(log.rows)} updates, final.npz {final.step}")
+    dataset = catalog.load(config.data)
+    plan = plan_run(config.replace(steps=final.step), dataset, None, False)
+    snap = staleness.replay(config, plan.network, dataset, plan.start, log)
+    run_dir.write_atomic("replay.npz", checkpoint_bytes(plan, dataset, snap))
+    return {"updates": len(log.rows), "max_abs_diff": float(np.max(np.abs(snap.params - final.params))),
+            "final": run_dir.uri_of("replay.npz")}  # fmt: skip

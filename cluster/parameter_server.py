@@ -11,7 +11,15 @@ shard through the run's transport, waits for the replies and applies them:
         server.apply(*replies)                       # sum, / m, optimizer step
 
 One exchange (server <-> workers) per step; the driver only starts a chunk and reads the
-result, off the critical path. (Driving each step from the driver would cost two round
+result, off the critical path. In bounded and asynchronous training (core/staleness.py)
+each worker's batch is an update of its own instead, applied as it arrives, and a free
+worker is sent the next step's batch as soon as the staleness bound lets it:
+
+    while applied < stop:
+        while a worker is free and gate.may_start(version): transport.send(worker, params, batch(t)); t += 1
+        worker, reply = transport.receive();  server.apply(reply);  record (t, worker, d)
+
+A chunk ends with no task out, so checkpoints and evaluation see a quiescent server. (Driving each step from the driver would cost two round
 trips per step: bench/step_overhead.py measured both.)
 
 It asks for no CPU (`num_cpus=0`): its work per step is one vector sum and an optimizer
@@ -33,6 +41,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.network import Network
 from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server, Snapshot
+from nnps.core.staleness import Gate
 from nnps.worker.channels.base import StepChannel
 from nnps.worker.channels.ray_calls import RayCalls
 from nnps.worker.channels.tcp import TcpChannel
@@ -52,6 +61,8 @@ class ParameterServer:
         self.setting, self.inline_bytes = config.transport, inline_bytes
         self.transport: Transport | None = None  # at the first step, once the workers are placed
         self.placement: list[str] = []
+        self.asynchronous = config.consistency != "sync"
+        self.tau = config.staleness  # bounded's TAU; None for async
         keep_freed_memory()  # the optimizers' temporaries (Adam's) are vector-sized
 
     def _transport(self) -> Transport:
@@ -63,20 +74,43 @@ class ParameterServer:
 
     def _channel(self, name: str) -> StepChannel:
         if name == "unix":
-            return UnixChannel(self.workers, self.placement, ray.get_runtime_context().get_node_id())
+            node = ray.get_runtime_context().get_node_id()
+            return UnixChannel(self.workers, self.placement, node, own_params=self.asynchronous)
         if name == "tcp":
-            return TcpChannel(self.workers, self.placement)
+            return TcpChannel(self.workers, self.placement, alone=self.asynchronous)
         return RayCalls(self.workers, self.inline_bytes)
 
     def run(self, stop: int) -> dict[str, Any]:
-        """Apply steps until `stop` (or divergence); returns the channel record (`channels`)."""
+        """Apply steps until `stop` (or divergence); returns the channel record (`channels`)
+        and, in bounded or async training, each update's (step, worker, version) ("updates")."""
+        if self.asynchronous:
+            rows = self._run_async(stop)
+            return {"channels": self.channels(), "updates": rows}
         transport, server = self._transport(), self.server
         server.params = transport.params(server.params, server.step)
         while server.step < stop and server.diverged_at is None:
             shards = split(self.sampler.batch(server.step), len(self.workers))
             server.params, replies = transport.step(server.params, shards, server.step)
             server.apply(*replies)
-        return self.channels()
+        return {"channels": self.channels(), "updates": []}
+
+    def _run_async(self, stop: int) -> list[tuple[int, int, int]]:
+        transport, server, gate = self._transport(), self.server, Gate(self.tau)
+        free, t, rows = list(range(len(self.workers))), server.step, []
+        while server.step < stop and server.diverged_at is None:
+            while free and t < stop and gate.may_start(server.step):
+                i = free.pop(0)
+                gate.start(i, t, server.step)
+                transport.send(i, server.params, self.sampler.batch(t), server.step)
+                t += 1
+            i, reply = transport.receive(server.step)
+            step, version = gate.finish(i)
+            server.apply(reply)
+            rows.append((step, i, version))
+            free.append(i)
+        while gate.out:  # diverged with tasks out: collect them, apply nothing
+            gate.finish(transport.receive(server.step)[0])
+        return rows
 
     def channels(self) -> dict[str, Any]:
         """What carried the steps so far: transport.Transport.record (empty before the first)."""

@@ -89,6 +89,7 @@ class RayExecutor:
         self.servers_built = 0  # 1 + the rebuilds after a lost server, for tests
         self.records: list[dict[str, Any]] = []  # the channel records of the servers retired
         self.last_channels: dict[str, Any] = {}  # the current server's, see channels()
+        self.chunk_updates: list[tuple[int, int, int]] = []  # see updates()
         self.closed = False
         # Put once: every worker on a node maps the same read-only copy; the workers find it
         # by the holder's name (worker/training_data.py).
@@ -148,12 +149,14 @@ class RayExecutor:
         self.reached = None
 
     def run(self, start: int, stop: int) -> None:
+        self.chunk_updates = []
         self.reached = self.server.run.remote(stop)  # returns at once; snapshot() waits
 
     def snapshot(self) -> Snapshot:
         try:
             if self.reached is not None:
-                self.last_channels = ray.get(self.reached)
+                done = ray.get(self.reached)
+                self.last_channels, self.chunk_updates = done["channels"], done["updates"]
                 self.reached = None
             snap: Snapshot = ray.get(self.server.snapshot.remote())
         except RayTaskError as e:
@@ -173,6 +176,10 @@ class RayExecutor:
         except (RayActorError, RayTaskError) as e:
             raise ServerLost(f"evaluation failed: {type(e).__name__}")
         return unpack_evaluation(total, self.plan.network.sizes[-1])
+
+    def updates(self) -> list[tuple[int, int, int]]:
+        """Bounded/async: (step, worker, version) of each update of the last chunk (core/staleness.py)."""
+        return self.chunk_updates
 
     def channels(self) -> dict[str, Any]:
         """What carried the steps (cluster/transport.py: Transport.record) up to the last

@@ -59,11 +59,10 @@ class Transport:
         self.steps = dict.fromkeys(names, 0)
         self.fallbacks: list[dict[str, Any]] = []
         self.described: dict[str, Any] = {}
+        self.out: dict[int, tuple[Array, Array]] = {}  # worker -> (params, indices) of its task out (send)
 
-    def params(self, params: Array, step: int) -> Array:
-        """Open the current channel if none is (falling back as it must); returns where
-        the server is to keep its parameters: the channel's own array, `params` copied in,
-        or `params` itself."""
+    def _opened(self, params: Array, step: int) -> StepChannel:
+        """The current channel, opened now if it is not (falling back as it must)."""
         while self.channel is None:
             channel = self.make(self.names[self.at])
             try:
@@ -73,6 +72,13 @@ class Transport:
             except ChannelBroken as e:
                 channel.close()
                 self._fall_back(step, e)
+        return self.channel
+
+    def params(self, params: Array, step: int) -> Array:
+        """Open the current channel if none is (falling back as it must); returns where
+        the server is to keep its parameters: the channel's own array, `params` copied in,
+        or `params` itself."""
+        self._opened(params, step)
         if self.home is None:
             return params
         if self.home is not params:
@@ -88,12 +94,51 @@ class Transport:
             try:
                 replies = self.channel.step(params, shards)
             except ChannelBroken as e:
-                self.channel.close()
-                self.channel = None
-                self._fall_back(step, e)
+                self._broke(step, e)
                 continue
             self.steps[self.channel.name] += 1
             return params, replies
+
+    # Bounded and asynchronous training: one worker's batch at a time. Each task out is kept
+    # (its parameters copied) until its reply is in, so that a channel that breaks with
+    # tasks out has the next one compute the same tasks on the same parameters.
+
+    def send(self, i: int, params: Array, indices: Array, step: int) -> None:
+        """Start worker i on `indices` with (a copy of) `params`."""
+        self.out[i] = (params.copy(), indices)
+        self._deliver([i], step)
+
+    def receive(self, step: int) -> tuple[int, Array]:
+        """The first reply in from the tasks out: (worker, reply)."""
+        while True:
+            channel = self._opened(next(iter(self.out.values()))[0], step)
+            try:
+                i, reply = channel.receive()
+            except ChannelBroken as e:
+                self._broke(step, e)
+                self._deliver(list(self.out), step)  # every task out, again, on the next channel
+                continue
+            del self.out[i]
+            self.steps[channel.name] += 1
+            return i, reply
+
+    def _deliver(self, workers: list[int], step: int) -> None:
+        todo = list(workers)
+        while todo:
+            channel = self._opened(self.out[todo[0]][0], step)
+            try:
+                while todo:
+                    channel.send(todo[0], *self.out[todo[0]])
+                    todo.pop(0)
+            except ChannelBroken as e:
+                self._broke(step, e)
+                todo = list(self.out)  # those sent before the break are lost with the channel too
+
+    def _broke(self, step: int, error: ChannelBroken) -> None:
+        assert self.channel is not None
+        self.channel.close()
+        self.channel = None
+        self._fall_back(step, error)
 
     def _fall_back(self, step: int, error: ChannelBroken) -> None:
         if self.at + 1 >= len(self.names):

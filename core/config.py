@@ -20,6 +20,7 @@ from nnps.core.optimizers import OPTIMIZERS, SCHEDULES
 WEIGHT_INITS = ("normal", "scaled")
 DTYPES = ("float32", "float64")
 TRANSPORTS = ("auto", "unix", "tcp", "ray")  # what carries a step: cluster/transport.py
+CONSISTENCIES = ("sync", "bounded", "async")  # how updates wait for each other: core/staleness.py
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -66,6 +67,8 @@ class TrainConfig:
     workers: int | str = "auto"  # 0: in-process; N: N Ray worker actors; "auto": the cost model picks
     address: str | None = None  # Ray cluster to join; None: an embedded local one
     transport: str = "auto"  # the step's channel, then plain Ray calls (cluster/transport.py)
+    consistency: str = "sync"  # sync: one step of k shards; bounded/async: each worker's batch is an update
+    staleness: int | None = None  # bounded: no update computed on parameters more than this many versions old
     warm_start: bool = True  # embedded Ray: train in-process while it starts (cluster/warm_start.py)
     snapshot_weights: bool = False  # keep W^1 after every epoch in the run directory (nnps inspect animates it)
     extra: dict[str, Any] = field(default_factory=dict)  # room for later versions' keys
@@ -84,6 +87,11 @@ class TrainConfig:
         _choice("--schedule", self.schedule, SCHEDULES)
         _choice("--dtype", self.dtype, DTYPES)
         _choice("--transport", self.transport, TRANSPORTS)
+        _choice("--consistency", self.consistency, CONSISTENCIES)
+        if self.consistency == "bounded" and (self.staleness is None or self.staleness < 0):
+            raise ConfigError(f"--consistency bounded needs --staleness TAU >= 0, got {self.staleness!r}")
+        if self.consistency != "bounded" and self.staleness is not None:
+            raise ConfigError(f"--staleness applies to --consistency bounded only, got it with {self.consistency!r}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr!r}")
         if not 0 <= self.momentum < 1:
@@ -110,6 +118,9 @@ class TrainConfig:
                     raise ConfigError(f"--workers must be a count or auto, got {self.workers!r}")
         if isinstance(self.workers, int) and self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers!r}")
+        if self.consistency != "sync" and self.workers == 0:
+            raise ConfigError(f"--consistency {self.consistency} runs on Ray workers: use --workers N (N >= 1), "
+                              f"or --consistency sync")  # fmt: skip
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"--seed must be in [0, 2^63), got {self.seed!r}")
 
@@ -136,5 +147,6 @@ class TrainConfig:
     # warm_start, snapshot_weights, epochs, steps, checkpoint_every) may change across a resume without changing results.
     RESULT_KEYS = (
         "data", "hidden", "activation", "output", "cost", "weight_init", "optimizer", "lr", "momentum",
-        "l2", "schedule", "lr_step_epochs", "lr_gamma", "batch_size", "seed", "dtype", "init",
+        "l2", "schedule", "lr_step_epochs", "lr_gamma", "batch_size", "seed", "dtype", "init", "consistency",
+        "staleness",
     )  # fmt: skip

@@ -51,8 +51,9 @@ class LineReporter:
     def epoch_end(self, row: dict[str, Any]) -> None:
         self.state.update(step=row["step"], test_accuracy=row["test_accuracy"], test_cost=row["test_cost"],
                           epochs_done=row["epoch"] - (1 if row.get("partial") else 0))  # fmt: skip
-        if "channels" in row:  # what carried the steps (cluster/transport.py), for `nnps status`
-            self.state["channels"] = row["channels"]
+        for key in ("channels", "staleness"):  # what carried the steps, and a bounded or async run's mode
+            if key in row:
+                self.state[key] = row[key]
         self.emit()
 
     def emit(self) -> None:

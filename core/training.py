@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from nnps.core import checkpoint, memory
+from nnps.core import checkpoint, memory, staleness
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.errors import ClusterError, ConfigError, DivergenceError, NnpsError
@@ -149,8 +149,8 @@ def _resume_point(config: TrainConfig, network: Network, dataset: Dataset, run_d
     ck = checkpoint.from_bytes(run_dir.read(name), run_dir.uri_of(name))
     saved = ck.meta.get("config", {})
     keys = TrainConfig.RESULT_KEYS + (("epochs",) if config.schedule == "cosine" else ())
-    mine = config.to_dict()
-    changed = [k for k in keys if saved.get(k) != mine[k]]
+    mine, defaults = config.to_dict(), TrainConfig().to_dict()  # keys newer than the run: their defaults
+    changed = [k for k in keys if saved.get(k, defaults[k]) != mine[k]]
     if changed:
         raise ConfigError(f"--resume: {', '.join(f'{k}={mine[k]!r} (run has {saved.get(k)!r})' for k in changed)}"
                           f" would change the run in {run_dir}")  # fmt: skip
@@ -203,15 +203,19 @@ def train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None = None, 
         run_dir.write_atomic("config.json", config.to_json().encode())
         # On resume, keep the epochs the checkpoint covers; later rows are produced again.
         rows = [r for r in run_dir.read_metrics() if r["step"] <= plan.start.step] if resume else []
+    try:
+        log = staleness.open_log(config, run_dir, resume, plan.start.step)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     executor = make_executor(plan, dataset)
     try:
-        return _loop(plan, dataset, run_dir, executor, reporter, rows)
+        return _loop(plan, dataset, run_dir, executor, reporter, rows, log)
     finally:
         executor.close()
 
 
 def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Executor, reporter: Reporter | None,
-          rows: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+          rows: list[dict[str, Any]], log: staleness.UpdateLog | None = None) -> dict[str, Any]:  # fmt: skip
     spe, step = plan.steps_per_epoch, plan.start.step
     present = run_dir.checkpoints() if run_dir else []  # one listing: it is a remote call on s3:// and the like
     last_ckpt: str | None = run_dir.uri_of(present[-1][1]) if run_dir and present else None
@@ -232,6 +236,8 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
             t0 = time.perf_counter()
             executor.run(step, stop)
             snap = executor.snapshot()
+            if log is not None:  # bounded/async: which batch and parameter version each update used
+                log.add(step, executor.updates())  # type: ignore[attr-defined]
             took = time.perf_counter() - t0
             train_seconds += took
             length = max(1, min(4096, int(CHUNK_SECONDS / max(took / (stop - step), 1e-7))))
@@ -243,6 +249,8 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
                 raise ClusterError(f"{e}; gave up after {MAX_SERVER_LOSSES} rebuilds")
             executor.restore(last_good)  # the sampler rewinds with the step counter
             step = last_good.step
+            if log is not None:
+                log.truncate(step)
             rows[:] = [r for r in rows if r["step"] <= step]
             epoch_t0 = time.perf_counter()
             continue
@@ -270,6 +278,8 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
             }
             if (channels := getattr(executor, "channels", None)) is not None:
                 row["channels"] = channels()  # how the steps went so far (Ray executors)
+            if log is not None:
+                row["staleness"] = staleness.describe(plan.config, log, (row["epoch"] - 1) * spe, step)
             if not epoch_done:
                 row["partial"] = True
             elif run_dir is not None and plan.config.snapshot_weights:
@@ -286,11 +296,17 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
         if (every is None and epoch_done) or (every and step % every == 0):
             last_good = snap
             if run_dir is not None:
+                if log is not None:  # the record first: a checkpoint always has its updates recorded
+                    run_dir.write_atomic(staleness.RECORD, log.to_bytes())
                 last_ckpt = run_dir.save_checkpoint(step, checkpoint_bytes(plan, dataset, snap))
     summary: dict[str, Any] = {"step": snap.step, "epochs": rows[-1]["epoch"] if rows else 0,
                                "metrics": rows[-1] if rows else None, "train_seconds": train_seconds}  # fmt: skip
     if (channels := getattr(executor, "channels", None)) is not None:
         summary["channels"] = channels()  # what carried the steps (Ray executors)
+    if log is not None:
+        summary["staleness"] = staleness.describe(plan.config, log, plan.start.step, snap.step)
+        if run_dir is not None:
+            run_dir.write_atomic(staleness.RECORD, log.to_bytes())
     if run_dir is not None:
         run_dir.write_atomic("final.npz", checkpoint_bytes(plan, dataset, snap))
         summary["final"] = run_dir.uri_of("final.npz")

@@ -6,6 +6,9 @@ The server's loop is the same whatever carries the step (cluster/parameter_serve
     replies = channel.step(params, shards) # per step: shard i to worker i, the replies back
     channel.close()
 
+or, for bounded and asynchronous training, `send(i, params, indices)` to one worker and
+`receive() -> (i, reply)` from whichever answers first.
+
 `step` returns the replies to add up (one per worker, or one per node where a relay has
 summed its node's: wire.py gives their layout). A channel that cannot carry a step raises
 `ChannelBroken`, from `open` or from `step`; the step was not applied, so the transport
@@ -39,6 +42,17 @@ class StepChannel(ABC):
     @abstractmethod
     def step(self, params: Array, shards: list[Array]) -> list[Array]:
         """Shard i (non-empty) to worker i; the replies to add up. ChannelBroken if it broke."""
+
+    # Bounded and asynchronous training (core/staleness.py): each worker on its own.
+
+    def send(self, i: int, params: Array, indices: Array) -> None:
+        """Start worker i on one batch with these parameters (taken now: the server goes on
+        updating its own). ChannelBroken if it broke."""
+        raise NotImplementedError(f"the {self.name} channel has no asynchronous steps")
+
+    def receive(self) -> tuple[int, Array]:
+        """The first reply to arrive from the workers sent work: (i, reply). ChannelBroken if it broke."""
+        raise NotImplementedError(f"the {self.name} channel has no asynchronous steps")
 
     @abstractmethod
     def close(self) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import select
 import socket
 import threading
 from typing import Callable
@@ -122,6 +123,33 @@ class ServerLinks:
         except OSError as e:  # reset, unreachable or timed out: the worker or its node is gone
             raise ChannelBroken(f"{self.who(g)}'s link failed ({e.strerror or type(e).__name__})") from None
         return [self.replies[g] for g in asked]
+
+    def send_one(self, g: int, params: Array, shard: Array) -> None:
+        """Link g's one worker (bounded/async: a link per worker) its shard and these parameters."""
+        conn = self.conns[g]
+        assert conn is not None and len(self.groups[g]) == 1
+        try:
+            send_shard(conn, shard)
+            conn.sendall(memoryview(params).cast("B"))
+        except OSError as e:
+            raise ChannelBroken(f"{self.who(g)}'s link failed ({e.strerror or type(e).__name__})") from None
+
+    def first_reply(self, waiting: set[int]) -> tuple[int, Array]:
+        """The first of the `waiting` links to answer, and its reply."""
+        by_fd = {self.conns[g].fileno(): g for g in waiting}  # type: ignore[union-attr]
+        ready, _, _ = select.select(list(by_fd), [], [], LINK_STEP_TIMEOUT_S)
+        if not ready:
+            raise ChannelBroken(f"no link answered within {LINK_STEP_TIMEOUT_S:.0f} s")
+        g = by_fd[ready[0]]
+        conn = self.conns[g]
+        assert conn is not None
+        try:
+            read_answer(conn, self.who(g), "link")
+            if not recv_into(conn, self.replies[g]):
+                raise ChannelBroken(f"{self.who(g)} closed its link mid-reply")
+        except OSError as e:
+            raise ChannelBroken(f"{self.who(g)}'s link failed ({e.strerror or type(e).__name__})") from None
+        return g, self.replies[g]
 
     def who(self, g: int) -> str:
         """Link g's workers, for messages: "worker 2", or "workers 0, 1 (node relay)"."""

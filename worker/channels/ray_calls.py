@@ -25,6 +25,7 @@ class RayCalls(StepChannel):
 
     def __init__(self, workers: list, inline_bytes: int) -> None:
         self.workers, self.inline_bytes = workers, inline_bytes
+        self.pending: dict = {}  # ObjectRef -> worker, for send/receive
 
     def open(self, params: Array) -> None:
         return None
@@ -33,5 +34,13 @@ class RayCalls(StepChannel):
         arg = ray.put(params) if params.nbytes > self.inline_bytes else params
         return ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)])
 
+    def send(self, i: int, params: Array, indices: Array) -> None:
+        arg = ray.put(params) if params.nbytes > self.inline_bytes else params  # copied now, either way
+        self.pending[self.workers[i].gradient_sums.remote(arg, indices)] = i
+
+    def receive(self) -> tuple[int, Array]:
+        (ref,), _ = ray.wait(list(self.pending), num_returns=1)
+        return self.pending.pop(ref), ray.get(ref)
+
     def close(self) -> None:
-        pass
+        self.pending.clear()

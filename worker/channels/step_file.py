@@ -47,6 +47,7 @@ class NodeBuffers:
     size: int  # P, the parameter vector's length
     workers: int
     dtype: str  # numpy dtype name
+    param_slots: int = 1  # k: a parameter vector per worker (bounded/async: each on its own version)
 
     @property
     def reply_size(self) -> int:
@@ -54,14 +55,14 @@ class NodeBuffers:
 
     @property
     def nbytes(self) -> int:
-        return (self.size + self.workers * self.reply_size) * np.dtype(self.dtype).itemsize
+        return (self.param_slots * self.size + self.workers * self.reply_size) * np.dtype(self.dtype).itemsize
 
     @classmethod
-    def create(cls, size: int, workers: int, dtype: str) -> NodeBuffers:
+    def create(cls, size: int, workers: int, dtype: str, param_slots: int = 1) -> NodeBuffers:
         """Make the file (zeroed, its pages reserved now); OSError if /dev/shm cannot hold it."""
         sweep_stale()
         path = SHM_DIR / f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-        spec = cls(str(path), size, workers, dtype)
+        spec = cls(str(path), size, workers, dtype, param_slots)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.posix_fallocate(fd, 0, spec.nbytes)  # ENOSPC now, instead of SIGBUS on first touch
@@ -88,8 +89,10 @@ class Mapped:
         with open(spec.path, "r+b") as f:
             self._map = mmap.mmap(f.fileno(), spec.nbytes)  # stays valid after the file closes
         dtype = np.dtype(spec.dtype)
-        self.params = np.frombuffer(self._map, dtype, spec.size)  # (P,)
-        start = spec.size * dtype.itemsize
+        self.param_slots = [np.frombuffer(self._map, dtype, spec.size, i * spec.size * dtype.itemsize)
+                            for i in range(spec.param_slots)]  # fmt: skip
+        self.params = self.param_slots[0]  # (P,): what every worker reads in a synchronous step
+        start = spec.param_slots * spec.size * dtype.itemsize
         self.replies = [np.frombuffer(self._map, dtype, spec.reply_size, start + i * spec.reply_size * dtype.itemsize)
                         for i in range(spec.workers)]  # fmt: skip  # k x (P + N_STATS,)
 

@@ -85,12 +85,16 @@ class LinkEnd:
 
 
 class TcpChannel(StepChannel):
+    """alone (bounded/async): a link per worker, since each reply is an update of its own
+    and a relay's sum of its node's replies would merge them."""
+
     name = "tcp"
 
-    def __init__(self, workers: list, placement: list[str]) -> None:
+    def __init__(self, workers: list, placement: list[str], alone: bool = False) -> None:
         self.workers = workers
-        self.groups = node_groups(placement)
+        self.groups = [[i] for i in range(len(workers))] if alone else node_groups(placement)
         self.links: links.ServerLinks | None = None
+        self.waiting: set[int] = set()
 
     def open(self, params: Array) -> None:
         size, dtype = params.size, params.dtype.name
@@ -121,6 +125,17 @@ class TcpChannel(StepChannel):
     def step(self, params: Array, shards: list[Array]) -> list[Array]:
         assert self.links is not None  # opened
         return self.links.step(params, shards)
+
+    def send(self, i: int, params: Array, indices: Array) -> None:
+        assert self.links is not None and self.groups[i] == [i]  # opened with a link per worker
+        self.links.send_one(i, params, indices)
+        self.waiting.add(i)
+
+    def receive(self) -> tuple[int, Array]:
+        assert self.links is not None
+        g, reply = self.links.first_reply(self.waiting)
+        self.waiting.discard(g)
+        return g, reply
 
     def close(self) -> None:
         if self.links is not None:

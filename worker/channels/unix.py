@@ -25,6 +25,7 @@ mode: the socket is the server's user's (0600), like the step file, in the node'
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
 import time
@@ -85,6 +86,26 @@ class ServerSockets:
         except OSError as e:  # reset mid-send: the worker died
             raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
 
+    def send_one(self, i: int, shard: Array) -> None:
+        """Shard i to worker i alone (bounded/async)."""
+        conn = self.conns[i]
+        assert conn is not None
+        try:
+            send_shard(conn, shard)
+        except OSError as e:
+            raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
+
+    def first_answer(self, waiting: set[int]) -> int:
+        """The first of the `waiting` workers to answer (its sums are in its slot)."""
+        by_fd = {self.conns[i].fileno(): i for i in waiting}  # type: ignore[union-attr]
+        ready, _, _ = select.select(list(by_fd), [], [])
+        i = by_fd[ready[0]]
+        try:
+            read_answer(self.conns[i], f"worker {i}", "socket")  # type: ignore[arg-type]
+        except OSError as e:
+            raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
+        return i
+
     def answers(self, n: int) -> Iterator[int]:
         """i = 0 .. n-1, each once worker i has answered (its sums are in slot i)."""
         for i, conn in enumerate(self.conns[:n]):
@@ -140,31 +161,39 @@ def serve(spec: NodeBuffers, i: int, compute: Callable[[Array], None]) -> thread
 @dataclass(frozen=True)
 class UnixEnd:
     """Worker i's end: map the step file (before connecting: a node relay removes the
-    file's name once its members are connected), then serve slot i."""
+    file's name once its members are connected), then serve slot i, reading the shared
+    parameters, or its own parameter slot where the file has one per worker."""
 
     spec: NodeBuffers
     i: int
 
     def start(self, sums: Sums, state: dict[str, Any]) -> None:
         mapped = Mapped(self.spec)
-        serve(self.spec, self.i, lambda indices: sums(mapped.params, indices, mapped.replies[self.i]))
+        params = mapped.param_slots[self.i] if self.spec.param_slots > 1 else mapped.params
+        serve(self.spec, self.i, lambda indices: sums(params, indices, mapped.replies[self.i]))
 
 
 class UnixChannel(StepChannel):
+    """own_params (bounded/async): a parameter slot per worker, which `send` fills with the
+    version that worker is to use, instead of one set every worker reads in place."""
+
     name = "unix"
 
-    def __init__(self, workers: list, placement: list[str], node: str) -> None:
+    def __init__(self, workers: list, placement: list[str], node: str, own_params: bool = False) -> None:
         self.workers, self.placement, self.node = workers, placement, node  # node ids: each worker's, the server's
+        self.own_params = own_params
         self.mapped: Mapped | None = None
         self.sockets: ServerSockets | None = None
+        self.waiting: set[int] = set()  # workers sent work and not yet answered (send/receive)
 
-    def open(self, params: Array) -> Array:
+    def open(self, params: Array) -> Array | None:
         away = [i for i, n in enumerate(self.placement) if n != self.node]
         if away:
             raise ChannelBroken(f"worker{'s' * (len(away) > 1)} {', '.join(map(str, away))} on another node than "
                                 f"the server, which a step file cannot reach")  # fmt: skip
+        k = len(self.workers)
         try:
-            self.mapped = Mapped(NodeBuffers.create(params.size, len(self.workers), params.dtype.name))
+            self.mapped = Mapped(NodeBuffers.create(params.size, k, params.dtype.name, k if self.own_params else 1))
         except OSError as e:  # no /dev/shm, or no room in it
             raise ChannelBroken(f"no step file in /dev/shm ({e.strerror or type(e).__name__})") from None
         spec = self.mapped.spec
@@ -176,8 +205,22 @@ class UnixChannel(StepChannel):
             raise ChannelBroken(f"a worker could not serve its socket ({type(e).__name__})") from None
         except OSError as e:
             raise ChannelBroken(f"the step socket failed ({e.strerror or type(e).__name__})") from None
+        if self.own_params:
+            return None
         self.mapped.params[...] = params
         return self.mapped.params
+
+    def send(self, i: int, params: Array, indices: Array) -> None:
+        assert self.sockets is not None and self.mapped is not None and self.own_params  # opened for it
+        self.mapped.param_slots[i][...] = params
+        self.sockets.send_one(i, indices)
+        self.waiting.add(i)
+
+    def receive(self) -> tuple[int, Array]:
+        assert self.sockets is not None and self.mapped is not None
+        i = self.sockets.first_answer(self.waiting)
+        self.waiting.discard(i)
+        return i, self.mapped.replies[i]
 
     def step(self, params: Array, shards: list[Array]) -> list[Array]:
         assert self.sockets is not None and self.mapped is not None  # opened

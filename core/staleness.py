@@ -1,0 +1,154 @@
+"""Bounded-staleness and asynchronous updates: the rule, the record, and the replay.
+
+In `--consistency sync` a step is one global mini-batch split over k workers, applied once
+every shard's sums are in. In `bounded` and `async` each worker's reply is an update of
+its own: the server hands out step numbers t = 0, 1, 2, ... (step t's mini-batch is
+`Sampler.batch(t)`, the whole `--batch-size`), a worker computes the gradient sums of that
+batch on the parameters it was sent, version d (the number of updates applied when it
+was sent), and the server applies the reply as one optimizer step the moment it arrives,
+making version u + 1. Its staleness is u - d, the updates applied meanwhile.
+
+`Gate` bounds it: `async` sends a free worker work at once; `bounded` with TAU sends it
+only if no reply could then be applied more than TAU versions after its own: with O the
+tasks out (the new one included) and d_min the oldest version among them, the worst case
+is every other task of O applied first, so a task may start when
+
+    V + |O| - 1 - d_min <= TAU                 (V: the version now)
+
+TAU = 0 is one task at a time; TAU >= k - 1 lets k workers start on the same version. A
+worker that finishes early waits (no reply is ever dropped for being stale).
+
+The record: update u applied step t's batch from worker w on version d; `UpdateLog`
+keeps (t, w, d) for u = 0, 1, ..., saved beside the checkpoints as `updates.npy`, and
+`replay` recomputes the run from it in one process: the same gradients of the same
+batches on the same parameter versions, in the same order, give the same weights.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from nnps.core.config import TrainConfig
+from nnps.core.datasets import Dataset
+from nnps.core.network import Network
+from nnps.core.sampler import Sampler
+from nnps.core.server import Server, Snapshot
+from nnps.core.shard import ShardWorker
+
+Array = np.ndarray
+RECORD = "updates.npy"  # in the run directory: int64 (n, 3) rows of (step t, worker, version d)
+
+
+class Gate:
+    """Which tasks are out (worker -> (t, d)) and whether another may start."""
+
+    def __init__(self, tau: int | None) -> None:
+        self.tau = tau  # None: async, no bound
+        self.out: dict[int, tuple[int, int]] = {}
+
+    def may_start(self, version: int) -> bool:
+        if self.tau is None or not self.out:
+            return True
+        oldest = min(d for _, d in self.out.values())
+        return version + len(self.out) - oldest <= self.tau  # |O| - 1 = len(self.out) with the new one
+
+    def start(self, worker: int, step: int, version: int) -> None:
+        self.out[worker] = (step, version)
+
+    def finish(self, worker: int) -> tuple[int, int]:
+        return self.out.pop(worker)
+
+
+class UpdateLog:
+    """The run's record: row u = (t, worker, d) of update u."""
+
+    def __init__(self, rows: Array | None = None) -> None:
+        self.rows = np.empty((0, 3), np.int64) if rows is None else np.asarray(rows, np.int64).reshape(-1, 3)
+
+    def add(self, first: int, rows: list[tuple[int, int, int]]) -> None:
+        """The rows of updates first, first + 1, ... (a chunk's, from the server)."""
+        if first != len(self.rows):
+            raise ValueError(f"update {first} follows {len(self.rows)} recorded updates")
+        if rows:
+            self.rows = np.concatenate([self.rows, np.asarray(rows, np.int64).reshape(-1, 3)])
+
+    def truncate(self, steps: int) -> None:
+        """Forget the updates from `steps` on (a run rewound to a checkpoint)."""
+        self.rows = self.rows[:steps]
+
+    def staleness(self, lo: int = 0, hi: int | None = None) -> Array:
+        """u - d of updates lo..hi-1."""
+        u = np.arange(len(self.rows))[lo:hi]
+        return u - self.rows[lo:hi, 2]
+
+    def histogram(self, lo: int, hi: int) -> dict[str, int]:
+        """{staleness: updates} over updates lo..hi-1 (JSON keys)."""
+        values, counts = np.unique(self.staleness(lo, hi), return_counts=True)
+        return {str(int(v)): int(c) for v, c in zip(values, counts)}
+
+    def to_bytes(self) -> bytes:
+        out = io.BytesIO()
+        np.save(out, self.rows, allow_pickle=False)
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> UpdateLog:
+        try:
+            rows = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{where}: not an update record ({e})") from None
+        if rows.ndim != 2 or rows.shape[1] != 3 or rows.dtype.kind != "i":
+            raise ValueError(f"{where}: not an update record (shape {rows.shape}, dtype {rows.dtype})")
+        u = np.arange(len(rows))
+        if len(rows) and ((rows[:, 2] > u).any() or (rows[:, 2] < 0).any() or (rows[:, 0] < 0).any()):
+            raise ValueError(f"{where}: an update uses a parameter version that does not exist yet")
+        return cls(rows)
+
+
+def describe(config: TrainConfig, log: UpdateLog, lo: int, hi: int) -> dict[str, Any]:
+    """The mode and the staleness of updates lo..hi-1, as metrics rows and the summary keep them."""
+    s = log.staleness(lo, hi)
+    return {"mode": config.consistency, "tau": config.staleness, "workers": config.workers,
+            "histogram": log.histogram(lo, hi), "max": int(s.max()) if len(s) else 0,
+            "mean": float(s.mean()) if len(s) else 0.0}  # fmt: skip
+
+
+def open_log(config: TrainConfig, run_dir: Any, resume: bool, start: int) -> UpdateLog | None:
+    """The run's record, None for sync runs; on resume, the saved one up to the checkpoint."""
+    if config.consistency == "sync":
+        return None
+    if not (resume and run_dir is not None and run_dir.exists(RECORD)):
+        if start and resume:
+            raise ValueError(f"--resume: {run_dir.uri_of(RECORD) if run_dir else RECORD} is missing: the "
+                             f"{config.consistency} run's record of its first {start} updates")  # fmt: skip
+        return UpdateLog()
+    log = UpdateLog.from_bytes(run_dir.read(RECORD), run_dir.uri_of(RECORD))
+    if len(log.rows) < start:
+        raise ValueError(f"--resume: {run_dir.uri_of(RECORD)} records {len(log.rows)} updates, the checkpoint {start}")
+    log.truncate(start)
+    return log
+
+
+def replay(config: TrainConfig, network: Network, dataset: Dataset, start: Snapshot, log: UpdateLog) -> Snapshot:
+    """Recompute a recorded run in this process: update u is step t's batch on version d."""
+    sampler = Sampler(len(dataset.y_train), config.batch_size, config.seed)
+    server = Server(config, network, start, sampler.steps_per_epoch)
+    worker = ShardWorker(network, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
+    rows = log.rows
+    last_use: dict[int, int] = {}  # version -> the last update computed on it
+    for u, d in enumerate(rows[:, 2]):
+        last_use[int(d)] = u
+    versions = {start.step: server.params.copy()}
+    for u, (t, _, d) in enumerate(rows):
+        if u < start.step:
+            continue
+        grad = worker.gradient_sums(versions[int(d)], sampler.batch(int(t)))
+        server.apply(grad)
+        if last_use.get(u + 1, -1) > u:
+            versions[u + 1] = server.params.copy()
+        for v in [v for v in versions if last_use.get(v, -1) <= u]:
+            del versions[v]  # no later update is computed on it
+    return server.snapshot()

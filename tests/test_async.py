@@ -1,0 +1,161 @@
+"""Bounded and asynchronous training on real Ray actors, over each channel: the staleness
+bound holds, the record replays to the same float64 weights, and faults stall nobody."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from nnps.cli.jobs import _print_status
+from nnps.cluster.driver import replay
+from nnps.cluster.ray_executor import ray_session
+from nnps.core import checkpoint
+from nnps.core.config import TrainConfig
+from nnps.core.progress import parse_last
+from nnps.core.rundir import RunDir
+from nnps.core.staleness import RECORD, UpdateLog
+from nnps.core.training import train
+from tests.conftest import MNIST_10K
+from tests.test_distributed import CFG, KillAfter, actor_pids
+
+pytestmark = pytest.mark.ray
+
+ASYNC = CFG.replace(data=str(MNIST_10K), workers=2, consistency="async")
+TRANSPORTS = ("unix", "tcp", "ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def run_async(cfg: TrainConfig, run: Path, mnist10k, resume: bool = False, reporter=None,
+              executors: list | None = None) -> dict:  # fmt: skip
+    """Train on the module's Ray into `run`; the summary (the executors made to `executors`)."""
+    made = [] if executors is None else executors
+    with ray_session(cfg) as factory:
+
+        def make(plan, ds):
+            made.append(factory(plan, ds))
+            return made[-1]
+
+        return train(cfg, mnist10k, RunDir(str(run)), resume=resume, make_executor=make, reporter=reporter)
+
+
+def record(run: Path) -> UpdateLog:
+    return UpdateLog.from_bytes((run / RECORD).read_bytes(), str(run / RECORD))
+
+
+def replayed(run: Path) -> float:
+    """Replay the run in this process: max |w - final.npz|."""
+    return replay(RunDir(str(run)))["max_abs_diff"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode,tau", [("async", None), ("bounded", 1)])
+def test_each_channel_serves_it_and_the_run_replays(transport: str, mode: str, tau: int | None, mnist10k,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    cfg = ASYNC.replace(transport=transport, consistency=mode, staleness=tau)
+    summary = run_async(cfg, tmp_path, mnist10k)
+    log = record(tmp_path)
+    assert sorted(log.rows[:, 0]) == list(range(60))  # every step's batch is one update, once
+    staleness = log.staleness()
+    if tau is not None:
+        assert staleness.max() <= tau
+    assert summary["channels"]["steps"][transport] == 60 and summary["channels"]["fallbacks"] == []
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert (rows[-1]["staleness"]["mode"], rows[-1]["staleness"]["tau"], rows[-1]["staleness"]["workers"]) == (mode, tau, 2)
+    histogram = {str(s): int((staleness == s).sum()) for s in set(staleness.tolist())}
+    assert rows[-1]["staleness"]["histogram"] == histogram
+    assert replayed(tmp_path) < 1e-9
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_worker_killed_stalls_nobody_and_its_update_is_recomputed(transport: str, mnist10k, tmp_path: Path) -> None:
+    """SIGKILL a worker mid-run: the other goes on (updates applied while the dead one's task
+    is out, so that task is stale by several versions when it lands), and the dead one's task
+    is recomputed on the parameters it was sent (Ray's retry over `ray`; over `unix` and
+    `tcp` the channel breaks and every task out is sent again by Ray calls): each step's
+    batch is applied once, and the replay, which computes each update on its recorded
+    version, equals the run."""
+    cfg = ASYNC.replace(transport=transport, steps=300, epochs=2)
+    killer = KillAfter("GradientWorker", after=100)
+    summary = run_async(cfg, tmp_path, mnist10k, reporter=killer)
+    assert killer.killed and killer.killed[0] not in actor_pids("GradientWorker")
+    log = record(tmp_path)
+    assert sorted(log.rows[:, 0]) == list(range(300))
+    assert log.staleness(100).max() >= 3, log.histogram(100, 300)  # the survivor went on meanwhile
+    if transport != "ray":
+        (fell,) = summary["channels"]["fallbacks"]
+        assert (fell["from"], fell["to"]) == (transport, "ray") and fell["step"] >= 100
+    assert replayed(tmp_path) < 1e-9
+
+
+def test_a_server_killed_is_rebuilt_and_the_record_rewinds(mnist10k, tmp_path: Path) -> None:
+    cfg = ASYNC.replace(checkpoint_every=20)
+    killer = KillAfter("ParameterServer", after=30)
+    executors: list = []
+    run_async(cfg, tmp_path, mnist10k, reporter=killer, executors=executors)
+    assert killer.killed and executors[0].servers_built == 2
+    assert sorted(record(tmp_path).rows[:, 0]) == list(range(60))  # the lost updates are not in it
+    assert replayed(tmp_path) < 1e-9
+
+
+def test_a_resumed_run_replays_whole(mnist10k, tmp_path: Path) -> None:
+    cfg = ASYNC.replace(consistency="bounded", staleness=2, checkpoint_every=10)
+    run_async(cfg.replace(steps=30), tmp_path, mnist10k)
+    assert len(record(tmp_path).rows) == 30
+    run_async(cfg, tmp_path, mnist10k, resume=True)
+    assert sorted(record(tmp_path).rows[:, 0]) == list(range(60))
+    assert checkpoint.load(str(tmp_path / "final.npz")).step == 60
+    assert replayed(tmp_path) < 1e-9
+
+
+def test_cli_runs_async_and_replays(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "nnps.cli.main", "train", "--data", str(MNIST_10K), "--hidden", "20", "--batch-size",
+            "50", "--steps", "60", "--epochs", "1", "--dtype", "float64", "--workers", "2", "--consistency", "bounded",
+            "--staleness", "1", "--run-dir", str(run), "--log-progress"]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "300"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    done = out.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"done: 60 steps \(unix 60\); bounded \(TAU 1\), 2 workers, staleness max 1, mean [\d.]+; "
+                        r"test accuracy [\d.]+%; weights in .*final\.npz", done), done  # fmt: skip
+    # what `nnps status` shows of it: the job's last progress record (here read off its stdout)
+    progress = parse_last(out.stdout)
+    assert progress is not None
+    status = io.StringIO()
+    with contextlib.redirect_stdout(status):
+        _print_status({"job_id": "nnps-x", "status": "SUCCEEDED", "progress": progress})
+    line = status.getvalue().splitlines()[0]
+    assert "  steps by channel (unix 60)  bounded (TAU 1), 2 workers, staleness max 1, mean " in line, line
+    again = subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--replay", str(run), "--json"],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    result = json.loads(again.stdout)
+    assert result["updates"] == 60 and result["max_abs_diff"] < 1e-9
+    final, replay_npz = (checkpoint.load(str(run / name)) for name in ("final.npz", "replay.npz"))
+    assert np.max(np.abs(final.params - replay_npz.params)) < 1e-9
+
+
+def test_replay_of_a_sync_run_is_one_line(tiny_npz: Path, tmp_path: Path) -> None:
+    run = tmp_path / "sync"
+    subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--data", str(tiny_npz), "--workers", "0",
+                    "--steps", "3", "--run-dir", str(run)], check=True, capture_output=True)  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--replay", str(run)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr == (f"error: --replay: {run} is a sync run, a pure function of its config: train it again "
+                          f"with the same flags to reproduce it\n")  # fmt: skip
