@@ -117,3 +117,53 @@ def test_a_bad_transport_is_one_line() -> None:
 
     with pytest.raises(ConfigError, match=r"^--transport must be one of auto, unix, tcp, ray; got 'shm'$"):
         TrainConfig(transport="shm")
+
+
+class Queued(InProcess):
+    """send/receive in this process: replies in the order sent, computed at receive on the
+    parameters as they were sent; breaks at its `breaks_at`-th receive (None: never)."""
+
+    def __init__(self, name: str, worker: ShardWorker, breaks_at: int | None = None) -> None:
+        super().__init__(name, worker)
+        self.queue: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.breaks_at, self.received = breaks_at, 0
+
+    def send(self, i: int, params: np.ndarray, indices: np.ndarray) -> None:
+        self.queue.append((i, params.copy(), indices))
+
+    def receive(self) -> tuple[int, np.ndarray]:
+        if self.received == self.breaks_at:
+            raise ChannelBroken("worker 0 closed its socket")
+        self.received += 1
+        i, params, indices = self.queue.pop(0)
+        return i, self.worker.gradient_sums(params, indices)
+
+
+def test_an_async_channel_that_breaks_resends_every_task_out(mnist10k) -> None:
+    """Two tasks out when the channel breaks: the next channel computes both again, each on
+    the parameters it was first sent with, so the result equals the replay of the record."""
+    from nnps.core.staleness import Gate, UpdateLog, replay
+
+    cfg = CFG.replace(workers=2, consistency="async")
+    plan = plan_run(cfg, mnist10k, None, False)
+    worker = ShardWorker(plan.network, mnist10k.x_train, mnist10k.y_train, mnist10k.x_test, mnist10k.y_test)
+    sampler = Sampler(len(mnist10k.y_train), cfg.batch_size, cfg.seed)
+    server = Server(cfg, plan.network, plan.start, sampler.steps_per_epoch)
+    transport = Transport(("unix", "ray"), lambda name: Queued(name, worker, 25 if name == "unix" else None))
+    gate, free, t, rows = Gate(None), [0, 1], 0, []
+    while server.step < 60:
+        while free and t < 60:
+            i = free.pop(0)
+            gate.start(i, t, server.step)
+            transport.send(i, server.params, sampler.batch(t), server.step)
+            t += 1
+        i, reply = transport.receive(server.step)
+        step, version = gate.finish(i)
+        server.apply(reply)
+        rows.append((step, i, version))
+        free.append(i)
+    assert transport.record()["fallbacks"] == [{"step": 25, "from": "unix", "to": "ray",
+                                                "reason": "worker 0 closed its socket"}]  # fmt: skip
+    assert transport.record()["steps"] == {"unix": 25, "ray": 35}
+    again = replay(cfg, plan.network, mnist10k, plan.start, UpdateLog(np.array(rows)))
+    np.testing.assert_array_equal(again.params, server.params)
