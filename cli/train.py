@@ -92,7 +92,8 @@ def train(
         m = summary["metrics"]
         tail = f"; test accuracy {m['test_accuracy']:.2%}" if m else ""
         console.print(f"done: {summary['step']} steps{steps_by_channel(summary.get('channels'))}"
-                      f"{consistency_note(summary.get('staleness'))}{tail}; weights in {summary['final']}")  # fmt: skip
+                      f"{consistency_note(summary.get('staleness'))}{tail}; weights in {summary['final']}",
+                      soft_wrap=True)  # fmt: skip
 
 
 def consistency_note(s: dict | None) -> str:
@@ -121,7 +122,7 @@ def replay_run(run_dir: str, json_out: bool) -> None:
         sys.stdout.write(json.dumps(out, sort_keys=True) + "\n")
         return
     Console(stderr=True).print(f"replayed {out['updates']} updates of {run_dir} in one process: max |w - final.npz| = "
-                               f"{out['max_abs_diff']:.3g}; weights in {out['final']}")  # fmt: skip
+                               f"{out['max_abs_diff']:.3g}; weights in {out['final']}", soft_wrap=True)  # fmt: skip
 
 
 def config_from_options(options: dict) -> TrainConfig:

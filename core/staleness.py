@@ -37,6 +37,7 @@ from nnps.core.network import Network
 from nnps.core.sampler import Sampler
 from nnps.core.server import Server, Snapshot
 from nnps.core.shard import ShardWorker
+from nnps.core.threads import blas_threads
 
 Array = np.ndarray
 RECORD = "updates.npy"  # in the run directory: int64 (n, 3) rows of (step t, worker, version d)
@@ -142,13 +143,14 @@ def replay(config: TrainConfig, network: Network, dataset: Dataset, start: Snaps
     for u, d in enumerate(rows[:, 2]):
         last_use[int(d)] = u
     versions = {start.step: server.params.copy()}
-    for u, (t, _, d) in enumerate(rows):
-        if u < start.step:
-            continue
-        grad = worker.gradient_sums(versions[int(d)], sampler.batch(int(t)))
-        server.apply(grad)
-        if last_use.get(u + 1, -1) > u:
-            versions[u + 1] = server.params.copy()
-        for v in [v for v in versions if last_use.get(v, -1) <= u]:
-            del versions[v]  # no later update is computed on it
+    with blas_threads(1):  # as workers sharing a node's cores compute: the same sums, bit for bit
+        for u, (t, _, d) in enumerate(rows):
+            if u < start.step:
+                continue
+            grad = worker.gradient_sums(versions[int(d)], sampler.batch(int(t)))
+            server.apply(grad)
+            if last_use.get(u + 1, -1) > u:
+                versions[u + 1] = server.params.copy()
+            for v in [v for v in versions if last_use.get(v, -1) <= u]:
+                del versions[v]  # no later update is computed on it
     return server.snapshot()

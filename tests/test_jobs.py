@@ -73,7 +73,7 @@ def head(tmp_path_factory, s3):
         os.environ["RAY_AUTH_MODE"] = old
     os.killpg(proc.pid, signal.SIGTERM)  # this head's own process group, never a broad `ray stop`
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=5)  # `ray start --block` stopping every process in turn took 30 s and more
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
