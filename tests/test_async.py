@@ -8,8 +8,10 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +105,18 @@ def test_a_worker_killed_stalls_nobody_and_its_update_is_recomputed(transport: s
     assert replayed(tmp_path) < 1e-9
 
 
+def test_a_worker_killed_in_bounded_mode_keeps_the_bound(mnist10k, tmp_path: Path) -> None:
+    """In bounded mode the others go on until the bound stops them (TAU updates past the dead
+    worker's task), then wait for its recomputed update: none is staler than TAU."""
+    cfg = ASYNC.replace(consistency="bounded", staleness=2, steps=300, epochs=2)
+    killer = KillAfter("GradientWorker", after=100)
+    run_async(cfg, tmp_path, mnist10k, reporter=killer)
+    assert killer.killed
+    log = record(tmp_path)
+    assert sorted(log.rows[:, 0]) == list(range(300)) and log.staleness().max() <= 2
+    assert replayed(tmp_path) < 1e-9
+
+
 def test_a_server_killed_is_rebuilt_and_the_record_rewinds(mnist10k, tmp_path: Path) -> None:
     cfg = ASYNC.replace(checkpoint_every=20)
     killer = KillAfter("ParameterServer", after=30)
@@ -159,3 +173,49 @@ def test_replay_of_a_sync_run_is_one_line(tiny_npz: Path, tmp_path: Path) -> Non
     assert out.returncode == 1
     assert out.stderr == (f"error: --replay: {run} is a sync run, a pure function of its config: train it again "
                           f"with the same flags to reproduce it\n")  # fmt: skip
+
+
+def test_driver_killed_then_resumed_replays_whole(tmp_path: Path) -> None:
+    """kill -9 of an async `nnps train` mid-run, then --resume: the record was written
+    before each checkpoint, so the resumed run's record covers every update, and replays."""
+    from tests.test_driver_kill import nnps
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(MNIST_10K), "--hidden", "20", "--batch-size", "50", "--epochs", "10", "--steps",
+            "1000", "--dtype", "float64", "--checkpoint-every", "20", "--workers", "2", "--consistency", "async",
+            "--run-dir", str(run)]  # fmt: skip
+    driver = nnps(*args)
+    try:
+        deadline = time.monotonic() + 120
+        while not [p for p in run.glob("ckpt-*.npz") if int(p.stem[5:]) >= 40]:
+            assert driver.poll() is None, driver.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.01)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.communicate()
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # the embedded Ray it started
+        except ProcessLookupError:
+            pass
+    assert not (run / "final.npz").exists()
+    resumed = nnps("train", "--run-dir", str(run), "--resume")
+    try:
+        _, err = resumed.communicate(timeout=180)
+    finally:
+        try:
+            os.killpg(resumed.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert resumed.returncode == 0, err[-2000:]
+    assert sorted(record(run).rows[:, 0]) == list(range(1000))
+    assert replayed(run) < 1e-9
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_optimizers_schedules_and_l2_replay(optimizer: str, mnist10k, tmp_path: Path) -> None:
+    cfg = ASYNC.replace(consistency="bounded", staleness=2, optimizer=optimizer, l2=1e-3, schedule="cosine",
+                        lr=0.5 if optimizer == "momentum" else 0.01)  # fmt: skip
+    summary = run_async(cfg, tmp_path, mnist10k)
+    assert summary["staleness"]["max"] <= 2
+    assert replayed(tmp_path) < 1e-9

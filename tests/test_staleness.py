@@ -116,3 +116,14 @@ def test_histogram_counts_staleness() -> None:
     log = UpdateLog(np.array([[0, 0, 0], [1, 1, 0], [2, 0, 1], [3, 1, 1]]))
     assert log.histogram(0, 4) == {"0": 1, "1": 2, "2": 1}
     assert list(log.staleness(2, 4)) == [1, 2]
+
+
+def test_workers_auto_says_it_chooses_for_sync_only(mnist10k) -> None:
+    """Before Ray starts: the cost model's choice, at least one worker, and one line why."""
+    from nnps.cluster.driver import decide
+
+    said: list[str] = []
+    cfg = decide(CFG.replace(workers="auto"), mnist10k, 2, said.append)
+    assert cfg.workers in (1, 2)
+    assert said == [f"--workers auto: {cfg.workers} (the cost model predicts sync steps only; with --consistency async "
+                    f"each worker's batch is an update: give --workers N to choose)"]  # fmt: skip
