@@ -12,7 +12,7 @@ which code it ran). Rows are matched by what carried the steps:
     tcp                       link       (a TCP link per node, relayed)
     ray                       plain      (Ray calls, the vectors inline or in the object store)
 
-Run: .venv/bin/python bench/before_after.py [--ref e02a38a] [--rounds 2] [--hidden 30]
+Run: .venv/bin/python bench/before_after.py [--ref e02a38a] [--rounds 2] [--hidden 30] [--batches 100]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def run(tree: Path, pythonpath: str | None, args: list[str]) -> tuple[str, dict[
 
 def main() -> None:
     ref, rounds, hidden = arg("--ref", "e02a38a"), int(arg("--rounds", "2")), arg("--hidden", "30")
-    common = ["--quick", "--hidden", hidden]
+    common = ["--quick", "--hidden", hidden] + (["--batches", arg("--batches", "")] if "--batches" in sys.argv else [])
     with tempfile.TemporaryDirectory(prefix="nnps-before-") as tmp:
         before_tree = checkout(ref, Path(tmp))
         try:
