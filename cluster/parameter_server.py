@@ -15,7 +15,7 @@ result, off the critical path. In bounded and asynchronous training (core/stalen
 each worker's batch is an update of its own instead, applied as it arrives, and a free
 worker is sent the next step's batch as soon as the staleness bound lets it:
 
-    while applied < stop:
+    while applied < stop:                                   # core/staleness.py: run_updates
         while a worker is free and gate.may_start(version): transport.send(worker, params, batch(t)); t += 1
         worker, reply = transport.receive();  server.apply(reply);  record (t, worker, d)
 
@@ -41,7 +41,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.network import Network
 from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server, Snapshot
-from nnps.core.staleness import Gate
+from nnps.core.staleness import run_updates
 from nnps.worker.channels.base import StepChannel
 from nnps.worker.channels.ray_calls import RayCalls
 from nnps.worker.channels.tcp import TcpChannel
@@ -84,7 +84,7 @@ class ParameterServer:
         """Apply steps until `stop` (or divergence); returns the channel record (`channels`)
         and, in bounded or async training, each update's (step, worker, version) ("updates")."""
         if self.asynchronous:
-            rows = self._run_async(stop)
+            rows = run_updates(self._transport(), self.server, self.sampler, len(self.workers), self.tau, stop)
             return {"channels": self.channels(), "updates": rows}
         transport, server = self._transport(), self.server
         server.params = transport.params(server.params, server.step)
@@ -93,24 +93,6 @@ class ParameterServer:
             server.params, replies = transport.step(server.params, shards, server.step)
             server.apply(*replies)
         return {"channels": self.channels(), "updates": []}
-
-    def _run_async(self, stop: int) -> list[tuple[int, int, int]]:
-        transport, server, gate = self._transport(), self.server, Gate(self.tau)
-        free, t, rows = list(range(len(self.workers))), server.step, []
-        while server.step < stop and server.diverged_at is None:
-            while free and t < stop and gate.may_start(server.step):
-                i = free.pop(0)
-                gate.start(i, t, server.step)
-                transport.send(i, server.params, self.sampler.batch(t), server.step)
-                t += 1
-            i, reply = transport.receive(server.step)
-            step, version = gate.finish(i)
-            server.apply(reply)
-            rows.append((step, i, version))
-            free.append(i)
-        while gate.out:  # diverged with tasks out: collect them, apply nothing
-            gate.finish(transport.receive(server.step)[0])
-        return rows
 
     def channels(self) -> dict[str, Any]:
         """What carried the steps so far: transport.Transport.record (empty before the first)."""

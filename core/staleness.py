@@ -27,7 +27,7 @@ batches on the same parameter versions, in the same order, give the same weights
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -61,6 +61,34 @@ class Gate:
 
     def finish(self, worker: int) -> tuple[int, int]:
         return self.out.pop(worker)
+
+
+class Tasks(Protocol):
+    """What carries the tasks: cluster/transport.Transport's send and receive."""
+
+    def send(self, i: int, params: Array, indices: Array, step: int) -> None: ...
+    def receive(self, step: int) -> tuple[int, Array]: ...
+
+
+def run_updates(tasks: Tasks, server: Server, sampler: Sampler, workers: int, tau: int | None,
+                stop: int) -> list[tuple[int, int, int]]:  # fmt: skip
+    """Apply updates until `stop` (or divergence), each worker's reply as it arrives, the
+    next step sent to a free worker when the gate lets it; returns the rows (t, worker, d)."""
+    gate, free, t, rows = Gate(tau), list(range(workers)), server.step, []
+    while server.step < stop and server.diverged_at is None:
+        while free and t < stop and gate.may_start(server.step):
+            i = free.pop(0)
+            gate.start(i, t, server.step)
+            tasks.send(i, server.params, sampler.batch(t), server.step)
+            t += 1
+        i, reply = tasks.receive(server.step)
+        step, version = gate.finish(i)
+        server.apply(reply)
+        rows.append((step, i, version))
+        free.append(i)
+    while gate.out:  # diverged with tasks out: collect them, apply nothing
+        gate.finish(tasks.receive(server.step)[0])
+    return rows
 
 
 class UpdateLog:

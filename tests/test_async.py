@@ -8,10 +8,8 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -178,36 +176,14 @@ def test_replay_of_a_sync_run_is_one_line(tiny_npz: Path, tmp_path: Path) -> Non
 def test_driver_killed_then_resumed_replays_whole(tmp_path: Path) -> None:
     """kill -9 of an async `nnps train` mid-run, then --resume: the record was written
     before each checkpoint, so the resumed run's record covers every update, and replays."""
-    from tests.test_driver_kill import nnps
+    from tests.test_driver_kill import kill_after_a_checkpoint, resume
 
     run = tmp_path / "run"
     args = ["train", "--data", str(MNIST_10K), "--hidden", "20", "--batch-size", "50", "--epochs", "10", "--steps",
             "1000", "--dtype", "float64", "--checkpoint-every", "20", "--workers", "2", "--consistency", "async",
             "--run-dir", str(run)]  # fmt: skip
-    driver = nnps(*args)
-    try:
-        deadline = time.monotonic() + 120
-        while not [p for p in run.glob("ckpt-*.npz") if int(p.stem[5:]) >= 40]:
-            assert driver.poll() is None, driver.communicate()
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.01)
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.communicate()
-    finally:
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)  # the embedded Ray it started
-        except ProcessLookupError:
-            pass
-    assert not (run / "final.npz").exists()
-    resumed = nnps("train", "--run-dir", str(run), "--resume")
-    try:
-        _, err = resumed.communicate(timeout=180)
-    finally:
-        try:
-            os.killpg(resumed.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert resumed.returncode == 0, err[-2000:]
+    kill_after_a_checkpoint(args, run)
+    resume(run)
     assert sorted(record(run).rows[:, 0]) == list(range(1000))
     assert replayed(run) < 1e-9
 

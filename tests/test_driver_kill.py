@@ -32,14 +32,13 @@ def nnps(*args: str, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)  # fmt: skip
 
 
-def test_driver_killed_then_resumed(mnist10k, tmp_path: Path) -> None:
-    expected = train(CFG.replace(epochs=10, steps=STEPS), mnist10k)["params"]
-    run = tmp_path / "run"
-    driver = nnps(*ARGS, "--run-dir", str(run))
+def kill_after_a_checkpoint(args: list[str], run: Path, least: int = 40) -> None:
+    """`nnps *args` SIGKILLed (its embedded Ray with it) once it has checkpointed step `least` or later."""
+    driver = nnps(*args)
     try:
         deadline = time.monotonic() + 120
-        # the checkpoint directory keeps the last 3: any checkpoint from step 40 on will do
-        while not [p for p in run.glob("ckpt-*.npz") if int(p.stem[5:]) >= 40]:
+        # the checkpoint directory keeps the last 3: any checkpoint from step `least` on will do
+        while not [p for p in run.glob("ckpt-*.npz") if int(p.stem[5:]) >= least]:
             assert driver.poll() is None, driver.communicate()
             assert time.monotonic() < deadline, "no checkpoint within 120 s"
             time.sleep(0.01)
@@ -51,16 +50,27 @@ def test_driver_killed_then_resumed(mnist10k, tmp_path: Path) -> None:
         except ProcessLookupError:
             pass
     assert not (run / "final.npz").exists()
-    assert step_files()  # the killed run's server left its step file behind...
-    resumed = nnps(*ARGS, "--run-dir", str(run), "--resume")
+
+
+def resume(run: Path) -> None:
+    """`nnps train --run-dir RUN --resume`, to its end; it must succeed."""
+    resumed = nnps("train", "--run-dir", str(run), "--resume")
     try:
-        out, err = resumed.communicate(timeout=180)
+        _, err = resumed.communicate(timeout=180)
     finally:
         try:
             os.killpg(resumed.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     assert resumed.returncode == 0, err
+
+
+def test_driver_killed_then_resumed(mnist10k, tmp_path: Path) -> None:
+    expected = train(CFG.replace(epochs=10, steps=STEPS), mnist10k)["params"]
+    run = tmp_path / "run"
+    kill_after_a_checkpoint([*ARGS, "--run-dir", str(run)], run)
+    assert step_files()  # the killed run's server left its step file behind...
+    resume(run)
     assert step_files() == []  # ...which the next server on the node swept away; its own went with it
     final = checkpoint.load(str(run / "final.npz"))
     assert final.step == STEPS

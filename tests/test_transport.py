@@ -142,7 +142,7 @@ class Queued(InProcess):
 def test_an_async_channel_that_breaks_resends_every_task_out(mnist10k) -> None:
     """Two tasks out when the channel breaks: the next channel computes both again, each on
     the parameters it was first sent with, so the result equals the replay of the record."""
-    from nnps.core.staleness import Gate, UpdateLog, replay
+    from nnps.core.staleness import UpdateLog, replay, run_updates
 
     cfg = CFG.replace(workers=2, consistency="async")
     plan = plan_run(cfg, mnist10k, None, False)
@@ -150,18 +150,7 @@ def test_an_async_channel_that_breaks_resends_every_task_out(mnist10k) -> None:
     sampler = Sampler(len(mnist10k.y_train), cfg.batch_size, cfg.seed)
     server = Server(cfg, plan.network, plan.start, sampler.steps_per_epoch)
     transport = Transport(("unix", "ray"), lambda name: Queued(name, worker, 25 if name == "unix" else None))
-    gate, free, t, rows = Gate(None), [0, 1], 0, []
-    while server.step < 60:
-        while free and t < 60:
-            i = free.pop(0)
-            gate.start(i, t, server.step)
-            transport.send(i, server.params, sampler.batch(t), server.step)
-            t += 1
-        i, reply = transport.receive(server.step)
-        step, version = gate.finish(i)
-        server.apply(reply)
-        rows.append((step, i, version))
-        free.append(i)
+    rows = run_updates(transport, server, sampler, 2, None, 60)
     assert transport.record()["fallbacks"] == [{"step": 25, "from": "unix", "to": "ray",
                                                 "reason": "worker 0 closed its socket"}]  # fmt: skip
     assert transport.record()["steps"] == {"unix": 25, "ray": 35}
