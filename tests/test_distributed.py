@@ -144,16 +144,27 @@ def test_batch_smaller_than_the_workers(transport: str, mnist10k) -> None:
 
 
 def actor_pids(title: str) -> list[int]:
-    """Processes whose title Ray set to `ray::<title>...`."""
-    pids = []
+    """This test's processes (descendants of the test process: the Ray it started, the
+    `nnps train` it ran) whose title Ray set to `ray::<title>...`. Not another run's on the
+    machine: a fault test must never kill a user's training."""
+    parent, titles = {}, {}
     for proc in Path("/proc").iterdir():
-        try:
-            cmd = (proc / "cmdline").read_bytes()
-        except OSError:  # not a process, or it just exited
+        if not proc.name.isdigit():
             continue
-        if proc.name.isdigit() and cmd.startswith(f"ray::{title}".encode()):
-            pids.append(int(proc.name))
-    return sorted(pids)
+        try:
+            titles[int(proc.name)] = (proc / "cmdline").read_bytes()
+            parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # it just exited
+            continue
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    return sorted(pid for pid, cmd in titles.items() if cmd.startswith(f"ray::{title}".encode()) and ours(pid))
 
 
 class AfterSteps:
