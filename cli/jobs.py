@@ -103,8 +103,10 @@ def _print_status(s: dict) -> None:
         line += f"  {p.get('examples_per_s', 0):,.0f} ex/s  elapsed {_hms(p.get('elapsed'))}"
         if "eta_s" in s:
             line += f"  ETA {_hms(s['eta_s'])}"
-        line += steps_by_channel(p.get("channels")).replace(" (", "  steps by channel (", 1)
-        line += consistency_note(p.get("staleness")).replace("; ", "  ", 1)
+        if channels := steps_by_channel(p.get("channels")):
+            line += f"  steps by channel ({channels})"
+        if mode := consistency_note(p.get("staleness")):
+            line += f"  {mode}"
     print(line)
     for f in (p or {}).get("channels", {}).get("fallbacks", []):
         print(f"  from step {f['step']} over {f['to']} instead of {f['from']}: {f['reason']}")

@@ -91,23 +91,23 @@ def train(
     else:
         m = summary["metrics"]
         tail = f"; test accuracy {m['test_accuracy']:.2%}" if m else ""
-        console.print(f"done: {summary['step']} steps{steps_by_channel(summary.get('channels'))}"
-                      f"{consistency_note(summary.get('staleness'))}{tail}; weights in {summary['final']}",
-                      soft_wrap=True)  # fmt: skip
+        channels, mode = steps_by_channel(summary.get("channels")), consistency_note(summary.get("staleness"))
+        console.print(f"done: {summary['step']} steps{f' ({channels})' if channels else ''}{f'; {mode}' if mode else ''}"
+                      f"{tail}; weights in {summary['final']}", soft_wrap=True)  # fmt: skip
 
 
 def consistency_note(s: dict | None) -> str:
-    """"; async, 2 workers, staleness max 3, mean 1.02": a bounded or async run's mode."""
+    """"async, 2 workers, staleness max 3, mean 1.02": a bounded or async run's mode ("" for sync)."""
     if not s:
         return ""
     mode = f"bounded (TAU {s['tau']})" if s["mode"] == "bounded" else s["mode"]
-    return f"; {mode}, {s['workers']} workers, staleness max {s['max']}, mean {s['mean']:.2f}"
+    return f"{mode}, {s['workers']} workers, staleness max {s['max']}, mean {s['mean']:.2f}"
 
 
 def steps_by_channel(record: dict | None) -> str:
-    """" (unix 53, in-process 7)": the steps each channel carried, most first (empty in-process)."""
+    """"unix 53, in-process 7": the steps each channel carried, most first ("" in-process)."""
     steps = sorted(((n, name) for name, n in (record or {}).get("steps", {}).items() if n), reverse=True)
-    return f" ({', '.join(f'{name} {n}' for n, name in steps)})" if steps else ""
+    return ", ".join(f"{name} {n}" for n, name in steps)
 
 
 NOT_CONFIG = ("run_dir", "resume", "replay", "json_out", "log_progress")

@@ -60,7 +60,8 @@ class ParameterServer:
         self.workers = workers
         self.setting, self.inline_bytes = config.transport, inline_bytes
         self.transport: Transport | None = None  # at the first step, once the workers are placed
-        self.placement: list[str] = []
+        self.placement: list[str] = []  # each worker's node id, and the server's (`node`), at the first step
+        self.node = ""
         self.asynchronous = config.consistency != "sync"
         self.tau = config.staleness  # bounded's TAU; None for async
         keep_freed_memory()  # the optimizers' temporaries (Adam's) are vector-sized
@@ -68,14 +69,13 @@ class ParameterServer:
     def _transport(self) -> Transport:
         if self.transport is None:
             self.placement = [node for _, node in ray.get([w.where.remote() for w in self.workers])]
-            node = ray.get_runtime_context().get_node_id()
-            self.transport = Transport(chain(self.setting, all(n == node for n in self.placement)), self._channel)
+            self.node = ray.get_runtime_context().get_node_id()
+            self.transport = Transport(chain(self.setting, all(n == self.node for n in self.placement)), self._channel)
         return self.transport
 
     def _channel(self, name: str) -> StepChannel:
         if name == "unix":
-            node = ray.get_runtime_context().get_node_id()
-            return UnixChannel(self.workers, self.placement, node, own_params=self.asynchronous)
+            return UnixChannel(self.workers, self.placement, self.node, own_params=self.asynchronous)
         if name == "tcp":
             return TcpChannel(self.workers, self.placement, alone=self.asynchronous)
         return RayCalls(self.workers, self.inline_bytes)

@@ -109,6 +109,7 @@ class RayExecutor:
                                 self.plan.network, self.data_name, self.threads) for _ in range(self.num_workers)]  # fmt: skip
         if self.server is not None:
             self._retire_server()
+            self.records.append(self.last_channels)
         for _ in range(MAX_SERVER_LOSSES + 1):  # a server that dies while it starts is started again
             self.server = self._start_server(snapshot)
             self.servers_built += 1
@@ -136,7 +137,6 @@ class RayExecutor:
             self.last_channels = ray.get(self.server.close.remote(), timeout=5.0)
         except Exception:  # dead, or too slow to answer: killed anyway; its record so far stands
             pass
-        self.records.append(self.last_channels)
         ray.kill(self.server, no_restart=True)
 
     def load(self, snapshot: Snapshot) -> None:
@@ -193,7 +193,6 @@ class RayExecutor:
     def close(self) -> None:
         if not self.closed:
             self._retire_server()
-            self.records.pop()  # kept as last_channels
         for actor in [*self.workers, self.data_holder]:
             ray.kill(actor, no_restart=True)
         self.closed = True
