@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -14,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from nnps.cli.errors import handle_errors
-from nnps.core import catalog, checkpoint, idx
+from nnps.core import catalog, checkpoint
+from nnps.core.images import read_image
 from nnps.core.errors import DataError
 from nnps.core.shard import ShardWorker, unpack_evaluation
 
@@ -53,35 +52,6 @@ def evaluate(
     for i in range(n):
         table.add_row(str(i) if names[i] == str(i) else f"{i} {names[i]}", *(str(v) for v in confusion[i]))
     console.print(table)
-
-
-def read_image(spec: str, shape: tuple[int, int]) -> tuple[np.ndarray, str]:
-    """An image as (rows*cols,) uint8 MNIST-style (white digit on black), and a note."""
-    m = re.fullmatch(r"(.+):(\d+)", spec)
-    if m and not Path(spec).exists():
-        images = idx.read_images(Path(m.group(1)))
-        i = int(m.group(2))
-        if i >= len(images):
-            raise DataError(f"{m.group(1)}: index {i} out of range (it holds {len(images)} images)")
-        return images[i].reshape(-1), ""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(spec) as im:
-            gray = im.convert("L")
-    except FileNotFoundError:
-        raise DataError(f"{spec}: no such file")
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{spec}: not an image Pillow can read ({e})")
-    note = ""
-    if gray.size != (shape[1], shape[0]):
-        note += f"resized from {gray.size[0]}x{gray.size[1]}; "
-        gray = gray.resize((shape[1], shape[0]), Image.Resampling.LANCZOS)
-    a = np.asarray(gray, dtype=np.uint8)
-    if a.mean() > 127:  # dark digit on a light background: invert to MNIST's convention
-        a = 255 - a
-        note += "inverted (light background); "
-    return a.reshape(-1), note.rstrip("; ")
 
 
 @handle_errors

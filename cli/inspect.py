@@ -13,7 +13,7 @@ import typer
 
 from nnps.cli import pictures
 from nnps.cli.errors import handle_errors
-from nnps.cli.evaluate import read_image
+from nnps.core.images import read_image
 from nnps.core import catalog, checkpoint
 from nnps.core.errors import ConfigError, DataError
 from nnps.core.inspect import look_inside, mistakes, shard_sums, side_of

@@ -16,7 +16,7 @@ NO_ARGS = (click.exceptions.NoArgsIsHelpError, _typer_click.NoArgsIsHelpError)
 USAGE = (click.UsageError, _typer_click.UsageError)
 ABORT = (click.exceptions.Abort, getattr(_typer_click, "Abort", click.exceptions.Abort), typer.Abort)
 
-from nnps.cli import bench, data, evaluate, inspect, jobs, plot, train, ui
+from nnps.cli import bench, data, evaluate, inspect, jobs, plot, serve, train, ui
 
 app = typer.Typer(
     name="nnps",
@@ -37,6 +37,7 @@ app.command()(jobs.fetch)
 app.command()(plot.plot)
 app.command()(inspect.inspect)
 app.command()(ui.ui)
+app.command()(serve.serve)
 app.command()(bench.bench)
 app.add_typer(data.app, name="data")
 
