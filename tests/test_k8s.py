@@ -27,7 +27,7 @@ from tests.conftest import DATA
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 SCHEMAS = DATA / "kuberay-v1.7.0"
-CRDS = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
+CRDS = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml", "RayService": "ray.io_rayservices.yaml"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -75,11 +75,16 @@ def manifests() -> list[tuple[str, dict]]:
 @pytest.mark.parametrize("name,doc", manifests(), ids=[n for n, _ in manifests()])
 def test_manifest_matches_kuberay_schema(name: str, doc: dict) -> None:
     assert check(doc) == []
-    assert doc["spec"].get("authOptions", doc["spec"].get("rayClusterSpec", {}).get("authOptions")) == {"mode": "token"}
+    assert cluster_spec(doc)["authOptions"] == {"mode": "token"}
+
+
+def cluster_spec(doc: dict) -> dict:
+    return {"RayJob": doc["spec"].get("rayClusterSpec"), "RayService": doc["spec"].get("rayClusterConfig")}.get(
+        doc["kind"], doc["spec"])
 
 
 def pod_specs(doc: dict) -> list[dict]:
-    spec = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+    spec = cluster_spec(doc)
     return [g["template"]["spec"] for g in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]]
 
 
@@ -93,7 +98,7 @@ def test_every_ray_container_has_a_memory_backed_dev_shm(name: str, doc: dict) -
 
 
 def test_both_kinds_are_present() -> None:
-    assert sorted({d["kind"] for _, d in manifests()}) == ["RayCluster", "RayJob"]
+    assert sorted({d["kind"] for _, d in manifests()}) == ["RayCluster", "RayJob", "RayService"]
 
 
 def test_the_checker_catches_misspelled_and_misplaced_fields() -> None:
@@ -138,7 +143,19 @@ def test_image_matches_the_pinned_ray() -> None:
 
     base = re.search(r"^FROM rayproject/ray:(\S+)", (K8S / "Dockerfile").read_text(), re.M)
     assert base and base.group(1).startswith(f"{ray.__version__}-")
-    for name in ("raycluster.yaml", "rayjob.yaml"):
-        doc = yaml.safe_load((K8S / name).read_text())
-        spec = doc["spec"].get("rayClusterSpec", doc["spec"])
-        assert spec["rayVersion"] == ray.__version__
+    for name in ("raycluster.yaml", "rayjob.yaml", "rayservice.yaml"):
+        assert cluster_spec(yaml.safe_load((K8S / name).read_text()))["rayVersion"] == ray.__version__
+
+
+def test_rayservice_serve_config_is_valid_for_ray_serve_and_builds_nnps_app() -> None:
+    import importlib
+
+    from ray.serve.schema import ServeDeploySchema
+
+    doc = yaml.safe_load((K8S / "rayservice.yaml").read_text())
+    config = ServeDeploySchema.model_validate(yaml.safe_load(doc["spec"]["serveConfigV2"]))
+    (served,) = config.applications
+    module, _, attr = served.import_path.partition(":")
+    deployment = getattr(importlib.import_module(module), attr)(served.args)._bound_deployment
+    assert deployment.init_args == ("/runs/fashion-500-300", "fashion", True, 32, 0.002)
+    assert deployment.num_replicas == 2 and deployment.name == "fashion-model"
