@@ -16,7 +16,7 @@ NO_ARGS = (click.exceptions.NoArgsIsHelpError, _typer_click.NoArgsIsHelpError)
 USAGE = (click.UsageError, _typer_click.UsageError)
 ABORT = (click.exceptions.Abort, getattr(_typer_click, "Abort", click.exceptions.Abort), typer.Abort)
 
-from nnps.cli import bench, data, evaluate, inspect, jobs, plot, serve, train, ui
+from nnps.cli import bench, data, evaluate, inspect, jobs, plot, serve, sweep, train, ui
 
 app = typer.Typer(
     name="nnps",
@@ -38,6 +38,7 @@ app.command()(plot.plot)
 app.command()(inspect.inspect)
 app.command()(ui.ui)
 app.command()(serve.serve)
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(sweep.sweep)
 app.command()(bench.bench)
 app.add_typer(data.app, name="data")
 

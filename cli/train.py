@@ -55,6 +55,7 @@ def train(
     staleness: Annotated[Optional[int], typer.Option(help="bounded: no update computed on parameters more than TAU versions old", metavar="TAU")] = None,
     warm_start: Annotated[bool, typer.Option(help="With an embedded Ray: train in-process while Ray and the workers start, then hand over")] = DEFAULTS.warm_start,
     snapshot_weights: Annotated[bool, typer.Option(help="Keep W^1 after every epoch in the run directory (nnps inspect RUN_DIR animates it)")] = DEFAULTS.snapshot_weights,
+    validation_fraction: Annotated[float, typer.Option(help="Hold out this part of the training set (seeded by --seed); per-epoch metrics are on it")] = DEFAULTS.validation_fraction,
     run_dir: Annotated[Optional[str], typer.Option(help="Run directory: local path or a pyarrow URI (s3://...). Default runs/<time>")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint")] = False,
     replay: Annotated[Optional[str], typer.Option(help="Recompute a bounded or async run from its record, in one process, and compare its final weights", metavar="RUN_DIR")] = None,
@@ -90,7 +91,8 @@ def train(
         sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
     else:
         m = summary["metrics"]
-        tail = f"; test accuracy {m['test_accuracy']:.2%}" if m else ""
+        split = "validation" if config.validation_fraction else "test"
+        tail = f"; {split} accuracy {m['test_accuracy']:.2%}" if m else ""
         channels, mode = steps_by_channel(summary.get("channels")), consistency_note(summary.get("staleness"))
         console.print(f"done: {summary['step']} steps{f' ({channels})' if channels else ''}{f'; {mode}' if mode else ''}"
                       f"{tail}; weights in {summary['final']}", soft_wrap=True)  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable
 
-from nnps.core import catalog, costmodel
+from nnps.core import catalog, costmodel, validation
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.rundir import RunDir
@@ -22,7 +22,7 @@ SLOWER_WARNING = 1.5  # warn when the chosen workers are predicted this many tim
 def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, reporter: Reporter | None = None,
         progress: catalog.Progress | None = None, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
     if config.workers == 0:
-        dataset = catalog.load(config.data, progress=progress)
+        dataset = load_data(config, progress)
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
     import ray
 
@@ -33,7 +33,7 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
     # An embedded Ray (or the caller's): decide before starting it; it has this machine's CPUs.
     cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else os.cpu_count() or 1
     check_placeable(config, cpus, "the Ray at hand" if ray.is_initialized() else "this machine (the embedded Ray)")
-    dataset = catalog.load(config.data, progress=progress)
+    dataset = load_data(config, progress)
     check_batch(config, dataset)
     config = decide(config, dataset, cpus, say)  # before Ray starts: it times in-process steps
     if config.workers == 0:
@@ -43,6 +43,11 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
         return noted(_warm(config, dataset, run_dir, resume, reporter, say), say)
     with ray_session(config) as factory:
         return noted(train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter), say)
+
+
+def load_data(config: TrainConfig, progress: catalog.Progress | None = None) -> Dataset:
+    """The run's data: the dataset, less its validation split where the config holds one out."""
+    return validation.for_config(config, catalog.load(config.data, progress=progress))
 
 
 def noted(summary: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
@@ -66,7 +71,7 @@ def _on_cluster(config: TrainConfig, run_dir: RunDir | None, resume: bool, repor
     with ray_connection(config.address, num_cpus=cpus):
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         check_placeable(config, cluster_cpus, f"the Ray cluster at {config.address}")
-        dataset = catalog.load(config.data, progress=progress)
+        dataset = load_data(config, progress)
         check_batch(config, dataset)
         config = decide(config, dataset, cluster_cpus, say)
         if config.workers == 0:
@@ -179,7 +184,7 @@ def replay(run_dir: RunDir) -> dict[str, Any]:
     final = checkpoint.from_bytes(run_dir.read("final.npz"), run_dir.uri_of("final.npz"))
     if final.step != len(log.rows):
         raise ConfigError(f"--replay: the record has {len(log.rows)} updates, final.npz {final.step}")
-    dataset = catalog.load(config.data)
+    dataset = load_data(config)
     plan = plan_run(config.replace(steps=final.step), dataset, None, False)
     snap = staleness.replay(config, plan.network, dataset, plan.start, log)
     run_dir.write_atomic("replay.npz", checkpoint_bytes(plan, dataset, snap))

@@ -71,6 +71,7 @@ class TrainConfig:
     staleness: int | None = None  # bounded: no update computed on parameters more than this many versions old
     warm_start: bool = True  # embedded Ray: train in-process while it starts (cluster/warm_start.py)
     snapshot_weights: bool = False  # keep W^1 after every epoch in the run directory (nnps inspect animates it)
+    validation_fraction: float = 0.0  # >0: hold out this part of the training set; per-epoch metrics are on it
     extra: dict[str, Any] = field(default_factory=dict)  # room for later versions' keys
 
     def __post_init__(self) -> None:
@@ -121,6 +122,8 @@ class TrainConfig:
         if self.consistency != "sync" and self.workers == 0:
             raise ConfigError(f"--consistency {self.consistency} runs on Ray workers: use --workers N (N >= 1), "
                               f"or --consistency sync")  # fmt: skip
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction!r}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"--seed must be in [0, 2^63), got {self.seed!r}")
 
@@ -148,5 +151,5 @@ class TrainConfig:
     RESULT_KEYS = (
         "data", "hidden", "activation", "output", "cost", "weight_init", "optimizer", "lr", "momentum",
         "l2", "schedule", "lr_step_epochs", "lr_gamma", "batch_size", "seed", "dtype", "init", "consistency",
-        "staleness",
+        "staleness", "validation_fraction",
     )  # fmt: skip

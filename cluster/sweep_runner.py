@@ -1,0 +1,201 @@
+"""Running a sweep on Ray Tune: the spec kept in the sweep directory, the Tuner (or its
+restore), progress lines, and the results read back from the trials' own run directories.
+
+    SWEEP_DIR/sweep.json         the spec: fixed flags, varied flags, samples, scheduler, epochs
+    SWEEP_DIR/trials/trial-N/    one nnps run per trial (config.json, metrics.jsonl, checkpoints)
+    SWEEP_DIR/tune/              Tune's experiment state (what `--resume` restores)
+    SWEEP_DIR/asha.pkl           the ASHA scheduler's rungs and decisions (cluster/sweep.py)
+    SWEEP_DIR/result.json        every trial's outcome, the best, and its test accuracy
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from nnps.core import catalog, space, validation
+from nnps.core.config import TrainConfig
+from nnps.core.errors import ConfigError
+from nnps.core.rundir import RunDir
+
+# Tune's own settings, set before a Tuner starts: the experiment's state is saved after
+# every trial event (its default waits up to minutes), and no CSV/TensorBoard loggers run
+# (each trial's run directory already holds its metrics).
+TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+            "TUNE_RESULT_BUFFER_LENGTH": "1", "RAY_AIR_NEW_OUTPUT": "0"}  # fmt: skip
+
+
+@dataclass
+class SweepSpec:
+    base: dict[str, Any]  # the TrainConfig every trial starts from (varied fields at their defaults)
+    axes: dict[str, str]  # field -> the flag's text, e.g. {"lr": "0.01:3.0:log"}
+    epochs: int
+    samples: int | None = None
+    scheduler: str = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    concurrency: int | None = None  # None: one trial per CPU
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def parsed(self) -> list[space.Axis]:
+        return [space.parse_axis(f, t) for f, t in self.axes.items()]
+
+    def check(self) -> None:
+        axes = self.parsed()
+        if not axes:
+            raise ConfigError("nothing varies: give some flag a list (a,b) or a range (lo:hi)")
+        if self.scheduler not in ("asha", "fifo"):
+            raise ConfigError(f"--scheduler must be asha or fifo, got {self.scheduler!r}")
+        if self.samples is not None and self.samples < 1:
+            raise ConfigError(f"--samples must be >= 1, got {self.samples}")
+        if self.grace_period < 1 or self.grace_period > self.epochs or self.reduction_factor <= 1:
+            raise ConfigError(f"--grace-period must be in 1..--epochs and --reduction-factor > 1, got "
+                              f"{self.grace_period}, {self.reduction_factor}")  # fmt: skip
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigError(f"--concurrency must be >= 1 or auto, got {self.concurrency}")
+        if not 0 < TrainConfig.from_dict(self.base).validation_fraction < 1:
+            raise ConfigError("a sweep selects on a validation split: --validation-fraction must be in (0, 1)")
+
+    def trials(self) -> int:
+        axes = self.parsed()
+        return space.grid_size(axes) if space.is_grid(axes, self.samples) else int(self.samples or 1)
+
+    def save(self, sweep_dir: Path) -> None:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        tmp = sweep_dir / "sweep.json.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, sweep_dir / "sweep.json")
+
+    @classmethod
+    def load(cls, sweep_dir: Path) -> "SweepSpec":
+        try:
+            return cls(**json.loads((sweep_dir / "sweep.json").read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"{sweep_dir}: no sweep.json; not a sweep directory")
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ConfigError(f"{sweep_dir}/sweep.json is not a sweep spec ({e})")
+
+
+def domains(spec: SweepSpec) -> dict[str, Any]:
+    """The axes as Tune's search space: grid_search for a grid, else sampling domains."""
+    from ray import tune
+
+    axes = spec.parsed()
+    grid = space.is_grid(axes, spec.samples)
+    out: dict[str, Any] = {}
+    for a in axes:
+        values = [list(v) if isinstance(v, tuple) else v for v in a.values]
+        if grid:
+            out[a.field] = tune.grid_search(values)
+        elif not a.is_range:
+            out[a.field] = tune.choice(values)
+        elif space.NUMERIC[a.field] is int:
+            out[a.field] = (tune.lograndint if a.log else tune.randint)(int(a.lo), int(a.hi) + 1)
+        else:
+            out[a.field] = (tune.loguniform if a.log else tune.uniform)(a.lo, a.hi)
+    return out
+
+
+def tuner(spec: SweepSpec, sweep_dir: Path, concurrency: int, resume: bool, callbacks: list[Any]) -> Any:
+    """A new Tuner for the spec, or the one restored from SWEEP_DIR/tune."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from nnps.cluster import sweep
+
+    os.environ.update(TUNE_ENV)
+    base = TrainConfig.from_dict(spec.base)
+    data = validation.for_config(base, catalog.load(base.data))
+    trainable = tune.with_resources(
+        tune.with_parameters(sweep.run_trial, data=data, base=spec.base, trials_dir=str(sweep_dir / "trials"),
+                             epochs=spec.epochs), {"cpu": 1})  # fmt: skip
+    if resume:
+        return tune.Tuner.restore(str(sweep_dir / "tune"), trainable, resume_unfinished=True, resume_errored=True)
+    grid = space.is_grid(spec.parsed(), spec.samples)
+    config = tune.TuneConfig(
+        metric=sweep.METRIC, mode="max", num_samples=1 if grid else int(spec.samples or 1),
+        reuse_actors=True,
+        scheduler=sweep.scheduler(spec.scheduler, str(sweep_dir / "asha.pkl"), spec.epochs, spec.grace_period,
+                                  spec.reduction_factor),
+        search_alg=BasicVariantGenerator(random_state=base.seed, max_concurrent=concurrency))  # fmt: skip
+    run = tune.RunConfig(name="tune", storage_path=str(sweep_dir.resolve()), verbose=0, callbacks=callbacks,
+                         failure_config=tune.FailureConfig(max_failures=3),
+                         checkpoint_config=tune.CheckpointConfig(num_to_keep=2))  # fmt: skip
+    return tune.Tuner(trainable, param_space=domains(spec), tune_config=config, run_config=run)
+
+
+def progress_callback(say: Callable[[str], None], epochs: int) -> Any:
+    """A Tune callback saying, a line each, every trial's epochs and how it ended."""
+    from ray import tune
+
+    class Lines(tune.Callback):
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            say(f"{trial_name(trial.trial_id)}  epoch {result['epoch']}/{epochs}  "
+                f"validation {result['val_accuracy']:.2%}  {describe(trial.config)}")  # fmt: skip
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            epoch = (trial.last_result or {}).get("epoch", 0)
+            say(f"{trial_name(trial.trial_id)}  {'done' if epoch >= epochs else f'stopped by ASHA at epoch {epoch}'}")
+
+    return Lines()
+
+
+def trial_name(trial_id: str) -> str:
+    """trial-00003 for Tune's `abc12_00003`: the trial's index, stable across a resume."""
+    return "trial-" + trial_id.rsplit("_", 1)[-1]
+
+
+def describe(params: dict[str, Any]) -> str:
+    def short(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else space.show(tuple(v) if isinstance(v, list) else v)
+
+    return " ".join(f"{k}={short(v)}" for k, v in sorted(params.items()))
+
+
+def outcomes(sweep_dir: Path, spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every trial as its run directory tells it: varied values, epochs, validation accuracy."""
+    rows = []
+    for d in sorted((sweep_dir / "trials").glob("trial-*")):
+        run = RunDir(str(d))
+        if not run.exists("config.json"):
+            continue
+        config = json.loads(run.read("config.json"))
+        metrics = [r for r in run.read_metrics() if "epoch" in r]
+        last = metrics[-1] if metrics else {}
+        rows.append({"trial": d.name, "params": {k: config[k] for k in spec.axes}, "epochs": len(metrics),
+                     "val_accuracy": last.get("test_accuracy"), "val_cost": last.get("test_cost"),
+                     "curve": [r["test_accuracy"] for r in metrics],
+                     "state": "done" if len(metrics) >= spec.epochs else "stopped"})  # fmt: skip
+    return rows
+
+
+def best_of(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trial with the highest validation accuracy at its last epoch (the first such, on a tie)."""
+    scored = [r for r in rows if r["val_accuracy"] is not None]
+    return max(scored, key=lambda r: r["val_accuracy"]) if scored else None
+
+
+def finish(sweep_dir: Path, spec: SweepSpec) -> dict[str, Any]:
+    """result.json: the trials, the best, and the best's accuracy on the test set, read once here."""
+    import numpy as np
+
+    from nnps.core import checkpoint
+    from nnps.core.shard import ShardWorker, unpack_evaluation
+
+    rows = outcomes(sweep_dir, spec)
+    best = best_of(rows)
+    result: dict[str, Any] = {"trials": rows, "best": best, "epochs_trained": sum(r["epochs"] for r in rows),
+                              "epochs_fifo": spec.epochs * len(rows)}  # fmt: skip
+    if best is not None:
+        ck = checkpoint.load(str(sweep_dir / "trials" / best["trial"] / "final.npz"))
+        ds = catalog.load(spec.base["data"])
+        worker = ShardWorker(ck.network, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
+        _, confusion = unpack_evaluation(worker.evaluate(ck.params, "test"), ck.network.sizes[-1])
+        best["test_accuracy"] = float(np.trace(confusion)) / float(confusion.sum())
+    tmp = sweep_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, sweep_dir / "result.json")
+    return result
