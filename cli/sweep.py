@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -38,7 +39,7 @@ def split_flags(args: list[str]) -> tuple[dict[str, str], list[str]]:
         field = name.replace("-", "_")
         takes_value = i + 1 < len(args) and not args[i + 1].startswith("--") or bool(inline)
         text = inline or (args[i + 1] if takes_value and not inline else "")
-        if field in space.VARIABLE and text and space.varies(text, field):
+        if text and (field in space.VARIABLE and space.varies(text, field) or field not in space.VARIABLE and "," in text):
             varied[field] = text
         else:
             fixed += [f"--{name}", text] if takes_value else [arg]
@@ -119,6 +120,9 @@ def run(spec: Any, sweep_dir: Path, resume: bool, address: str | None) -> dict[s
 
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # its notes on loggers nnps turned off
+    if address is None and (spec.concurrency or 0) > (os.cpu_count() or 1):  # before starting Ray
+        raise ConfigError(f"--concurrency {spec.concurrency}: this machine has {os.cpu_count()} CPUs, one per trial")
+    data = runner.sweep_data(spec)  # a bad --data fails here, before Ray starts or anything is written
     with ray_connection(address):
         cpus = int(ray.cluster_resources().get("CPU", 1))
         c = spec.concurrency or cpus
@@ -128,7 +132,7 @@ def run(spec: Any, sweep_dir: Path, resume: bool, address: str | None) -> dict[s
             spec.save(sweep_dir)
         say(f"sweep: {spec.trials()} trials of {spec.epochs} epochs, {c} at a time (one in-process trial per CPU), "
             f"{spec.scheduler}; {', '.join(a.describe() for a in spec.parsed())}")  # fmt: skip
-        tuner = runner.tuner(spec, sweep_dir, c, resume, [runner.progress_callback(say, spec.epochs)])
+        tuner = runner.tuner(spec, data, sweep_dir, c, resume, [runner.progress_callback(say, spec.epochs)])
         tuner.fit()
     return runner.finish(sweep_dir, spec)
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from nnps.core import catalog, space, validation
 from nnps.core.config import TrainConfig
+from nnps.core.datasets import Dataset
 from nnps.core.errors import ConfigError
 from nnps.core.rundir import RunDir
 
@@ -99,7 +100,14 @@ def domains(spec: SweepSpec) -> dict[str, Any]:
     return out
 
 
-def tuner(spec: SweepSpec, sweep_dir: Path, concurrency: int, resume: bool, callbacks: list[Any]) -> Any:
+def sweep_data(spec: SweepSpec) -> Dataset:
+    """The data every trial trains on: the dataset less its validation split."""
+    base = TrainConfig.from_dict(spec.base)
+    return validation.for_config(base, catalog.load(base.data))
+
+
+def tuner(spec: SweepSpec, data: Dataset, sweep_dir: Path, concurrency: int, resume: bool,
+          callbacks: list[Any]) -> Any:
     """A new Tuner for the spec, or the one restored from SWEEP_DIR/tune."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -108,7 +116,6 @@ def tuner(spec: SweepSpec, sweep_dir: Path, concurrency: int, resume: bool, call
 
     os.environ.update(TUNE_ENV)
     base = TrainConfig.from_dict(spec.base)
-    data = validation.for_config(base, catalog.load(base.data))
     trainable = tune.with_resources(
         tune.with_parameters(sweep.run_trial, data=data, base=spec.base, trials_dir=str(sweep_dir / "trials"),
                              epochs=spec.epochs), {"cpu": 1})  # fmt: skip
@@ -135,6 +142,9 @@ def progress_callback(say: Callable[[str], None], epochs: int) -> Any:
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             say(f"{trial_name(trial.trial_id)}  epoch {result['epoch']}/{epochs}  "
                 f"validation {result['val_accuracy']:.2%}  {describe(trial.config)}")  # fmt: skip
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            say(f"{trial_name(trial.trial_id)}  its process failed; Tune runs it again from its last epoch")
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             epoch = (trial.last_result or {}).get("epoch", 0)
