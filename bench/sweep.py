@@ -12,7 +12,7 @@ SGD; lr x hidden x batch size), the same epochs, the same validation split:
 Wall seconds of each, from launch to the end, and the ratios the goals name. Needs torch
 and ray[train] for (c) (`pip install -e '.[bench]'`); --skip-torch leaves it out. Run:
 
-    .venv/bin/python bench/sweep.py [--epochs 3] [--data tests/data/mnist-10k]
+    .venv/bin/python bench/sweep.py [--epochs 3] [--data fashion-mnist]
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def tune_torchtrainer(data: str, epochs: int, where: Path) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="tests/data/mnist-10k")
+    p.add_argument("--data", default="fashion-mnist")  # 60k examples: `make data` installs it
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--skip-torch", action="store_true")
     args = p.parse_args()

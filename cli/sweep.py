@@ -132,9 +132,9 @@ def run(spec: Any, sweep_dir: Path, resume: bool, address: str | None) -> dict[s
             spec.save(sweep_dir)
         say(f"sweep: {spec.trials()} trials of {spec.epochs} epochs, {c} at a time (one in-process trial per CPU), "
             f"{spec.scheduler}; {', '.join(a.describe() for a in spec.parsed())}")  # fmt: skip
-        tuner = runner.tuner(spec, data, sweep_dir, c, resume, [runner.progress_callback(say, spec.epochs)])
-        tuner.fit()
-    return runner.finish(sweep_dir, spec)
+        lines = runner.progress_callback(say, spec.epochs)
+        runner.tuner(spec, data, sweep_dir, c, resume, [lines]).fit()
+    return runner.finish(sweep_dir, spec, lines)
 
 
 def table(result: dict[str, Any]) -> Table:

@@ -56,6 +56,7 @@ def train(
     warm_start: Annotated[bool, typer.Option(help="With an embedded Ray: train in-process while Ray and the workers start, then hand over")] = DEFAULTS.warm_start,
     snapshot_weights: Annotated[bool, typer.Option(help="Keep W^1 after every epoch in the run directory (nnps inspect RUN_DIR animates it)")] = DEFAULTS.snapshot_weights,
     validation_fraction: Annotated[float, typer.Option(help="Hold out this part of the training set (seeded by --seed); per-epoch metrics are on it")] = DEFAULTS.validation_fraction,
+    early_stopping: Annotated[Optional[int], typer.Option(help="Stop after PATIENCE epochs without a better validation cost; final.npz is the best epoch's", metavar="PATIENCE")] = None,
     run_dir: Annotated[Optional[str], typer.Option(help="Run directory: local path or a pyarrow URI (s3://...). Default runs/<time>")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint")] = False,
     replay: Annotated[Optional[str], typer.Option(help="Recompute a bounded or async run from its record, in one process, and compare its final weights", metavar="RUN_DIR")] = None,
@@ -94,6 +95,9 @@ def train(
         split = "validation" if config.validation_fraction else "test"
         tail = f"; {split} accuracy {m['test_accuracy']:.2%}" if m else ""
         channels, mode = steps_by_channel(summary.get("channels")), consistency_note(summary.get("staleness"))
+        if summary.get("stopped_early"):
+            console.print(f"stopped early at epoch {summary['epochs']}: no better validation cost for "
+                          f"{config.early_stopping} epochs; final.npz holds epoch {summary['best_epoch']}'s weights")
         console.print(f"done: {summary['step']} steps{f' ({channels})' if channels else ''}{f'; {mode}' if mode else ''}"
                       f"{tail}; weights in {summary['final']}", soft_wrap=True)  # fmt: skip
 

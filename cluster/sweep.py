@@ -24,6 +24,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
+from nnps.core.early_stopping import EarlyStopping
 from nnps.core.rundir import RunDir
 from nnps.core.training import make_in_process, train
 
@@ -59,11 +60,20 @@ def run_trial(params: dict[str, Any], *, data: Dataset, base: dict[str, Any], tr
                 train(config.replace(epochs=epoch), data, run, resume=True, make_executor=make_in_process)
                 rows = epochs_done(run)
             row = rows[epoch - 1]
+            stopped = config.early_stopping and EarlyStopping.from_rows(config.early_stopping, rows[:epoch]).stop
             with tempfile.TemporaryDirectory() as d:
                 with open(os.path.join(d, "epoch.json"), "w") as f:
                     json.dump({"epoch": epoch}, f)
-                tune.report({TIME: epoch, METRIC: row["test_accuracy"], COST: row["test_cost"], "step": row["step"]},
-                            checkpoint=tune.Checkpoint.from_directory(d))  # fmt: skip
+                tune.report({TIME: epoch, METRIC: row["test_accuracy"], COST: row["test_cost"], "step": row["step"],
+                             "data_shared": shared(data)}, checkpoint=tune.Checkpoint.from_directory(d))  # fmt: skip
+            if stopped:  # --early-stopping: the trial ends itself
+                return
+
+
+def shared(data: Dataset) -> bool:
+    """Whether the trial reads the data in place from Ray's object store (read-only pages
+    that every trial on the node maps) rather than from a copy of its own."""
+    return all(not a.flags.writeable and not a.flags.owndata for a in (data.x_train, data.y_train, data.x_test))
 
 
 class RecordedASHA(AsyncHyperBandScheduler):

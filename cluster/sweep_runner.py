@@ -139,7 +139,13 @@ def progress_callback(say: Callable[[str], None], epochs: int) -> Any:
     from ray import tune
 
     class Lines(tune.Callback):
+        results = 0
+        copies: set[str] = set()  # trials that reported their data was a copy of their own
+
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            self.results += 1
+            if not result.get("data_shared", True):
+                self.copies.add(trial_name(trial.trial_id))
             say(f"{trial_name(trial.trial_id)}  epoch {result['epoch']}/{epochs}  "
                 f"validation {result['val_accuracy']:.2%}  {describe(trial.config)}")  # fmt: skip
 
@@ -188,7 +194,7 @@ def best_of(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(scored, key=lambda r: r["val_accuracy"]) if scored else None
 
 
-def finish(sweep_dir: Path, spec: SweepSpec) -> dict[str, Any]:
+def finish(sweep_dir: Path, spec: SweepSpec, seen: Any = None) -> dict[str, Any]:
     """result.json: the trials, the best, and the best's accuracy on the test set, read once here."""
     import numpy as np
 
@@ -199,6 +205,8 @@ def finish(sweep_dir: Path, spec: SweepSpec) -> dict[str, Any]:
     best = best_of(rows)
     result: dict[str, Any] = {"trials": rows, "best": best, "epochs_trained": sum(r["epochs"] for r in rows),
                               "epochs_fifo": spec.epochs * len(rows)}  # fmt: skip
+    if seen is not None and seen.results:  # how the trials this driver saw held the data
+        result["data"] = {"results_seen": seen.results, "trials_with_a_copy": sorted(seen.copies)}
     if best is not None:
         ck = checkpoint.load(str(sweep_dir / "trials" / best["trial"] / "final.npz"))
         ds = catalog.load(spec.base["data"])

@@ -72,6 +72,7 @@ class TrainConfig:
     warm_start: bool = True  # embedded Ray: train in-process while it starts (cluster/warm_start.py)
     snapshot_weights: bool = False  # keep W^1 after every epoch in the run directory (nnps inspect animates it)
     validation_fraction: float = 0.0  # >0: hold out this part of the training set; per-epoch metrics are on it
+    early_stopping: int | None = None  # stop after this many epochs without a better validation cost
     extra: dict[str, Any] = field(default_factory=dict)  # room for later versions' keys
 
     def __post_init__(self) -> None:
@@ -124,6 +125,9 @@ class TrainConfig:
                               f"or --consistency sync")  # fmt: skip
         if not 0 <= self.validation_fraction < 1:
             raise ConfigError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if self.early_stopping is not None and (self.early_stopping < 1 or self.validation_fraction == 0):
+            raise ConfigError(f"--early-stopping {self.early_stopping}: needs PATIENCE >= 1 epochs and a validation "
+                              f"split to watch (--validation-fraction F)")  # fmt: skip
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"--seed must be in [0, 2^63), got {self.seed!r}")
 
@@ -151,5 +155,5 @@ class TrainConfig:
     RESULT_KEYS = (
         "data", "hidden", "activation", "output", "cost", "weight_init", "optimizer", "lr", "momentum",
         "l2", "schedule", "lr_step_epochs", "lr_gamma", "batch_size", "seed", "dtype", "init", "consistency",
-        "staleness", "validation_fraction",
+        "staleness", "validation_fraction", "early_stopping",
     )  # fmt: skip

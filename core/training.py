@@ -21,6 +21,7 @@ import numpy as np
 from nnps.core import checkpoint, memory, staleness
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
+from nnps.core.early_stopping import BEST, EarlyStopping
 from nnps.core.errors import ClusterError, ConfigError, DivergenceError, NnpsError
 from nnps.core.network import Network, initial_params
 from nnps.core.rundir import RunDir
@@ -230,7 +231,8 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
     if run_dir is not None and plan.config.snapshot_weights and step == 0:
         run_dir.save_weight_snapshot(0, plan.network.layout.views(snap.params)[0][0])
     length = 1  # steps per chunk, grown to ~CHUNK_SECONDS of work once a step has been timed
-    while step < plan.total_steps:
+    stopper = EarlyStopping.from_rows(plan.config.early_stopping, rows) if plan.config.early_stopping else None
+    while step < plan.total_steps and not (stopper and stopper.stop):
         stop = _chunk(plan, step, length)
         try:
             t0 = time.perf_counter()
@@ -285,6 +287,8 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
             elif run_dir is not None and plan.config.snapshot_weights:
                 run_dir.save_weight_snapshot(row["epoch"], plan.network.layout.views(snap.params)[0][0])
             rows.append(row)
+            if stopper is not None and epoch_done and stopper.update(row) and run_dir is not None:
+                run_dir.write_atomic(BEST, checkpoint_bytes(plan, dataset, snap))  # before the row that names it
             if run_dir is not None:
                 run_dir.write_metrics(rows)
             if reporter:
@@ -299,6 +303,13 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
                 if log is not None:  # the record first: a checkpoint always has its updates recorded
                     run_dir.write_atomic(staleness.RECORD, log.to_bytes())
                 last_ckpt = run_dir.save_checkpoint(step, checkpoint_bytes(plan, dataset, snap))
+    return _finish(plan, dataset, run_dir, executor, rows, snap, log, stopper, train_seconds)
+
+
+def _finish(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Executor, rows: list[dict[str, Any]],
+            snap: Snapshot, log: staleness.UpdateLog | None, stopper: EarlyStopping | None,
+            train_seconds: float) -> dict[str, Any]:  # fmt: skip
+    """The run's summary, and final.npz: the last step's weights, or the best epoch's under early stopping."""
     summary: dict[str, Any] = {"step": snap.step, "epochs": rows[-1]["epoch"] if rows else 0,
                                "metrics": rows[-1] if rows else None, "train_seconds": train_seconds}  # fmt: skip
     if (channels := getattr(executor, "channels", None)) is not None:
@@ -307,9 +318,17 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
         summary["staleness"] = staleness.describe(plan.config, log, plan.start.step, snap.step)
         if run_dir is not None:
             run_dir.write_atomic(staleness.RECORD, log.to_bytes())
+    if stopper is not None:
+        summary.update(stopped_early=stopper.stop, best_epoch=stopper.best_epoch)
+        best = [r for r in rows if r["epoch"] == stopper.best_epoch and not r.get("partial")]
+        summary["metrics"] = best[-1] if best else summary["metrics"]  # final.npz's epoch
+    kept = None
     if run_dir is not None:
-        run_dir.write_atomic("final.npz", checkpoint_bytes(plan, dataset, snap))
+        kept = run_dir.read(BEST) if stopper is not None and run_dir.exists(BEST) else None
+        run_dir.write_atomic("final.npz", kept or checkpoint_bytes(plan, dataset, snap))  # the best epoch's, if kept
         summary["final"] = run_dir.uri_of("final.npz")
         summary["run_dir"] = run_dir.uri
     summary["params"] = snap.params
+    if kept:
+        summary["params"] = checkpoint.from_bytes(kept, run_dir.uri_of(BEST)).params  # type: ignore[union-attr]
     return summary

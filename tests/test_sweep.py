@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,8 @@ def test_an_asha_sweep_end_to_end(tmp_path: Path) -> None:
     assert [t["trial"] for t in trials] == [f"trial-{i:05d}" for i in range(8)]
     assert res["epochs_fifo"] == 16 and res["epochs_trained"] == sum(t["epochs"] for t in trials) < 16
     assert {t["state"] for t in trials} == {"done", "stopped"}
+    # every trial read the data in place from the object store: one copy, however many trials ran
+    assert res["data"] == {"results_seen": res["epochs_trained"], "trials_with_a_copy": []}
     assert all(0.5 <= t["params"]["lr"] <= 4 and t["params"]["batch_size"] in (10, 50) for t in trials)
     for t in trials:  # each trial is exactly the serial run of its config, to its epochs
         got, expected = serial_weights(s / "trials" / t["trial"])
@@ -100,6 +103,20 @@ def test_an_asha_sweep_end_to_end(tmp_path: Path) -> None:
     shown = subprocess.run([NNPS, "sweep", "--show", str(s)], capture_output=True, text=True, check=True).stdout
     assert f"best: {best['trial']} (" in shown and f"test {best['test_accuracy']:.2%}" in shown
     assert (s / "curves.png").stat().st_size > 10_000
+    assert ui_run_names(s) == [f"s/trial-{i:05d}" for i in range(8)]
+
+
+def ui_run_names(sweep_dir: Path) -> list[str]:
+    """What `nnps ui SWEEP_DIR` lists, read over HTTP as the page reads it."""
+    p = subprocess.Popen([NNPS, "ui", str(sweep_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("nnps ui: http://127.0.0.1:"), line
+        with urllib.request.urlopen(line.split()[2] + "api/runs", timeout=30) as r:
+            return [run["name"] for run in json.loads(r.read())]
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
 
 
 def test_grid_and_random_trials_are_a_function_of_the_seed(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,8 +111,17 @@ class Run:
         raise NotFound(f"{self.uri}: no W^1 snapshot for epoch {epoch} (train with --snapshot-weights)")
 
 
+TRIAL_RE = re.compile(r"^trial-(\d+)$")
+
+
 def local_runs(uris: list[str]) -> list[Run]:
-    return [Run(uri.rstrip("/").rsplit("/", 1)[-1] or uri, uri) for uri in uris]
+    """A Run per run directory; a sweep's directory (`nnps sweep`) gives a Run per trial."""
+    runs = []
+    for uri in uris:
+        name = uri.rstrip("/").rsplit("/", 1)[-1] or uri
+        trials = RunDir(f"{uri.rstrip('/')}/trials").numbered(TRIAL_RE) if RunDir(uri).exists("sweep.json") else []
+        runs += [Run(f"{name}/{t}", f"{uri.rstrip('/')}/trials/{t}") for _, t in trials] or [Run(name, uri)]
+    return runs
 
 
 def job_runs(address: str) -> list[Run]:
