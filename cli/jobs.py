@@ -53,17 +53,25 @@ def submit(
     wait: Annotated[bool, typer.Option(help="Follow the job to its end; exit 1 unless it succeeded")] = False,
     json_out: JsonOut = False,
 ) -> None:  # fmt: skip
-    """Submit `nnps train [TRAIN OPTIONS]` to a Ray cluster as a job. Train options go after the submit options."""
+    """Submit `nnps train [TRAIN OPTIONS]` (or `sweep [SWEEP OPTIONS]`) to a Ray cluster as a job. They go after
+    the submit options."""
     if code not in ("wheel", "image"):
         raise ConfigError(f"--code must be wheel or image, got {code!r}")
     train_args = list(ctx.args)
-    _validate_train_args(train_args)
+    command = "sweep" if train_args[:1] == ["sweep"] else "train"
+    if command == "sweep":
+        from nnps.cli.sweep import validate_args
+
+        train_args = train_args[1:]
+        validate_args(train_args)
+    else:
+        _validate_train_args(train_args)
     from nnps.cluster.jobs import default_job_id
 
     jobs = _jobs(address)
     jid = job_id or default_job_id()
     rd = run_dir or f"/tmp/nnps-runs/{jid}"
-    jobs.submit(train_args, rd, code=code, wheel=wheel, job_id=jid)
+    jobs.submit(train_args, rd, code=code, wheel=wheel, job_id=jid, command=command)
     if json_out and not wait:
         sys.stdout.write(json.dumps({"job_id": jid, "run_dir": rd, "address": jobs.address}) + "\n")
         return
@@ -95,7 +103,12 @@ def _hms(seconds: float | None) -> str:
 def _print_status(s: dict) -> None:
     p = s.get("progress")
     line = f"{s['job_id']}: {s['status']}"
-    if p:
+    if p and p.get("kind") == "sweep":
+        best = p.get("best")
+        line += f"  sweep: {p['ended']}/{p['trials']} trials ended"
+        if best:
+            line += f", best so far {best['trial']} validation {best['val_accuracy']:.2%} ({best['config']})"
+    elif p:
         line += (f"  epoch {p.get('epoch', '-')}/{p.get('epochs', '-')}  step {p.get('step')}/{p.get('total_steps')}"
                  f"  train cost {p.get('train_cost', float('nan')):.4f}")  # fmt: skip
         if "test_accuracy" in p:

@@ -23,7 +23,8 @@ from nnps.cli.errors import handle_errors
 from nnps.core import space
 from nnps.core.errors import ConfigError
 
-NOT_IN_A_SWEEP = {"run_dir", "resume", "replay", "json_out", "log_progress", "steps", "address", "epochs"}
+# Train flags a trial does not take: the sweep has its own (or they make no sense per trial).
+NOT_IN_A_SWEEP = ("--run-dir", "--resume", "--replay", "--json", "--log-progress", "--steps", "--address")
 
 
 def split_flags(args: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -59,12 +60,12 @@ def base_config(fixed: list[str], validation_fraction: float) -> dict[str, Any]:
         params = train_cmd.make_context("nnps sweep", list(fixed), resilient_parsing=False).params
     except click.ClickException as e:
         raise ConfigError(e.format_message())
-    given = {k for k in NOT_IN_A_SWEEP if params.get(k) not in (None, False)} - {"epochs"}
+    given = [a for a in fixed if a.split("=")[0] in NOT_IN_A_SWEEP]
     if given:
-        raise ConfigError(f"--{sorted(given)[0].replace('_', '-')} is not a trial flag: a sweep has its own")
+        raise ConfigError(f"{given[0].split('=')[0]} is not a trial flag: a sweep has its own, or takes none")
     if params["workers"] not in ("auto", "0"):
         raise ConfigError(f"--workers {params['workers']}: trials train in-process, one per core (--concurrency)")
-    params.update(workers="0", validation_fraction=params["validation_fraction"] or validation_fraction)
+    params.update(workers="0", address=None, validation_fraction=params["validation_fraction"] or validation_fraction)
     return config_from_options(params).replace(workers=0).to_dict()
 
 
@@ -78,11 +79,12 @@ def sweep(
     reduction_factor: Annotated[float, typer.Option(help="ASHA: keep 1 in this many at each rung")] = 2.0,
     validation_fraction: Annotated[float, typer.Option(help="Part of the training set held out to judge trials")] = 0.1,
     concurrency: Annotated[str, typer.Option(help="Trials at once: auto (one per CPU) or N")] = "auto",
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: an embedded local Ray)")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)", envvar="RAY_ADDRESS")] = None,
     run_dir: Annotated[Optional[str], typer.Option(help="The sweep's directory (local path)")] = None,
     resume: Annotated[bool, typer.Option(help="Go on with the sweep in --run-dir")] = False,
     show: Annotated[Optional[str], typer.Option(help="Print a sweep's table and plot its curves", metavar="SWEEP_DIR")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+    log_progress: Annotated[bool, typer.Option(help="Print NNPS_PROGRESS lines (for jobs: nnps status reads them)")] = False,
 ) -> None:  # fmt: skip
     """Search hyperparameters on Ray Tune: train flags as lists (a,b) or ranges (lo:hi[:log]) vary."""
     from nnps.cluster import sweep_runner as runner
@@ -97,13 +99,37 @@ def sweep(
     else:
         if (sweep_dir / "sweep.json").exists():
             raise ConfigError(f"{sweep_dir} already holds a sweep: --resume it, or give another --run-dir")
-        varied, fixed = split_flags(list(ctx.args))
-        cap = None if concurrency == "auto" else parse_count(concurrency)
-        spec = runner.SweepSpec(base_config(fixed, validation_fraction), varied, epochs, samples, scheduler,
-                                grace_period, reduction_factor, cap)  # fmt: skip
-        spec.check()
-    result = run(spec, sweep_dir, resume, address)
+        spec = spec_of(list(ctx.args), epochs, samples, scheduler, grace_period, reduction_factor,
+                       validation_fraction, concurrency)  # fmt: skip
+    result = run(spec, sweep_dir, resume, address, log_progress)
     report(result, json_out)
+
+
+def spec_of(args: list[str], epochs: int, samples: int | None, scheduler: str, grace_period: int,
+            reduction_factor: float, validation_fraction: float, concurrency: str) -> Any:  # fmt: skip
+    """The SweepSpec that the command line describes, checked."""
+    from nnps.cluster import sweep_runner as runner
+
+    varied, fixed = split_flags(args)
+    cap = None if concurrency == "auto" else parse_count(concurrency)
+    spec = runner.SweepSpec(base_config(fixed, validation_fraction), varied, epochs, samples, scheduler,
+                            grace_period, reduction_factor, cap)  # fmt: skip
+    spec.check()
+    return spec
+
+
+def validate_args(args: list[str]) -> None:
+    """`nnps submit ... sweep ARGS`: check ARGS with this command's own parser, before submitting."""
+    from nnps.cli.main import app
+
+    sweep_cmd = typer.main.get_command(app).commands["sweep"]  # type: ignore[attr-defined]
+    ctx = sweep_cmd.make_context("nnps sweep", list(args))
+    for own in ("run_dir", "resume", "show"):
+        if ctx.params.get(own) not in (None, False):
+            raise ConfigError(f"--{own.replace('_', '-')} is nnps submit's own option or not for a job")
+    p = ctx.params
+    spec_of(list(ctx.args), p["epochs"], p["samples"], p["scheduler"], p["grace_period"], p["reduction_factor"],
+            p["validation_fraction"], p["concurrency"])  # fmt: skip
 
 
 def parse_count(text: str) -> int:
@@ -112,7 +138,7 @@ def parse_count(text: str) -> int:
     return int(text)
 
 
-def run(spec: Any, sweep_dir: Path, resume: bool, address: str | None) -> dict[str, Any]:
+def run(spec: Any, sweep_dir: Path, resume: bool, address: str | None, log_progress: bool = False) -> dict[str, Any]:
     import ray
 
     from nnps.cluster import sweep_runner as runner
@@ -132,7 +158,7 @@ def run(spec: Any, sweep_dir: Path, resume: bool, address: str | None) -> dict[s
             spec.save(sweep_dir)
         say(f"sweep: {spec.trials()} trials of {spec.epochs} epochs, {c} at a time (one in-process trial per CPU), "
             f"{spec.scheduler}; {', '.join(a.describe() for a in spec.parsed())}")  # fmt: skip
-        lines = runner.progress_callback(say, spec.epochs)
+        lines = runner.progress_callback(say, spec.epochs, spec.trials() if log_progress else None)
         runner.tuner(spec, data, sweep_dir, c, resume, [lines]).fit()
     return runner.finish(sweep_dir, spec, lines)
 

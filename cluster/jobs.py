@@ -77,16 +77,16 @@ class Jobs:
             raise ClusterError(f"{what} failed at {self.address}: {_explain(e, self.address)}")
 
     def submit(self, train_args: list[str], run_dir: str, *, code: str = "wheel", wheel: str | None = None,
-               job_id: str | None = None) -> str:  # fmt: skip
-        """Submit `nnps train ARGS --run-dir RUN_DIR --log-progress`; returns the job id."""
-        entrypoint = shlex.join(["python", "-m", "nnps.cli.main", "train", *train_args, "--run-dir", run_dir,
+               job_id: str | None = None, command: str = "train") -> str:  # fmt: skip
+        """Submit `nnps COMMAND ARGS --run-dir RUN_DIR --log-progress` (train, or sweep); returns the job id."""
+        entrypoint = shlex.join(["python", "-m", "nnps.cli.main", command, *train_args, "--run-dir", run_dir,
                                  "--log-progress"])  # fmt: skip
         runtime_env: dict[str, Any] = {}
         if code == "wheel":
             runtime_env["py_modules"] = [unpack(wheel or build_wheel())]
         job_id = job_id or default_job_id()
         return self._call("submit", self.client.submit_job, entrypoint=entrypoint, runtime_env=runtime_env,
-                          submission_id=job_id, metadata={"nnps": "train", "run_dir": run_dir})  # fmt: skip
+                          submission_id=job_id, metadata={"nnps": command, "run_dir": run_dir})  # fmt: skip
 
     def info(self, job_id: str) -> Any:
         return self._call("status", self.client.get_job_info, job_id)

@@ -134,27 +134,45 @@ def tuner(spec: SweepSpec, data: Dataset, sweep_dir: Path, concurrency: int, res
     return tune.Tuner(trainable, param_space=domains(spec), tune_config=config, run_config=run)
 
 
-def progress_callback(say: Callable[[str], None], epochs: int) -> Any:
-    """A Tune callback saying, a line each, every trial's epochs and how it ended."""
+def progress_callback(say: Callable[[str], None], epochs: int, records_of: int | None = None) -> Any:
+    """A Tune callback saying, a line each, every trial's epochs and how it ended; with
+    `records_of` (the sweep's trial count), also an NNPS_PROGRESS record at each event for
+    `nnps status` to read from a job's log."""
     from ray import tune
+
+    from nnps.core.progress import MARKER
 
     class Lines(tune.Callback):
         results = 0
         copies: set[str] = set()  # trials that reported their data was a copy of their own
+        ended: set[str] = set()
+        best: tuple[float, str, str] = (-1.0, "", "")
+
+        def record(self) -> None:
+            if records_of is None:
+                return
+            acc, name, config = self.best
+            best = {"trial": name, "val_accuracy": acc, "config": config} if name else None
+            print(MARKER + json.dumps({"kind": "sweep", "trials": records_of, "ended": len(self.ended),
+                                       "best": best}), flush=True)  # fmt: skip
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             self.results += 1
             if not result.get("data_shared", True):
                 self.copies.add(trial_name(trial.trial_id))
+            self.best = max(self.best, (result["val_accuracy"], trial_name(trial.trial_id), describe(trial.config)))
             say(f"{trial_name(trial.trial_id)}  epoch {result['epoch']}/{epochs}  "
                 f"validation {result['val_accuracy']:.2%}  {describe(trial.config)}")  # fmt: skip
+            self.record()
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             say(f"{trial_name(trial.trial_id)}  its process failed; Tune runs it again from its last epoch")
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             epoch = (trial.last_result or {}).get("epoch", 0)
-            say(f"{trial_name(trial.trial_id)}  {'done' if epoch >= epochs else f'stopped by ASHA at epoch {epoch}'}")
+            say(f"{trial_name(trial.trial_id)}  {'done' if epoch >= epochs else f'stopped at epoch {epoch}'}")
+            self.ended.add(trial_name(trial.trial_id))
+            self.record()
 
     return Lines()
 

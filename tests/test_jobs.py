@@ -253,3 +253,23 @@ def test_ui_lists_the_dashboards_jobs_with_their_state(head: str, tmp_path: Path
     finally:
         p.terminate()
         p.communicate(timeout=30)
+
+
+def test_a_sweep_submitted_as_a_job(head: str, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    code, out = cli("submit", "--address", head, "--run-dir", str(sweep_dir), "--json", "--wait", "sweep",
+                    "--data", str(MNIST_10K), "--lr", "1,3", "--epochs", "1", "--scheduler", "fifo")  # fmt: skip
+    assert code == 0, out
+    final = json.loads(out)
+    assert final["status"] == "SUCCEEDED", final
+    result = json.loads((sweep_dir / "result.json").read_text())
+    best = result["best"]
+    assert final["progress"] == {"kind": "sweep", "trials": 2, "ended": 2, "best": {
+        "trial": best["trial"], "val_accuracy": best["val_accuracy"], "config": f"lr={best['params']['lr']:.4g}"}}
+    code, out = cli("status", final["job_id"], "--address", head)
+    assert code == 0 and f"SUCCEEDED  sweep: 2/2 trials ended, best so far {best['trial']} validation" in out, out
+
+
+def test_a_bad_sweep_is_refused_before_it_is_submitted(head: str) -> None:
+    code, out = cli("submit", "--address", head, "sweep", "--data", str(MNIST_10K), "--lr", "3:1")
+    assert code == 1
