@@ -3,7 +3,8 @@
 For the seed network (784-30-10) and one whose forward pass dominates (784-2048-2048-10),
 one OIP v2 request of one 784-pixel row at a time per client, on loopback:
 
-    (a) nnps serve's deployment, with batching (max 32, 2 ms wait) and without (max 1)
+    (a) nnps serve's deployment, with batching (its defaults: at most 32, no wait: a batch is what
+        queued while the last one ran) and without (at most 1)
     (b) a Serve deployment that reads the body and returns a constant: Serve's floor here
     (c) one plain aiohttp process calling the same numpy forward pass: what Serve costs
 
@@ -123,7 +124,7 @@ def serve_rows(ckpts: dict[str, str], levels: list[int], seconds: float, port: i
     rows.append(("any", "(b) Serve, constant", measure(url, levels, seconds)))
     serve.delete("constant")
     for net, ckpt in ckpts.items():
-        for label, size, wait in (("(a) nnps serve, batching", 32, 2.0), ("(a) nnps serve, no batching", 1, 0.0)):
+        for label, size, wait in (("(a) nnps serve, batching", 32, 0.0), ("(a) nnps serve, no batching", 1, 0.0)):
             serve.run(serve_app.app(ckpt, "m", follow=False, max_batch_size=size, batch_wait_ms=wait), name="m",
                       route_prefix="/")  # fmt: skip
             rows.append((net, label, measure(url, levels, seconds)))

@@ -72,7 +72,7 @@ def serve(
     replicas: Annotated[int, typer.Option(help="Replicas of the model (one CPU each)")] = 1,
     autoscale: Annotated[str | None, typer.Option(metavar="MIN,MAX", help="Autoscale between MIN and MAX replicas")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Most requests stacked into one forward pass")] = 32,
-    batch_wait_ms: Annotated[float, typer.Option(help="How long a batch waits to fill, in ms")] = 2.0,
+    batch_wait_ms: Annotated[float, typer.Option(help="How long a batch waits to fill, in ms (0: it takes what has queued while the last one ran)")] = 0.0,
     follow: Annotated[bool, typer.Option(help="Swap to each newer checkpoint of a run directory")] = True,
     address: Annotated[str | None, typer.Option(help="Deploy to this Ray cluster (GCS address) and return")] = None,
 ) -> None:

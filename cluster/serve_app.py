@@ -76,7 +76,7 @@ class Model:
     def weights(self) -> Weights:
         return self.follower.current if self.follower else self.fixed
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def forward(self, parts: list[np.ndarray]) -> list[tuple[Weights, np.ndarray]]:
         """One forward pass for the rows of every request in the batch, by one checkpoint."""
         w = self.weights()  # read once: the whole batch is answered by these weights
@@ -169,7 +169,7 @@ class Model:
 
 
 def app(target: str, name: str, *, follow: bool = True, replicas: int = 1, autoscale: tuple[int, int] | None = None,
-        max_batch_size: int = 32, batch_wait_ms: float = 2.0) -> serve.Application:
+        max_batch_size: int = 32, batch_wait_ms: float = 0.0) -> serve.Application:
     """The application `nnps serve` deploys (and a RayService's import path builds)."""
     scaling: dict[str, Any] = {"num_replicas": replicas}
     if autoscale:
@@ -185,4 +185,4 @@ def build(args: dict[str, str]) -> serve.Application:
     target = args["target"]
     return app(target, args.get("name", "nnps"), replicas=int(args.get("replicas", 1)),
                max_batch_size=int(args.get("max_batch_size", 32)),
-               batch_wait_ms=float(args.get("batch_wait_ms", 2.0)))  # fmt: skip
+               batch_wait_ms=float(args.get("batch_wait_ms", 0.0)))  # fmt: skip

@@ -157,5 +157,5 @@ def test_rayservice_serve_config_is_valid_for_ray_serve_and_builds_nnps_app() ->
     (served,) = config.applications
     module, _, attr = served.import_path.partition(":")
     deployment = getattr(importlib.import_module(module), attr)(served.args)._bound_deployment
-    assert deployment.init_args == ("/runs/fashion-500-300", "fashion", True, 32, 0.002)
+    assert deployment.init_args == ("/runs/fashion-500-300", "fashion", True, 32, 0.0)
     assert deployment.num_replicas == 2 and deployment.name == "fashion-model"
