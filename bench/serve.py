@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import socket
 import subprocess
 import sys
 import tempfile
@@ -103,6 +104,24 @@ def aiohttp_server(ckpt: str, port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the aiohttp server did not listen on {port} in {timeout_s:g} s")
+            time.sleep(0.1)
+
+
 def serve_rows(ckpts: dict[str, str], levels: list[int], seconds: float, port: int) -> list[tuple[str, str, dict]]:
     import ray
     from ray import serve
@@ -149,11 +168,12 @@ def main() -> None:
             subprocess.run([NNPS, "train", "--data", str(DATA), *flags, "--workers", "0", "--run-dir",
                             f"{tmp}/{net}"], check=True, capture_output=True)  # fmt: skip
             ckpts[net] = f"{tmp}/{net}/final.npz"
-        rows = serve_rows(ckpts, levels, seconds, 18123)
+        rows = serve_rows(ckpts, levels, seconds, free_port())
         for net, ckpt in ckpts.items():
-            server = subprocess.Popen([sys.executable, __file__, "--aiohttp-server", ckpt, "18124"])
-            time.sleep(3)
-            rows.append((net, "(c) aiohttp + numpy", measure("http://127.0.0.1:18124/v2/models/m/infer", levels, seconds)))
+            port = free_port()
+            server = subprocess.Popen([sys.executable, __file__, "--aiohttp-server", ckpt, str(port)])
+            wait_listening(port)
+            rows.append((net, "(c) aiohttp + numpy", measure(f"http://127.0.0.1:{port}/v2/models/m/infer", levels, seconds)))
             server.terminate()
             server.wait()
     report(rows, levels, seconds)

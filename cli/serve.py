@@ -113,9 +113,14 @@ def deploy(target: str, name: str, port: int, host: str, follow: bool, replicas:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     kwargs: dict[str, Any] = {"follow": follow, "replicas": replicas, "autoscale": auto,
                               "max_batch_size": max_batch_size, "batch_wait_ms": batch_wait_ms}  # fmt: skip
-    try:
-        ray_serve.start(http_options={"host": host, "port": port})
-        ray_serve.run(serve_app.app(target, name, **kwargs), name=name, route_prefix="/")
-    except RuntimeError as e:
-        raise ClusterError(f"Serve could not deploy {name}: {str(e).splitlines()[0]}")
+    from ray.exceptions import RayError
+
+    for attempt in (1, 2):  # Serve's proxy can be replaced while it starts on a loaded machine: once more
+        try:
+            ray_serve.start(http_options={"host": host, "port": port})
+            ray_serve.run(serve_app.app(target, name, **kwargs), name=name, route_prefix="/")
+            break
+        except (RuntimeError, RayError) as e:
+            if attempt == 2 or not isinstance(e, RayError):
+                raise ClusterError(f"Serve could not deploy {name}: {str(e).splitlines()[0]}")
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/v2/models/{name}"

@@ -116,7 +116,7 @@ def ui_run_names(sweep_dir: Path) -> list[str]:
             return [run["name"] for run in json.loads(r.read())]
     finally:
         p.terminate()
-        p.wait(timeout=30)
+        p.communicate(timeout=30)  # and close its pipes
 
 
 def test_grid_and_random_trials_are_a_function_of_the_seed(tmp_path: Path) -> None:
