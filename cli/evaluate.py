@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Optional
 
 import numpy as np
 import typer
@@ -12,24 +12,32 @@ from rich.console import Console
 from rich.table import Table
 
 from nnps.cli.errors import handle_errors
-from nnps.core import catalog, checkpoint
+from nnps.core import catalog, checkpoint, validation
+from nnps.core.config import TrainConfig
 from nnps.core.images import read_image
-from nnps.core.errors import DataError
+from nnps.core.errors import ConfigError, DataError
 from nnps.core.shard import ShardWorker, unpack_evaluation
 
 
 @handle_errors
 def evaluate(
-    ckpt: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A checkpoint .npz (local path or URI)")],
-    data: Annotated[str, typer.Option(help="Dataset name or path")] = "mnist",
-    split: Annotated[str, typer.Option(help="test or train")] = "test",
+    ckpt: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A checkpoint .npz or a run directory (its newest checkpoint); local path or URI")],
+    data: Annotated[Optional[str], typer.Option(help="Dataset name or path (default: the one the checkpoint was trained on)")] = None,
+    split: Annotated[str, typer.Option(help="test, train, or validation (a run that held one out)")] = "test",
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Accuracy, mean cost and confusion matrix of a checkpoint on a dataset."""
-    if split not in ("test", "train"):
-        raise DataError(f"--split must be test or train, got {split!r}")
+    if split not in ("test", "train", "validation"):
+        raise DataError(f"--split must be test, train or validation, got {split!r}")
+    ckpt = checkpoint.resolve(ckpt)
     ck = checkpoint.load(ckpt)
-    ds = catalog.load(data)
+    trained = trained_with(ck)
+    data = data or (trained.data if trained else "mnist")
+    ds, asked = catalog.load(data), split
+    if split == "validation":  # the examples the run held out, carved again as it carved them
+        if trained is None or not trained.validation_fraction:
+            raise DataError(f"{ckpt}: its run held out no validation split (--validation-fraction)")
+        ds, split = validation.for_config(trained, ds), "test"
     if ds.num_inputs != ck.network.sizes[0]:
         raise DataError(f"{data}: images have {ds.num_inputs} pixels, the checkpoint's network takes {ck.network.sizes[0]}")
     worker = ShardWorker(ck.network, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
@@ -37,14 +45,14 @@ def evaluate(
     cost, confusion = unpack_evaluation(worker.evaluate(ck.params, split), n)
     count = int(confusion.sum())
     names = catalog.class_names(data, n)
-    result = {"checkpoint": ckpt, "data": data, "split": split, "examples": count,
+    result = {"checkpoint": ckpt, "data": data, "split": asked, "examples": count,
               "accuracy": float(np.trace(confusion)) / count, "cost": cost / count,
               "confusion": confusion.tolist(), "classes": names}  # fmt: skip
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")
         return
     console = Console()
-    console.print(f"{ds.name} {split}: {count} examples, accuracy {result['accuracy']:.2%}, mean cost {result['cost']:.4f}")
+    console.print(f"{ds.name} {asked}: {count} examples, accuracy {result['accuracy']:.2%}, mean cost {result['cost']:.4f}")
     table = Table(title="confusion (rows: true label, columns: predicted)")
     table.add_column("")
     for j in range(n):
@@ -54,14 +62,22 @@ def evaluate(
     console.print(table)
 
 
+def trained_with(ck: checkpoint.Checkpoint) -> TrainConfig | None:
+    """The config a checkpoint's run had (None for one whose meta holds no config this nnps reads)."""
+    try:
+        return TrainConfig.from_dict(ck.meta["config"])
+    except (KeyError, TypeError, ConfigError):
+        return None
+
+
 @handle_errors
 def predict(
-    ckpt: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A checkpoint .npz")],
+    ckpt: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A checkpoint .npz or a run directory (its newest checkpoint)")],
     images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="PNG/PGM/... files, or IDXFILE:INDEX")],
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Print the predicted class and the output activations for each image."""
-    ck = checkpoint.load(ckpt)
+    ck = checkpoint.load(checkpoint.resolve(ckpt))
     side = int(round(np.sqrt(ck.network.sizes[0])))
     names = catalog.class_names(str(ck.meta.get("config", {}).get("data", "")), ck.network.sizes[-1])
     results = []

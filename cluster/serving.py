@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nnps.core import catalog, checkpoint
-from nnps.core.errors import CheckpointError, DataError, NnpsError
+from nnps.core.errors import DataError, NnpsError
 from nnps.core.images import decode, side_of
 from nnps.core.network import Network
 from nnps.core.rundir import RunDir
@@ -68,13 +68,8 @@ def is_checkpoint_file(target: str) -> bool:
 
 def load_weights(target: str) -> Weights:
     """A checkpoint file's weights, or a run directory's newest checkpoint's."""
-    if is_checkpoint_file(target):
-        return Weights.of(checkpoint.load(target), target)
-    run = RunDir(target)
-    name = run.latest_checkpoint()
-    if name is None:
-        raise CheckpointError(f"{target}: no checkpoint yet (neither final.npz nor ckpt-*.npz)")
-    return Weights.of(checkpoint.load(run.uri_of(name)), name)
+    uri = checkpoint.resolve(target)
+    return Weights.of(checkpoint.load(uri), target if is_checkpoint_file(target) else uri.rsplit("/", 1)[-1])
 
 
 class Follower:

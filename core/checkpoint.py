@@ -112,3 +112,17 @@ def load(path: str) -> Checkpoint:
     from nnps.core.rundir import read_bytes
 
     return from_bytes(read_bytes(path), path)
+
+
+def resolve(target: str) -> str:
+    """A checkpoint's path or URI: `target` itself if it names a .npz, else the run
+    directory's newest checkpoint (final.npz once the run is done)."""
+    from nnps.core.rundir import RunDir
+
+    if target.endswith(".npz"):
+        return target
+    run = RunDir(target)
+    name = run.latest_checkpoint()
+    if name is None:
+        raise CheckpointError(f"{target}: no checkpoint yet (neither final.npz nor ckpt-*.npz)")
+    return run.uri_of(name)

@@ -78,6 +78,23 @@ def test_evaluate_and_predict(tmp_path: Path) -> None:
     assert len(results[1]["activations"]) == 10
 
 
+def test_evaluate_and_predict_take_a_run_directory_and_its_own_data(tmp_path: Path) -> None:
+    rd = tmp_path / "held"
+    res = runner.invoke(app, ["train", "--data", str(MNIST_10K), "--epochs", "1", "--workers", "0",
+                              "--validation-fraction", "0.1", "--run-dir", str(rd)])  # fmt: skip
+    assert res.exit_code == 0 and "validation accuracy" in res.output, res.output
+    metrics = json.loads((rd / "metrics.jsonl").read_text().splitlines()[-1])
+    val = json.loads(runner.invoke(app, ["evaluate", str(rd), "--split", "validation", "--json"]).stdout)
+    assert (val["split"], val["examples"], val["checkpoint"]) == ("validation", 1000, str(rd / "final.npz"))
+    assert val["accuracy"] == pytest.approx(metrics["test_accuracy"])  # what training measured on the held-out part
+    test = json.loads(runner.invoke(app, ["evaluate", str(rd), "--json"]).stdout)  # no --data: the run's own
+    assert (test["data"], test["split"], test["examples"]) == (str(MNIST_10K), "test", 10000)
+    pr = runner.invoke(app, ["predict", str(rd), f"{MNIST_10K / 't10k-images-idx3-ubyte.gz'}:0", "--json"])
+    assert pr.exit_code == 0 and json.loads(pr.stdout)[0]["prediction"] == 7, pr.output
+    no_split = runner.invoke(app, ["evaluate", str(tmp_path / "nothing")])
+    assert no_split.exit_code == 1
+
+
 @pytest.mark.parametrize(
     "args,code,message",
     [
@@ -89,6 +106,7 @@ def test_evaluate_and_predict(tmp_path: Path) -> None:
         (["train", "--resume"], 1, "error: --resume needs --run-dir, the run to continue"),
         (["train", "--transport", "shm"], 1, "error: --transport must be one of auto, unix, tcp, ray; got 'shm'"),
         (["evaluate", "/nonexistent.npz"], 1, "error: /nonexistent.npz: no such file"),
+        (["evaluate", "/nonexistent"], 1, "error: /nonexistent: no checkpoint yet (neither final.npz nor ckpt-*.npz)"),
         (["data", "info", "cifar"], 1, "error: cifar: no such file or directory"),
         (["bench", "--workers", "0,2"], 1, "error: --workers must be positive integers, comma-separated, got '0,2'"),
         (["bench", "--batches", "10,x"], 1, "error: --batches must be positive integers, comma-separated, got '10,x'"),
