@@ -172,15 +172,17 @@ def logs(
     job_id: Annotated[str, typer.Argument(metavar="JOB")],
     address: Address = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Only the progress records, as JSON lines")] = False,
 ) -> None:
-    """Print a job's log."""
+    """Print a job's log as `nnps train` shows it: a line per epoch (progress records as JSON with --json)."""
+    from nnps.cli.progress import LogView
+
     j = _jobs(address)
-    if follow:
-        for chunk in j.follow(job_id):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
-    else:
-        sys.stdout.write(j.logs(job_id))
+    view = LogView(json_out)
+    for chunk in j.follow(job_id) if follow else [j.logs(job_id)]:
+        sys.stdout.write(view.feed(chunk))
+        sys.stdout.flush()
+    sys.stdout.write(view.feed("\n") if view.pending else "")
 
 
 @handle_errors

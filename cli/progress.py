@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rich.console import Console
@@ -44,9 +45,46 @@ class RichReporter:
         self.progress.update(self.task, advance=steps, cost=cost, acc=accuracy, rate=examples_per_s)
 
     def epoch_end(self, row: dict[str, Any]) -> None:
-        partial = " (partial)" if row.get("partial") else ""
-        self.console.print(
-            f"epoch {row['epoch']:>3}{partial}  step {row['step']:>7}  train cost {row['train_cost']:.4f}  "
-            f"acc {row['train_accuracy']:.2%}  test cost {row['test_cost']:.4f}  test acc {row['test_accuracy']:.2%}"
-            f"  {row['examples_per_s']:,.0f} ex/s"
-        )
+        self.console.print(epoch_text(row["epoch"], row, " (partial)" if row.get("partial") else ""))
+
+
+class LogView:
+    """A job's log as `nnps train` prints it: its progress records become a line per epoch
+    (the periodic ones in between are dropped); other lines pass as they are. With `raw`,
+    only the records, one JSON object a line. Fed chunks that may split lines."""
+
+    def __init__(self, raw: bool = False) -> None:
+        self.raw, self.pending, self.shown = raw, "", 0
+
+    def feed(self, chunk: str) -> str:
+        from nnps.core.progress import MARKER
+
+        text, _, self.pending = (self.pending + chunk).rpartition("\n")
+        out = []
+        for line in text.split("\n") if text else []:
+            if not line.startswith(MARKER):
+                out += [] if self.raw else [line]
+                continue
+            try:
+                record = json.loads(line[len(MARKER):])
+            except json.JSONDecodeError:
+                continue
+            if self.raw:
+                out.append(json.dumps(record, sort_keys=True))
+            elif record.get("epochs_done", 0) > self.shown:
+                self.shown = record["epochs_done"]
+                out.append(epoch_line(record))
+        return "".join(f"{line}\n" for line in out)
+
+
+def epoch_line(record: dict[str, Any]) -> str:
+    """A progress record at an epoch's end, as `nnps train` printed that epoch."""
+    return epoch_text(record["epochs_done"], record)
+
+
+def epoch_text(epoch: int, r: dict[str, Any], note: str = "") -> str:
+    """"epoch   3  step    1800  train cost 0.0712  acc 91.20%  test cost ...": one epoch's numbers."""
+    nan = float("nan")
+    return (f"epoch {epoch:>3}{note}  step {r.get('step', 0):>7}  train cost {r.get('train_cost', nan):.4f}  "
+            f"acc {r.get('train_accuracy', nan):.2%}  test cost {r.get('test_cost', nan):.4f}  "
+            f"test acc {r.get('test_accuracy', nan):.2%}  {r.get('examples_per_s', 0):,.0f} ex/s")

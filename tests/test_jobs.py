@@ -126,6 +126,16 @@ def test_submit_watch_fetch_equals_local(head: str, mnist10k, tmp_path: Path) ->
     mine = next(i for i, line in enumerate(listing) if line.startswith(job + " "))
     assert listing[mine].split()[:2] == [job, "SUCCEEDED"]
     assert listing[mine + 1].split() == ["run", "directory", str(run_dir)]
+    # nnps logs: a line per epoch as `nnps train` prints it, the same numbers as metrics.jsonl; --json the records
+    code, log = cli("logs", job, "--address", head)
+    rows = [json.loads(line) for line in (tmp_path / "results" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [line for line in log.splitlines() if line.startswith("epoch ")]
+    assert code == 0 and "NNPS_PROGRESS" not in log and len(epochs) == 2, log
+    assert epochs[1].startswith(f"epoch   2  step     400  train cost {rows[1]['train_cost']:.4f}  ")
+    assert f"test acc {rows[1]['test_accuracy']:.2%}" in epochs[1]
+    code, raw = cli("logs", job, "--address", head, "--json")
+    records = [json.loads(line) for line in raw.splitlines()]
+    assert code == 0 and records[-1]["step"] == 400 and records[-1]["epochs_done"] == 2
 
 
 def test_stop_a_running_job(head: str, tmp_path: Path) -> None:
