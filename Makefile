@@ -28,9 +28,15 @@ data: setup
 # waits for Ray). A network this wide at batch 1000 is where 2 workers are predicted to keep
 # up with one process on 2 cores (784-100-10 was predicted 1.5x slower, and said so).
 train: data
+	@echo "nnps: training 784-500-300-10 (ReLU, softmax) on Fashion-MNIST with 2 Ray workers on an embedded local Ray"
 	$(BIN)/nnps train --data fashion-mnist --hidden 500,300 --activation relu --output softmax \
 		--cost cross-entropy --weight-init scaled --optimizer momentum --lr 0.05 --batch-size 1000 \
 		--epochs 30 --workers 2 --run-dir runs/fashion-quickstart
+	@echo "next: source $(VENV)/bin/activate, then look at the result:"
+	@echo "  nnps evaluate runs/fashion-quickstart          # accuracy and confusion matrix on the test set"
+	@echo "  nnps inspect runs/fashion-quickstart 0 --out pictures/   # what is inside, as PNGs"
+	@echo "  nnps ui runs/fashion-quickstart                # curves, weights and a canvas in the browser"
+	@echo "  nnps serve runs/fashion-quickstart             # the network over HTTP"
 
 # The browser test drives Debian's headless Chromium through `nnps ui`'s page; the
 # multi-host tests make network namespaces with iproute2 (ip, tc) and firewall them with nftables.
