@@ -10,8 +10,10 @@ line instead of Ray's long retry loop.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
@@ -37,6 +39,34 @@ class _AuthOnNotice(logging.Filter):
 
 
 AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+TOKEN_FILE = Path.home() / ".ray" / "auth_token"  # where `ray start` keeps a cluster's token by default
+
+
+def token_auth() -> str:
+    """Where Ray's token comes from, turning Ray's token mode on when one is at hand, as
+    Ray's own CLI does: RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH names, else
+    ~/.ray/auth_token. Without the mode set, Ray's clients send no token even when one
+    is there, and a token-auth cluster (Ray's default) refuses them."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        where = "RAY_AUTH_TOKEN"
+    elif os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        where = f"RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})"
+    elif TOKEN_FILE.exists():
+        where = str(TOKEN_FILE)
+    else:
+        return "none found (looked in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH and ~/.ray/auth_token)"
+    if not os.environ.get("RAY_AUTH_MODE"):
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+        quiet = _AuthOnNotice()
+        logging.getLogger(AUTH_LOGGER).addFilter(quiet)
+        try:  # Ray's own switch: sets RAY_AUTH_MODE=token and refreshes its cached config in this process
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        finally:
+            logging.getLogger(AUTH_LOGGER).removeFilter(quiet)
+    return where
 
 
 def inline_bytes() -> int:
@@ -70,6 +100,8 @@ def ray_connection(address: str | None, num_cpus: int | None = None) -> Iterator
         address = None
     if address and address != "auto":
         probe(address)
+    if address:
+        token_auth()
     kwargs: dict = {"log_to_driver": False, "configure_logging": False}
     if address:
         kwargs["address"] = address
@@ -87,7 +119,10 @@ def ray_connection(address: str | None, num_cpus: int | None = None) -> Iterator
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise ClusterError(f"cannot start or join Ray{f' at {address}' if address else ''}: {str(e).splitlines()[0]}")
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if address and "uthenticat" in str(e):
+            why = f"authentication refused; the token used: {token_auth()}"
+        raise ClusterError(f"cannot start or join Ray{f' at {address}' if address else ''}: {why}")
     finally:
         logging.getLogger(AUTH_LOGGER).removeFilter(quiet)
     try:

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from nnps.cluster.connect import probe
+from nnps.cluster.connect import probe, token_auth
 from nnps.core.errors import ClusterError, NnpsError
 from nnps.core.progress import parse_last
 
@@ -39,8 +39,11 @@ RESULT_FILES = ("final.npz", "metrics.jsonl", "config.json")
 
 
 def resolve_address(address: str | None) -> str:
-    """--address, else RAY_API_SERVER_ADDRESS, else RAY_ADDRESS if it is an http URL."""
-    for candidate in (address, os.environ.get("RAY_API_SERVER_ADDRESS"), os.environ.get("RAY_ADDRESS")):
+    """--address, else RAY_API_SERVER_ADDRESS, else RAY_ADDRESS if it is an http(s) URL (a
+    GCS address such as HOST:6379 or `auto` is Ray's, not a dashboard's), else the default."""
+    ray_address = os.environ.get("RAY_ADDRESS", "")
+    for candidate in (address, os.environ.get("RAY_API_SERVER_ADDRESS"),
+                      ray_address if ray_address.startswith(("http://", "https://")) else None):  # fmt: skip
         if candidate:
             return candidate if "://" in candidate else f"http://{candidate}"
     return DEFAULT_ADDRESS
@@ -49,7 +52,8 @@ def resolve_address(address: str | None) -> str:
 def _explain(e: Exception, address: str) -> str:
     text = str(e)
     if "401" in text or "403" in text or "nauthorized" in text or "uthentication" in text:
-        return f"authentication refused by {address}: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token"
+        return (f"authentication refused by {address}; the token used: {token_auth()}: set RAY_AUTH_TOKEN (or "
+                f"RAY_AUTH_TOKEN_PATH) to the cluster's token")  # fmt: skip
     return text.strip().splitlines()[0] if text.strip() else type(e).__name__
 
 
@@ -57,6 +61,7 @@ class Jobs:
     def __init__(self, address: str | None = None) -> None:
         self.address = resolve_address(address)
         probe(self.address, default_port=8265)
+        token_auth()
         from ray.job_submission import JobSubmissionClient
 
         # Ray logs "Uploading package ..." at INFO with its own handler; keep our output to ours.

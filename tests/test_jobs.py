@@ -64,13 +64,7 @@ def head(tmp_path_factory, s3):
             assert proc.poll() is None, log_path.read_text()[-2000:]
             assert time.monotonic() < deadline, "Ray head did not come up in 90 s"
             time.sleep(0.5)
-    old = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "token"
-    yield address
-    if old is None:
-        os.environ.pop("RAY_AUTH_MODE", None)
-    else:
-        os.environ["RAY_AUTH_MODE"] = old
+    yield address  # the client side sets nothing: nnps finds the token as Ray's CLI does
     os.killpg(proc.pid, signal.SIGTERM)  # this head's own process group, never a broad `ray stop`
     try:
         proc.wait(timeout=5)  # `ray start --block` stopping every process in turn took 30 s and more
@@ -278,6 +272,14 @@ def test_a_sweep_submitted_as_a_job(head: str, tmp_path: Path) -> None:
         "trial": best["trial"], "val_accuracy": best["val_accuracy"], "config": f"lr={best['params']['lr']:.4g}"}}
     code, out = cli("status", final["job_id"], "--address", head)
     assert code == 0 and f"SUCCEEDED  sweep: 2/2 trials ended, best so far {best['trial']} validation" in out, out
+
+
+def test_a_wrong_token_is_one_line_naming_where_it_came_from(head: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    r = subprocess.run([str(BIN / "nnps"), "status", "--address", head], capture_output=True, text=True, timeout=120,
+                       env={**env, "RAY_AUTH_TOKEN": "not-the-token"})  # fmt: skip
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"error: ") and f"authentication refused by {head}; the token used: RAY_AUTH_TOKEN" in r.stderr
 
 
 def test_a_bad_sweep_is_refused_before_it_is_submitted(head: str) -> None:
