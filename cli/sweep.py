@@ -76,7 +76,7 @@ def sweep(
     samples: Annotated[Optional[int], typer.Option(help="Trials to sample (seeded by --seed); absent with lists only: a grid")] = None,
     scheduler: Annotated[str, typer.Option(help="asha: stop weak trials early on validation accuracy; fifo: every trial to the end")] = "asha",
     grace_period: Annotated[int, typer.Option(help="ASHA: epochs before a trial can be stopped")] = 1,
-    reduction_factor: Annotated[float, typer.Option(help="ASHA: keep 1 in this many at each rung")] = 2.0,
+    reduction_factor: Annotated[float, typer.Option(help="ASHA: keep 1 in this many at each rung (Tune's default, 4)")] = 4.0,
     validation_fraction: Annotated[float, typer.Option(help="Part of the training set held out to judge trials")] = 0.1,
     concurrency: Annotated[str, typer.Option(help="Trials at once: auto (one per CPU) or N")] = "auto",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)", envvar="RAY_ADDRESS")] = None,

@@ -37,7 +37,7 @@ class SweepSpec:
     samples: int | None = None
     scheduler: str = "asha"
     grace_period: int = 1
-    reduction_factor: float = 2.0
+    reduction_factor: float = 4.0
     concurrency: int | None = None  # None: one trial per CPU
     extra: dict[str, Any] = field(default_factory=dict)
 
