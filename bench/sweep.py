@@ -103,7 +103,7 @@ def tune_torchtrainer(data: str, epochs: int, where: Path) -> float:
         tune.report({"val_accuracy": (result.metrics or {}).get("val_accuracy", 0.0)})
 
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     space = {"lr": tune.grid_search(list(LRS)), "hidden": tune.grid_search(list(HIDDEN)),
              "batch_size": tune.grid_search(list(BATCHES))}  # fmt: skip
     tuner = tune.Tuner(tune.with_resources(trial, {"cpu": 0.01}), param_space=space,
