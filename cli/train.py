@@ -75,7 +75,7 @@ def train(
     if resume and rd.exists("config.json"):
         # Resume the saved run; only flags given on this command line change it (e.g. --epochs).
         given = {k for k in options if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
-        saved = TrainConfig.from_dict(json.loads(rd.read("config.json")))
+        saved = TrainConfig.from_json(rd.read("config.json"), rd.uri_of("config.json"))
         config = saved.replace(**{k: v for k, v in config_from_options(options).to_dict().items()
                                   if k in given or (k == "address" and v)})  # fmt: skip
     else:

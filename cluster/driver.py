@@ -160,8 +160,6 @@ def warn_if_slower(config: TrainConfig, dataset: Dataset, say: Callable[[str], N
 def replay(run_dir: RunDir) -> dict[str, Any]:
     """Recompute a bounded or async run from its record in one process (core/staleness.py);
     writes replay.npz beside its final.npz and returns how far the two are apart."""
-    import json
-
     import numpy as np
 
     from nnps.core import checkpoint, staleness
@@ -170,7 +168,7 @@ def replay(run_dir: RunDir) -> dict[str, Any]:
 
     if not run_dir.exists("config.json"):
         raise ConfigError(f"--replay: {run_dir.uri_of('config.json')} is missing: not a run directory")
-    config = TrainConfig.from_dict(json.loads(run_dir.read("config.json")))
+    config = TrainConfig.from_json(run_dir.read("config.json"), run_dir.uri_of("config.json"))
     if config.consistency == "sync":
         raise ConfigError(f"--replay: {run_dir.uri} is a sync run, a pure function of its config: train it again "
                           f"with the same flags to reproduce it")  # fmt: skip

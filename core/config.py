@@ -143,6 +143,22 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
+    def from_json(cls, text: bytes | str, where: str) -> TrainConfig:
+        """A run's saved config.json, or a ConfigError naming the file and what is wrong with it."""
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{where}: not valid JSON ({e})")
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: not a JSON object of config keys")
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}")
+        except (TypeError, ValueError) as e:  # a value of the wrong type, e.g. "hidden": "many"
+            raise ConfigError(f"{where}: a value of the wrong type ({e})")
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)

@@ -117,6 +117,23 @@ def test_errors_are_one_line(args: list[str], code: int, message: str, capsys) -
     assert (rc, err) == (code, message + "\n")
 
 
+@pytest.mark.parametrize(("text", "fault"), [
+    ("{", "not valid JSON (Expecting property name enclosed in double quotes"),
+    ('{"hidden": "many"}', "a value of the wrong type (invalid literal for int() with base 10: 'm')"),
+    ('{"lr": -2}', "--lr must be positive, got -2"),
+    ('{"epochz": 3}', "unknown config keys ['epochz']"),
+])  # fmt: skip
+def test_an_edited_config_json_is_one_line_and_the_run_is_untouched(text: str, fault: str, tmp_path: Path,
+                                                                    tiny_npz: Path, capsys) -> None:  # fmt: skip
+    rd = tmp_path / "r"
+    assert runner.invoke(app, ["train", "--data", str(tiny_npz), "--epochs", "1", "--run-dir", str(rd)]).exit_code == 0
+    (rd / "config.json").write_text(text)
+    before = {p.name: p.read_bytes() for p in rd.iterdir()}
+    rc, _, err = run_main(["train", "--resume", "--run-dir", str(rd), "--epochs", "2"], capsys)
+    assert rc == 1 and err.startswith(f"error: {rd / 'config.json'}: {fault}") and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in rd.iterdir()} == before
+
+
 def test_corrupt_checkpoint_does_not_touch_the_run(tmp_path: Path, tiny_npz: Path, capsys) -> None:
     rd = tmp_path / "r"
     assert runner.invoke(app, ["train", "--data", str(tiny_npz), "--epochs", "2", "--run-dir", str(rd)]).exit_code == 0
