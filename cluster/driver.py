@@ -23,7 +23,8 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
         progress: catalog.Progress | None = None, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
     if config.workers == 0:
         dataset = load_data(config, progress)
-        return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
+        return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter,
+                     say=say)
     import ray
 
     from nnps.cluster.ray_executor import ray_session
@@ -37,12 +38,14 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
     check_batch(config, dataset)
     config = decide(config, dataset, cpus, say)  # before Ray starts: it times in-process steps
     if config.workers == 0:
-        return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
+        return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter,
+                     say=say)
     # The warm start's in-process steps are sync steps: bounded and async runs wait for the workers.
     if config.warm_start and config.consistency == "sync" and not ray.is_initialized():
         return noted(_warm(config, dataset, run_dir, resume, reporter, say), say)
     with ray_session(config) as factory:
-        return noted(train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter), say)
+        return noted(train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter,
+                           say=say), say)
 
 
 def load_data(config: TrainConfig, progress: catalog.Progress | None = None) -> Dataset:
@@ -75,9 +78,11 @@ def _on_cluster(config: TrainConfig, run_dir: RunDir | None, resume: bool, repor
         check_batch(config, dataset)
         config = decide(config, dataset, cluster_cpus, say)
         if config.workers == 0:
-            return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter)
+            return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter,
+                     say=say)
         with ray_session(config) as factory:
-            return noted(train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter), say)
+            return noted(train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter,
+                           say=say), say)
 
 
 def check_placeable(config: TrainConfig, cpus: int, where: str) -> None:
@@ -103,7 +108,7 @@ def _warm(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume:
             remote = start.executor(lambda p, d: RayExecutor(p, d, k), plan, dataset)
             return WarmStart(plan, dataset, remote, say, start.t0, start.uncap)
 
-        return train(config, dataset, run_dir, resume=resume, make_executor=make, reporter=reporter)
+        return train(config, dataset, run_dir, resume=resume, make_executor=make, reporter=reporter, say=say)
     finally:
         start.close()
 

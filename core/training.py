@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from nnps.core import checkpoint, memory, staleness
+from nnps.core import checkpoint, memory, runlock, staleness
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.early_stopping import BEST, EarlyStopping
@@ -195,12 +195,22 @@ def _chunk(plan: Plan, step: int, length: int) -> int:
 
 
 def train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None = None, *, resume: bool = False,
-          make_executor: ExecutorFactory = make_in_process, reporter: Reporter | None = None) -> dict[str, Any]:  # fmt: skip
-    """Train; returns a summary (final metrics, step, paths). Writes into run_dir if given."""
+          make_executor: ExecutorFactory = make_in_process, reporter: Reporter | None = None,
+          say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
+    """Train; returns a summary (final metrics, step, paths). Writes into run_dir if given,
+    holding its lock (core/runlock.py) from before it reads a checkpoint to the end."""
+    if run_dir is None:
+        return _train(config, dataset, None, resume, make_executor, reporter)
+    run_dir.create()
+    with runlock.locked(run_dir, say):
+        return _train(config, dataset, run_dir, resume, make_executor, reporter)
+
+
+def _train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume: bool,
+           make_executor: ExecutorFactory, reporter: Reporter | None) -> dict[str, Any]:  # fmt: skip
     plan = plan_run(config, dataset, run_dir, resume)
     rows: list[dict[str, Any]] = []
     if run_dir is not None:
-        run_dir.create()
         run_dir.write_atomic("config.json", config.to_json().encode())
         # On resume, keep the epochs the checkpoint covers; later rows are produced again.
         rows = [r for r in run_dir.read_metrics() if r["step"] <= plan.start.step] if resume else []

@@ -195,3 +195,33 @@ def test_fashion_mnist_class_names_in_evaluate_and_predict(tmp_path: Path) -> No
                                "--run-dir", str(mn)]).exit_code == 0  # fmt: skip
     out = json.loads(runner.invoke(app, ["predict", str(mn / "final.npz"), f"{images}:0", "--json"]).stdout)
     assert out[0]["label"] == str(out[0]["prediction"])
+
+
+def test_two_trains_into_one_run_directory(tmp_path: Path) -> None:
+    """The second is refused in one line naming the first; a lock left by a killed run is taken over."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    nnps = str(Path(sys.executable).parent / "nnps")
+    rd = tmp_path / "r"
+    args = [nnps, "train", "--data", str(MNIST_10K), "--hidden", "100", "--epochs", "30", "--workers", "0",
+            "--run-dir", str(rd)]  # fmt: skip
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (rd / "metrics.jsonl").exists():  # the first is training
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    second = subprocess.run(args[:-4] + ["--epochs", "1", "--workers", "0", "--run-dir", str(rd)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert second.returncode == 1 and second.stderr.count("\n") == 1, second.stderr
+    assert second.stderr.startswith(f"error: {rd} is in use by process {first.pid} on ")
+    first.send_signal(signal.SIGKILL)  # killed: its lock stays, naming a process that is gone
+    first.communicate()
+    assert json.loads((rd / "run.lock").read_text())["pid"] == first.pid
+    resumed = subprocess.run([nnps, "train", "--resume", "--run-dir", str(rd), "--epochs", "2"], capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"note: {rd / 'run.lock'} was left by {first.pid} on " in resumed.stderr and "taking it over" in resumed.stderr
+    assert not (rd / "run.lock").exists()  # released at the end
