@@ -71,11 +71,21 @@ class RunDir:
         except OSError as e:
             raise self._fault("look up", e, name)
 
-    def create(self) -> None:
+    def create(self) -> bool:
+        """Make the directory; whether it was not there before."""
         try:
+            made = self.fs.get_file_info(self.path).type == pafs.FileType.NotFound
             self.fs.create_dir(self.path, recursive=True)
         except OSError as e:
             raise self._fault("create run directory", e)
+        return made
+
+    def remove_if_empty(self) -> None:
+        try:
+            if not self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True)):
+                self.fs.delete_dir(self.path)
+        except OSError:  # best effort: the error being raised says what went wrong
+            pass
 
     def write_atomic(self, name: str, data: bytes) -> None:
         tmp = self.join(f".{name}.tmp-{uuid.uuid4().hex[:8]}")

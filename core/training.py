@@ -201,9 +201,14 @@ def train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None = None, 
     holding its lock (core/runlock.py) from before it reads a checkpoint to the end."""
     if run_dir is None:
         return _train(config, dataset, None, resume, make_executor, reporter)
-    run_dir.create()
-    with runlock.locked(run_dir, say):
-        return _train(config, dataset, run_dir, resume, make_executor, reporter)
+    made = run_dir.create()
+    try:
+        with runlock.locked(run_dir, say):
+            return _train(config, dataset, run_dir, resume, make_executor, reporter)
+    except NnpsError:
+        if made:
+            run_dir.remove_if_empty()  # a run refused before it wrote anything leaves no directory behind
+        raise
 
 
 def _train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume: bool,
