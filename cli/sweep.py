@@ -164,14 +164,14 @@ def run(spec: Any, sweep_dir: Path, resume: bool, address: str | None, log_progr
 
 
 def table(result: dict[str, Any]) -> Table:
+    from nnps.cluster.sweep_runner import describe
+
     t = Table(title="trials (validation accuracy at the last epoch trained)")
     for col in ("trial", "config", "epochs", "validation", "state"):
         t.add_column(col, justify="right" if col in ("epochs", "validation") else "left")
     best = (result.get("best") or {}).get("trial")
     for r in result["trials"]:
         acc = "" if r["val_accuracy"] is None else f"{r['val_accuracy']:.2%}"
-        from nnps.cluster.sweep_runner import describe
-
         t.add_row(r["trial"] + (" *" if r["trial"] == best else ""), describe(r["params"]), str(r["epochs"]), acc,
                   r["state"])  # fmt: skip
     return t
