@@ -153,7 +153,7 @@ class WarmStart:
 
     def __init__(self, plan: Plan, dataset: Dataset, remote: Future, say: Callable[[str], None],
                  t0: float | None = None, uncap: Callable[[], None] = lambda: None) -> None:  # fmt: skip
-        self.local: Executor = Background(make_in_process(plan, dataset))
+        self.local: Executor = Background(make_in_process(plan, dataset, shards=int(plan.config.workers)))
         self.active: Executor = self.local
         self.remote, self.say, self.uncap = remote, say, uncap
         self.t0 = time.perf_counter() if t0 is None else t0  # when Ray began to start

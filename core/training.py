@@ -23,9 +23,9 @@ from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.early_stopping import BEST, EarlyStopping
 from nnps.core.errors import ClusterError, ConfigError, DivergenceError, NnpsError
-from nnps.core.network import Network, initial_params
+from nnps.core.network import N_STATS, Network, initial_params
 from nnps.core.rundir import RunDir
-from nnps.core.sampler import Sampler
+from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server, Snapshot
 from nnps.core.shard import ShardWorker, unpack_evaluation
 from nnps.core.threads import blas_threads, threads_for
@@ -64,17 +64,32 @@ class Reporter(Protocol):
 
 
 class InProcess:
-    """The serial path: the same Server and ShardWorker code, called directly."""
+    """The serial path: the same Server and ShardWorker code, called directly. With
+    `shards` k > 1 it computes what k workers would, bit for bit: the batch split as the
+    parameter server splits it, one sum per shard, added in worker order in the dtype
+    (the warm start's in-process steps, so a run's weights do not depend on the step at
+    which the workers took over)."""
 
-    def __init__(self, server: Server, worker: ShardWorker, sampler: Sampler, threads: int | None = None) -> None:
+    def __init__(self, server: Server, worker: ShardWorker, sampler: Sampler, threads: int | None = None,
+                 shards: int = 1) -> None:  # fmt: skip
         self.server, self.worker, self.sampler, self.threads = server, worker, sampler, threads
+        self.shards = shards
+        self.replies: list[Array] = []  # one buffer per shard, reused every step
 
     def run(self, start: int, stop: int) -> None:
         with blas_threads(self.threads):
             for step in range(start, stop):
-                self.server.apply(self.worker.gradient_sums(self.server.params, self.sampler.batch(step)))
+                self.server.apply(*self._sums(self.sampler.batch(step)))
                 if self.server.diverged_at is not None:
                     break
+
+    def _sums(self, batch: Array) -> list[Array]:
+        if self.shards == 1:
+            return [self.worker.gradient_sums(self.server.params, batch)]
+        parts = split(batch, self.shards)
+        while len(self.replies) < len(parts):
+            self.replies.append(np.empty(self.server.network.layout.size + N_STATS, self.server.network.np_dtype))
+        return [self.worker.gradient_sums(self.server.params, part, out) for part, out in zip(parts, self.replies)]
 
     def snapshot(self) -> Snapshot:
         return self.server.snapshot()
@@ -161,10 +176,11 @@ def _resume_point(config: TrainConfig, network: Network, dataset: Dataset, run_d
     return Snapshot(ck.params, ck.opt_state, ck.step, (float(progress[0]), int(progress[1]), int(progress[2])))
 
 
-def make_in_process(plan: Plan, dataset: Dataset) -> Executor:
+def make_in_process(plan: Plan, dataset: Dataset, shards: int = 1) -> InProcess:
+    """The serial executor; `shards` k: the sums k workers would return (InProcess)."""
     server = Server(plan.config, plan.network, plan.start, plan.steps_per_epoch)
     worker = ShardWorker(plan.network, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
-    return InProcess(server, worker, plan.sampler, threads_for(plan.network, plan.config.batch_size))
+    return InProcess(server, worker, plan.sampler, threads_for(plan.network, plan.config.batch_size), shards)
 
 
 def checkpoint_bytes(plan: Plan, dataset: Dataset, snap: Snapshot) -> bytes:

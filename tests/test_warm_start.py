@@ -84,6 +84,29 @@ def test_handover_mid_epoch_equals_serial(mnist10k, tmp_path: Path) -> None:
             assert abs(s_row[key] - w_row[key]) < 1e-9, (key, s_row, w_row)
 
 
+def test_float32_weights_do_not_depend_on_the_handover_step(mnist10k, tmp_path: Path) -> None:
+    """In float32 the in-process steps compute the workers' shard sums and add them in
+    worker order: handing over at step 7, at step 14, or running every step on the
+    workers gives the same weights, bit for bit (a run is a pure function of its config)."""
+    cfg = CFG.replace(dtype="float32")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        finals = {}
+        for after in (7, 14):
+            h = Handover(after, lambda plan: RayExecutor(plan, mnist10k, 2))
+            finals[after] = train(cfg, mnist10k, RunDir(str(tmp_path / f"warm{after}")), make_executor=h.make,
+                                  reporter=h)["params"]  # fmt: skip
+            assert h.warm.handed_over_at == after
+        workers = train(cfg, mnist10k, RunDir(str(tmp_path / "workers")),
+                        make_executor=lambda plan, ds: RayExecutor(plan, ds, 2))["params"]  # fmt: skip
+    finally:
+        ray.shutdown()
+    serial = train(cfg.replace(workers=0), mnist10k)["params"]
+    assert finals[7].dtype == np.float32
+    assert np.array_equal(finals[7], finals[14]) and np.array_equal(finals[7], workers)
+    assert not np.array_equal(serial, workers)  # one sum over the batch rounds otherwise: the check can fail
+
+
 def json_rows(run: Path) -> list[dict]:
     return RunDir(str(run)).read_metrics()
 
@@ -112,6 +135,17 @@ def test_cli_warm_run_equals_serial(mnist10k, tmp_path: Path) -> None:
                                dtype="float64", seed=4, workers=0), mnist10k)["params"]  # fmt: skip
     final = checkpoint.load(str(tmp_path / "warm" / "final.npz")).params
     assert np.max(np.abs(final - serial)) < 1e-9
+
+
+def test_cli_default_runs_are_reproducible_bit_for_bit(tmp_path: Path) -> None:
+    """Two default float32 `nnps train --workers 2` runs, one warm-started (its handover
+    step set by how fast Ray starts) and one that waits for the workers: the same bits."""
+    args = ["--data", str(MNIST_10K), "--hidden", "30", "--batch-size", "100", "--epochs", "2", "--workers", "2"]
+    for name, extra in (("warm", []), ("cold", ["--no-warm-start"])):
+        out = nnps_train(*args, *extra, "--run-dir", str(tmp_path / name))
+        assert out.returncode == 0, out.stderr
+    warm, cold = (checkpoint.load(str(tmp_path / name / "final.npz")) for name in ("warm", "cold"))
+    assert warm.params.dtype == np.float32 and np.array_equal(warm.params, cold.params)
 
 
 def test_cli_failed_start_fails_the_run_and_keeps_its_checkpoints(tmp_path: Path) -> None:
