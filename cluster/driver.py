@@ -14,13 +14,17 @@ from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.rundir import RunDir
 from nnps.core.errors import ClusterError
-from nnps.core.training import Plan, Reporter, build_network, check_batch, make_in_process, train
+from nnps.core.training import Plan, Reporter, build_network, check_batch, make_in_process, nothing_left, train
 
 SLOWER_WARNING = 1.5  # warn when the chosen workers are predicted this many times slower than in-process
 
 
 def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, reporter: Reporter | None = None,
         progress: catalog.Progress | None = None, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
+    done = nothing_left(config, run_dir) if resume and run_dir is not None else None
+    if done:  # no Ray started for a run with no step to take: its summary, in-process
+        say(f"nothing left to do: {done}")
+        config = config.replace(workers=0)
     if config.workers == 0:
         dataset = load_data(config, progress)
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter,

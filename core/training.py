@@ -164,7 +164,13 @@ def _resume_point(config: TrainConfig, network: Network, dataset: Dataset, run_d
     step, name = run_dir.checkpoints()[-1]
     ck = checkpoint.from_bytes(run_dir.read(name), run_dir.uri_of(name))
     saved = ck.meta.get("config", {})
-    keys = TrainConfig.RESULT_KEYS + (("epochs",) if config.schedule == "cosine" else ())
+    if config.schedule == "cosine" and saved.get("epochs", config.epochs) != config.epochs:
+        raise ConfigError(f"--resume --epochs {config.epochs}: {run_dir} has a cosine schedule over "
+                          f"{saved.get('epochs')} epochs (eta falls to 0 at its end); over {config.epochs} epochs "
+                          f"every step from the first would have had another rate, so the run cannot be extended. "
+                          f"Train a new run with --epochs {config.epochs}, or go on from these weights with a new "
+                          f"schedule: --init {run_dir.uri_of('final.npz')}")  # fmt: skip
+    keys = TrainConfig.RESULT_KEYS
     mine, defaults = config.to_dict(), TrainConfig().to_dict()  # keys newer than the run: their defaults
     changed = [k for k in keys if saved.get(k, defaults[k]) != mine[k]]
     if changed:
@@ -174,6 +180,22 @@ def _resume_point(config: TrainConfig, network: Network, dataset: Dataset, run_d
         raise ConfigError(f"--resume: the data differs from the data {run_dir} was trained on")
     progress = ck.meta.get("progress", [0.0, 0, 0])
     return Snapshot(ck.params, ck.opt_state, ck.step, (float(progress[0]), int(progress[1]), int(progress[2])))
+
+
+def nothing_left(config: TrainConfig, run_dir: RunDir) -> str | None:
+    """Why a --resume of run_dir has no step to take (its newest checkpoint is at the end
+    of config's epochs or steps), or None. Reads one checkpoint's metadata, not the data."""
+    kept = run_dir.checkpoints()
+    if not kept:
+        return None
+    step, name = kept[-1]
+    meta = checkpoint.from_bytes(run_dir.read(name), run_dir.uri_of(name)).meta
+    epoch = int(meta.get("epoch", 0))  # step // steps_per_epoch
+    if config.steps is not None and step >= config.steps:
+        return f"{run_dir} is at step {step}, --steps {config.steps}"
+    if epoch >= config.epochs:
+        return f"{run_dir} has trained its {config.epochs} epochs (step {step}); --epochs N (N > {config.epochs}) trains on"
+    return None
 
 
 def make_in_process(plan: Plan, dataset: Dataset, shards: int = 1) -> InProcess:

@@ -173,6 +173,30 @@ def test_resume_needs_only_the_run_dir(tiny_npz: Path, tmp_path: Path) -> None:
         assert json.loads(str(a["meta"]))["step"] == 60
 
 
+def test_resume_extends_a_finished_run(tiny_npz: Path, tmp_path: Path, capsys) -> None:
+    """--resume --epochs 3 after 2 equals 3 epochs from the start (a step schedule allows
+    it); a finished run resumed has nothing to do and starts no Ray; a cosine run says why not."""
+    args = ["train", "--data", str(tiny_npz), "--hidden", "12", "--lr", "0.5", "--workers", "0", "--optimizer",
+            "momentum", "--schedule", "step", "--lr-step-epochs", "1"]  # fmt: skip
+    rd = tmp_path / "r"
+    assert runner.invoke(app, [*args, "--epochs", "2", "--run-dir", str(rd)]).exit_code == 0
+    assert runner.invoke(app, ["train", "--resume", "--run-dir", str(rd), "--epochs", "3"]).exit_code == 0
+    assert runner.invoke(app, [*args, "--epochs", "3", "--run-dir", str(tmp_path / "w")]).exit_code == 0
+    with np.load(rd / "final.npz") as a, np.load(tmp_path / "w" / "final.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in b.files if k != "meta")
+    assert [r["epoch"] for r in map(json.loads, (rd / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3]
+    code, out, err = run_main(["train", "--resume", "--run-dir", str(rd), "--workers", "2"], capsys)
+    assert code == 0 and err.startswith(f"nothing left to do: {rd} has trained its 3 epochs (step ")
+    assert "warm start" not in err and "Ray" not in err and not __import__("ray").is_initialized()
+    cos = tmp_path / "c"
+    assert runner.invoke(app, [*args[:-4], "--schedule", "cosine", "--epochs", "2", "--run-dir", str(cos)]).exit_code == 0
+    code, out, err = run_main(["train", "--resume", "--run-dir", str(cos), "--epochs", "3"], capsys)
+    assert code == 1 and err == (f"error: --resume --epochs 3: {cos} has a cosine schedule over 2 epochs (eta falls to "
+                                 f"0 at its end); over 3 epochs every step from the first would have had another "
+                                 f"rate, so the run cannot be extended. Train a new run with --epochs 3, or go on "
+                                 f"from these weights with a new schedule: --init {cos}/final.npz\n")  # fmt: skip
+
+
 def test_fashion_mnist_class_names_in_evaluate_and_predict(tmp_path: Path) -> None:
     """Debian's Fashion-MNIST (installed by `make test`): labels by name, not only by number."""
     rd = tmp_path / "f"
