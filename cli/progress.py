@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from rich.console import Console
@@ -48,10 +49,16 @@ class RichReporter:
         self.console.print(epoch_text(row["epoch"], row, " (partial)" if row.get("partial") else ""))
 
 
+# Ray's job manager writes these into every job's log: "2026-12-03 09:25:17,502\tINFO
+# job_manager.py:581 -- Runtime env is setting up." and "Running entrypoint for job ...".
+RAY_NOTICE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+INFO \S+\.py:\d+ -- |Running entrypoint for job ")
+
+
 class LogView:
     """A job's log as `nnps train` prints it: its progress records become a line per epoch
-    (the periodic ones in between are dropped); other lines pass as they are. With `raw`,
-    only the records, one JSON object a line. Fed chunks that may split lines."""
+    (the periodic ones in between are dropped); Ray's own notices of the job's start (its
+    INFO records, "Running entrypoint ...") are dropped; other lines pass as they are. With
+    `raw`, only the records, one JSON object a line. Fed chunks that may split lines."""
 
     def __init__(self, raw: bool = False) -> None:
         self.raw, self.pending, self.shown = raw, "", 0
@@ -63,7 +70,7 @@ class LogView:
         out = []
         for line in text.split("\n") if text else []:
             if not line.startswith(MARKER):
-                out += [] if self.raw else [line]
+                out += [] if self.raw or RAY_NOTICE.match(line) else [line]
                 continue
             try:
                 record = json.loads(line[len(MARKER):])

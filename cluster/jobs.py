@@ -64,8 +64,11 @@ class Jobs:
         token_auth()
         from ray.job_submission import JobSubmissionClient
 
-        # Ray logs "Uploading package ..." at INFO with its own handler; keep our output to ours.
-        logging.getLogger("ray.dashboard.modules.dashboard_sdk").setLevel(logging.WARNING)
+        # Ray logs "Uploading package ...", "Creating a file package ..." and "WebSocket
+        # closed ..." at INFO with its own handler; keep our output to ours.
+        for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk",
+                     "ray._private.runtime_env.packaging"):  # fmt: skip
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         try:
             self.client = JobSubmissionClient(self.address)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from nnps.core import catalog, space, validation
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
-from nnps.core.errors import ConfigError
+from nnps.core.errors import ClusterError, ConfigError
 from nnps.core.rundir import RunDir
 
 # Tune's own settings, set before a Tuner starts: the experiment's state is saved after
@@ -117,7 +117,7 @@ def tuner(spec: SweepSpec, data: Dataset, sweep_dir: Path, concurrency: int, res
     os.environ.update(TUNE_ENV)
     base = TrainConfig.from_dict(spec.base)
     trainable = tune.with_resources(
-        tune.with_parameters(sweep.run_trial, data=data, base=spec.base, trials_dir=str(sweep_dir / "trials"),
+        tune.with_parameters(sweep.run_trial, data=data, base=spec.base, trials_dir=str((sweep_dir / "trials").absolute()),
                              epochs=spec.epochs), {"cpu": 1})  # fmt: skip
     if resume:
         return tune.Tuner.restore(str(sweep_dir / "tune"), trainable, resume_unfinished=True, resume_errored=True)
@@ -220,6 +220,9 @@ def finish(sweep_dir: Path, spec: SweepSpec, seen: Any = None) -> dict[str, Any]
     from nnps.core.shard import ShardWorker, unpack_evaluation
 
     rows = outcomes(sweep_dir, spec)
+    if not rows:
+        raise ClusterError(f"no trial wrote its run directory under {sweep_dir / 'trials'}: Tune's logs are in "
+                           f"{sweep_dir / 'tune'}")  # fmt: skip
     best = best_of(rows)
     result: dict[str, Any] = {"trials": rows, "best": best, "epochs_trained": sum(r["epochs"] for r in rows),
                               "epochs_fifo": spec.epochs * len(rows)}  # fmt: skip
