@@ -14,7 +14,7 @@ from rich.table import Table
 from nnps.cli.errors import handle_errors
 from nnps.core import catalog, checkpoint, validation
 from nnps.core.config import TrainConfig
-from nnps.core.images import read_image
+from nnps.core.images import box_for, read_image
 from nnps.core.errors import ConfigError, DataError
 from nnps.core.shard import ShardWorker, unpack_evaluation
 
@@ -82,7 +82,7 @@ def predict(
     names = catalog.class_names(str(ck.meta.get("config", {}).get("data", "")), ck.network.sizes[-1])
     results = []
     for spec in images:
-        pixels, note = read_image(spec, (side, side))
+        pixels, note = read_image(spec, (side, side), box_for(names, side))
         if pixels.size != ck.network.sizes[0]:
             raise DataError(f"{spec}: {pixels.size} pixels, the network takes {ck.network.sizes[0]}")
         x = pixels[None, :] * ck.network.np_dtype.type(1 / 255)

@@ -13,7 +13,7 @@ import typer
 
 from nnps.cli import pictures
 from nnps.cli.errors import handle_errors
-from nnps.core.images import read_image
+from nnps.core.images import box_for, read_image
 from nnps.core import catalog, checkpoint
 from nnps.core.errors import ConfigError, DataError
 from nnps.core.inspect import look_inside, mistakes, shard_sums, side_of
@@ -56,7 +56,7 @@ def inspect(
         raise DataError(f"{ds.name}: images have {ds.num_inputs} pixels, the checkpoint's network takes {net.sizes[0]}")
     names = catalog.class_names(data or config.get("data", ""), net.sizes[-1])
     side = side_of(net.sizes[0])
-    pixels, truth, what = _image(image, ds, label, side)
+    pixels, truth, what = _image(image, ds, label, side, box_for(names, side[0]))
     ws, _ = net.layout.views(params)
     inside = look_inside(net, params, pixels, truth)
     wrong = mistakes(net, params, ds.x_test, ds.y_test)
@@ -101,14 +101,15 @@ def inspect(
         print(f)
 
 
-def _image(image: str | None, ds: Any, label: int | None, side: tuple[int, int]) -> tuple[np.ndarray, int, str]:
+def _image(image: str | None, ds: Any, label: int | None, side: tuple[int, int],
+           box: int) -> tuple[np.ndarray, int, str]:  # fmt: skip
     """(pixels uint8, true label, a description) of the IMAGE argument."""
     if image is None or image.isdigit():
         i = int(image or 0)
         if i >= len(ds.y_test):
             raise DataError(f"test image {i} out of range: {ds.name} has {len(ds.y_test)}")
         return ds.x_test[i], int(ds.y_test[i]) if label is None else label, f"test image {i}"
-    pixels, _ = read_image(image, side)
+    pixels, _ = read_image(image, side, box)
     if label is None:
         raise ConfigError(f"{image}: give its true label with --label (the deltas are computed against it)")
     return pixels, label, image

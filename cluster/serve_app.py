@@ -137,16 +137,17 @@ class Model:
 
     async def predict(self, request: Request) -> JSONResponse:
         body = await capped_body(request)
-        inputs = self.weights().inputs
+        now = self.weights()
+        inputs = now.inputs
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            x = await self.uploaded(request, body, inputs)
+            x = await self.uploaded(request, body, inputs, list(now.classes))
         else:
             x = serving.rows_of(json_of(body), inputs)
         w, out = await self.forward(x)
         return JSONResponse({"step": w.step, "checkpoint": w.source, "predictions": serving.answers(w, out)})
 
     @staticmethod
-    async def uploaded(request: Request, body: bytes, inputs: int) -> np.ndarray:
+    async def uploaded(request: Request, body: bytes, inputs: int, classes: list[str]) -> np.ndarray:
         """The one file of a multipart upload, decoded as `nnps predict` decodes an image file."""
 
         async def replay() -> dict[str, Any]:
@@ -159,7 +160,7 @@ class Model:
         files = [v for v in form.values() if hasattr(v, "read")]
         if len(files) != 1:
             raise BadRequest("upload one image file (for example: curl -F image=@digit.png URL/predict)")
-        return serving.image_rows(await files[0].read(), files[0].filename or "upload", inputs)
+        return serving.image_rows(await files[0].read(), files[0].filename or "upload", inputs, classes)
 
     def stats(self) -> dict[str, Any]:
         w = self.weights()

@@ -18,7 +18,7 @@ import numpy as np
 
 from nnps.core import catalog, checkpoint
 from nnps.core.errors import DataError, NnpsError
-from nnps.core.images import decode, side_of
+from nnps.core.images import box_for, decode, side_of
 from nnps.core.network import Network
 from nnps.core.rundir import RunDir
 
@@ -173,10 +173,11 @@ def answers(w: Weights, out: np.ndarray) -> list[dict[str, Any]]:
     return rows
 
 
-def image_rows(data: bytes, name: str, inputs: int) -> np.ndarray:
+def image_rows(data: bytes, name: str, inputs: int, classes: list[str]) -> np.ndarray:
     """An uploaded image file as one row of pixels, read as `nnps predict` reads a file."""
     try:
-        pixels, _ = decode(data, name, side_of(inputs))
+        shape = side_of(inputs)
+        pixels, _ = decode(data, name, shape, box_for(classes, shape[0]))
     except DataError as e:
         raise BadRequest(str(e), status=415 if "not an image" in str(e) else 400)
     return pixels[None, :]

@@ -61,7 +61,7 @@ def test_evaluate_and_predict(tmp_path: Path) -> None:
     metrics = json.loads((rd / "metrics.jsonl").read_text().splitlines()[-1])
     assert out["accuracy"] == pytest.approx(metrics["test_accuracy"]) and out["examples"] == 10000
     assert np.array(out["confusion"]).sum() == 10000
-    # a PNG of test image 0 (a 7), dark on light and twice the size: resized and inverted
+    # a PNG of test image 0 (a 7), dark on light and twice the size: inverted, fitted and centred
     from PIL import Image
 
     from nnps.core.idx import read_images
@@ -74,7 +74,7 @@ def test_evaluate_and_predict(tmp_path: Path) -> None:
     assert pr.exit_code == 0, pr.output
     results = json.loads(pr.stdout)
     assert [r["prediction"] for r in results] == [7, 7]
-    assert results[0]["note"] == "resized from 56x56; inverted (light background)"
+    assert results[0]["note"] == "inverted (light background); 56x56, its ink fitted to 20x20 and centred"
     assert len(results[1]["activations"]) == 10
 
 

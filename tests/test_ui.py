@@ -73,14 +73,42 @@ def wait_for(condition, timeout: float = 60.0, what: str = "") -> object:
         time.sleep(0.2)
 
 
+def draw_seven(browser, pad, scale: float, offset: tuple[int, int]) -> tuple[list, list, str, list]:
+    """Clear the pad, draw a 7 of this scale (1.0: about 150x170 of the pad's 280x280) around
+    offset from the pad's centre; (pixels sent, pixels the network saw, prediction, outputs)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "clear").click()
+    s, (dx, dy) = scale, offset
+    ActionChains(browser).move_to_element_with_offset(pad, int(dx - 75 * s), int(dy - 90 * s)).click_and_hold() \
+        .move_by_offset(int(150 * s), 0).move_by_offset(int(-60 * s), int(90 * s)) \
+        .move_by_offset(int(-30 * s), int(80 * s)).release().perform()  # fmt: skip
+    # the last prediction is of the whole stroke (earlier ones came while it was drawn)
+    wait_for(lambda: browser.execute_script("return JSON.stringify(window.nnpsLastPixels) === "
+                                            "JSON.stringify(pixels())"), what="the stroke's prediction")  # fmt: skip
+    sent = browser.execute_script("return window.nnpsLastPixels")
+    seen = browser.execute_script("return window.nnpsSeen")
+    outputs = [float(b.text.split()[-1]) for b in browser.find_elements(By.CSS_SELECTOR, "#outputs .bar")]
+    return sent, seen, browser.find_element(By.ID, "prediction").text, outputs
+
+
+def overlap(a: list, b: list) -> float:
+    """Cosine similarity of two images' pixels: 1 for the same ink in the same place."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+
+
 def test_page_follows_a_run_draws_and_predicts_as_nnps_predict(browser, tmp_path: Path) -> None:
     run = tmp_path / "seed"
     trainer = nnps("train", "--data", str(MNIST_10K), "--hidden", "100", "--batch-size", "10", "--lr", "3.0",
                    "--epochs", "20", "--workers", "0", "--snapshot-weights", "--log-progress", "--run-dir", str(run),
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    server, url = serve(str(run))
+    other = tmp_path / "other"  # a second run to switch to: no W^1 snapshots, one hidden layer of 20
+    assert nnps("train", "--data", str(MNIST_10K), "--hidden", "20", "--steps", "300", "--workers", "0",
+                "--run-dir", str(other), stdout=subprocess.DEVNULL).wait(timeout=300) == 0  # fmt: skip
+    server, url = serve(str(run), str(other))
     try:
-        from selenium.webdriver.common.action_chains import ActionChains
         from selenium.webdriver.common.by import By
 
         wait_for(lambda: (run / "metrics.jsonl").exists(), what="the run's first epoch")
@@ -105,29 +133,29 @@ def test_page_follows_a_run_draws_and_predicts_as_nnps_predict(browser, tmp_path
         assert browser.find_element(By.ID, "epoch").text == "0"
         browser.save_screenshot(str(ARTIFACTS / "weights-epoch-0.png"))
 
-        # a stroke on the canvas: a 7
+        # a 7 drawn on the pad: the page's answer is `nnps predict`'s for the same pixels as an image file
         pad = browser.find_element(By.ID, "pad")
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", pad)
         time.sleep(0.5)  # the page settles (images above the pad have loaded)
-        ActionChains(browser).move_to_element_with_offset(pad, -80, -90).click_and_hold().move_by_offset(150, 0) \
-            .move_by_offset(-60, 90).move_by_offset(-30, 80).release().perform()  # fmt: skip
-        # the last prediction is of the whole stroke (earlier ones came while it was drawn)
-        wait_for(lambda: browser.execute_script("return JSON.stringify(window.nnpsLastPixels) === "
-                                                "JSON.stringify(pixels())"), what="the stroke's prediction")  # fmt: skip
-        sent = browser.execute_script("return window.nnpsLastPixels")
-        shown = browser.find_element(By.ID, "prediction").text
-        outputs = [float(b.text.split()[-1]) for b in browser.find_elements(By.CSS_SELECTOR, "#outputs .bar")]
+        sent, seen, shown, outputs = draw_seven(browser, pad, 1.0, (0, 0))
         browser.save_screenshot(str(ARTIFACTS / "canvas-prediction.png"))
-        assert len(sent) == 784 and len(outputs) == 10
-        drawn = np.array(sent).reshape(28, 28)
-        assert drawn[:8].sum() > 0 and drawn[14:].sum() > 0  # the 7's top bar and its stem
+        assert len(sent) == 112 * 112 and len(seen) == 784 and len(outputs) == 10
         pgm = tmp_path / "drawn.pgm"
-        pgm.write_bytes(b"P5 28 28 255\n" + bytes(sent))
+        pgm.write_bytes(b"P5 112 112 255\n" + bytes(sent))
         out = subprocess.run([sys.executable, "-m", "nnps.cli.main", "predict", str(run / "final.npz"), str(pgm),
                               "--json"], capture_output=True, text=True, check=True)  # fmt: skip
         predicted = json.loads(out.stdout)[0]
-        assert shown == str(predicted["prediction"])
+        assert shown == str(predicted["prediction"]) == "7"
         assert outputs == pytest.approx([round(v, 3) for v in predicted["activations"]], abs=1e-3)
+        labels = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#activations .layer-name")]
+        assert labels == ["a1 (100)", "a2 output (10)"]
+        # smaller and off-centre: the network sees about the same 28x28 digit, and says 7
+        for scale, offset, name in ((0.5, (-70, -70), "small-top-left"), (0.6, (60, 50), "small-bottom-right")):
+            raw, sees, says, _ = draw_seven(browser, pad, scale, offset)
+            browser.save_screenshot(str(ARTIFACTS / f"canvas-{name}.png"))
+            assert overlap(raw, sent) < 0.5  # drawn elsewhere on the pad...
+            assert overlap(sees, seen) > 0.6, name  # ...seen where the first was
+            assert says == "7", name
 
         # the confusion matrix, and one cell's images
         cell = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#confusion td[data-true='7'][data-pred='7']"),
@@ -140,6 +168,22 @@ def test_page_follows_a_run_draws_and_predicts_as_nnps_predict(browser, tmp_path
                  what="the final checkpoint's confusion")  # fmt: skip
         browser.execute_script("arguments[0].scrollIntoView({block: 'end'})", shot)
         browser.save_screenshot(str(ARTIFACTS / "confusion-cell.png"))
+        assert browser.find_element(By.ID, "error").text == ""
+
+        # the other run: nothing of the first stays (its W^1, its cell's images, its answer for the drawing)
+        browser.find_elements(By.CSS_SELECTOR, "#runs li")[1].click()
+        wait_for(lambda: browser.find_element(By.ID, "run-name").text == "other", what="the other run")
+        for image in ("weights", "cell"):
+            assert browser.find_element(By.ID, image).get_attribute("src") in (None, ""), image
+        wait_for(lambda: browser.find_element(By.ID, "weights-note").text.startswith("no W^1 snapshots"),
+                 what="the other run's note on W^1")  # fmt: skip
+        wait_for(lambda: [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#activations .layer-name")] ==
+                 ["a1 (20)", "a2 output (10)"], what="the drawing's activations in the other run")  # fmt: skip
+        mine = json.loads(subprocess.run([sys.executable, "-m", "nnps.cli.main", "evaluate", str(other), "--json"],
+                                         capture_output=True, text=True, check=True).stdout)  # fmt: skip
+        wait_for(lambda: browser.find_element(By.ID, "confusion-note").text ==
+                 f"final.npz: test accuracy {100 * mine['accuracy']:.2f}%", what="the other run's confusion")  # fmt: skip
+        browser.save_screenshot(str(ARTIFACTS / "switched-run.png"))
         assert browser.find_element(By.ID, "error").text == ""
     finally:
         trainer.kill()
@@ -173,7 +217,7 @@ def test_bad_requests_get_an_error_and_the_next_is_served(tiny_npz: Path, tmp_pa
             (f"{api}/1/predict", pixels, 422, f"{broken / 'final.npz'}: not a readable checkpoint"),
             (f"{api}/0/predict", b"{not json", 400, "the body is not JSON"),
             (f"{api}/0/predict", json.dumps({"pixels": [300] * 36}).encode(), 400, "pixels must be numbers 0-255"),
-            (f"{api}/0/predict", json.dumps({"pixels": [0] * 5}).encode(), 400, "5 pixels; the network takes 36"),
+            (f"{api}/0/predict", json.dumps({"pixels": [0] * 5}).encode(), 400, "5 pixels: not a square image"),
             (f"{api}/0/predict", json.dumps({"pixels": [0] * 100_000}).encode(), 413, "Request Entity Too Large"),
             (f"{api}/0/weights/3.png", None, 404, f"{good}: no W^1 snapshot for epoch 3"),
             (f"{api}/0/confusion/3/99.png", None, 404, "no cell (3, 99): classes are 0..9"),

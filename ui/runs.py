@@ -21,7 +21,8 @@ import numpy as np
 from nnps.core import catalog, checkpoint
 from nnps.core.datasets import Dataset
 from nnps.core.errors import NnpsError
-from nnps.core.inspect import Mistakes, forward_one, mistakes
+from nnps.core.images import box_for, centred
+from nnps.core.inspect import Mistakes, forward_one, mistakes, side_of
 from nnps.core.rundir import RunDir
 
 
@@ -82,14 +83,21 @@ class Run:
     def classes(self, n: int) -> list[str]:
         return catalog.class_names(str(self.config().get("data", "")), n)
 
-    def predict(self, pixels: np.ndarray) -> dict[str, Any]:
+    def predict(self, drawn: np.ndarray) -> dict[str, Any]:
+        """The network's answer for a square image drawn on the pad (any size: it is fitted
+        and centred as `nnps predict` does an image file)."""
         name, ck = self.latest()
-        if pixels.size != ck.network.sizes[0]:
-            raise ValueError(f"{pixels.size} pixels; the network takes {ck.network.sizes[0]}")
+        side, inputs = int(round(drawn.size**0.5)), ck.network.sizes[0]
+        if side * side != drawn.size:
+            raise ValueError(f"{drawn.size} pixels: not a square image")
+        shape = side_of(inputs)
+        if shape[0] * shape[1] != inputs:
+            raise ValueError(f"the network takes {inputs} inputs, which is no square image")
+        pixels = centred(drawn.reshape(side, side), shape, box_for(self.classes(ck.network.sizes[-1]), shape[0]))
         activations = forward_one(ck.network, ck.params, pixels)
         out = activations[-1]
         return {"checkpoint": name, "prediction": int(out.argmax()), "label": self.classes(len(out))[int(out.argmax())],
-                "outputs": out.astype(float).tolist(),
+                "outputs": out.astype(float).tolist(), "pixels": pixels.tolist(),
                 "activations": [a.astype(float).tolist() for a in activations[1:]]}  # fmt: skip
 
     def test_mistakes(self) -> tuple[str, Mistakes]:

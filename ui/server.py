@@ -33,7 +33,7 @@ from nnps.ui.runs import NotFound, Run
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024  # a 28x28 image as JSON is ~3 KB
-MAX_PIXELS = 4096
+MAX_PIXELS = 128 * 128  # the pad sends 112x112
 RUNS = web.AppKey("runs", Callable[[], list[Run]])
 
 

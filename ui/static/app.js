@@ -34,6 +34,7 @@ function escape(text) {
 async function selectRun(id) {
   state.run = id;
   state.rows = [];
+  forgetRun();
   for (const li of $("runs").children) li.classList.toggle("selected", Number(li.dataset.id) === id);
   $("run").hidden = false;
   clearInterval(state.timer);
@@ -66,6 +67,24 @@ async function refresh() {
     state.confusionOf = summary.checkpoint;
     loadConfusion().catch((e) => { $("confusion-note").textContent = e.message; });
   }
+}
+
+// What the page showed of the previous run goes when another is chosen.
+function forgetRun() {
+  const slider = $("epoch-slider");
+  slider.disabled = true; slider.min = 0; slider.max = 0; slider.value = 0;
+  $("epoch").textContent = "-";
+  for (const id of ["weights", "cell"]) { $(id).removeAttribute("src"); $(id).alt = ""; }
+  $("weights-note").textContent = "";
+  $("confusion").replaceChildren();
+  $("confusion-note").textContent = "";
+  $("prediction").textContent = "-";
+  $("pred-label").textContent = "";
+  $("outputs").replaceChildren();
+  $("activations").replaceChildren();
+  $("seen").getContext("2d").clearRect(0, 0, $("seen").width, $("seen").height);
+  window.nnpsLastPixels = null;
+  if (padHasInk()) setTimeout(predictNow, 0);  // the drawing stays; the new run's answer for it
 }
 
 function drawCurves() {
@@ -115,8 +134,11 @@ function showWeights() {
   $("weights").src = `/api/runs/${state.run}/weights/${epoch}.png`;
 }
 
-// The drawing pad: white strokes on black, as MNIST's digits are; every 10x10 block of the
-// 280x280 canvas becomes one of the 28x28 pixels sent (its mean brightness, 0-255).
+// The drawing pad: white strokes on black, as MNIST's digits are. It sends the pad at
+// SENT x SENT pixels (0-255); the server fits the ink to the network's frame and centres it
+// as MNIST's digits were made (core/images.py), the same function `nnps predict` uses, and
+// answers with the pixels the network saw, drawn beside the pad.
+const SENT = 112;
 const pad = $("pad"), pen = pad.getContext("2d");
 let drawing = false, pending = null;
 function clearPad() { pen.fillStyle = "#000"; pen.fillRect(0, 0, pad.width, pad.height); }
@@ -130,18 +152,36 @@ window.addEventListener("pointerup", () => { if (drawing) { drawing = false; pre
 $("clear").onclick = () => { clearPad(); predictNow(); };
 
 function stroke(e) {
-  pen.lineWidth = 22; pen.lineCap = "round"; pen.lineJoin = "round"; pen.strokeStyle = "#fff";
+  pen.lineWidth = 16; pen.lineCap = "round"; pen.lineJoin = "round"; pen.strokeStyle = "#fff";
   pen.lineTo(...at(e)); pen.stroke(); pen.beginPath(); pen.moveTo(...at(e));
   if (!pending) pending = setTimeout(predictNow, 120);  // redrawn as the stroke changes
 }
 
 function pixels() {
-  const data = pen.getImageData(0, 0, pad.width, pad.height).data, n = state.side, block = pad.width / n;
-  const out = new Array(n * n).fill(0);
-  for (let y = 0; y < pad.height; y++)
-    for (let x = 0; x < pad.width; x++)
-      out[Math.floor(y / block) * n + Math.floor(x / block)] += data[4 * (y * pad.width + x)];
-  return out.map((v) => Math.round(v / (block * block)));
+  const small = document.createElement("canvas");
+  small.width = small.height = SENT;
+  const g = small.getContext("2d");
+  g.imageSmoothingEnabled = true; g.imageSmoothingQuality = "high";
+  g.drawImage(pad, 0, 0, SENT, SENT);
+  const data = g.getImageData(0, 0, SENT, SENT).data;
+  return Array.from({ length: SENT * SENT }, (_, i) => data[4 * i]);
+}
+
+function padHasInk() {
+  const data = pen.getImageData(0, 0, pad.width, pad.height).data;
+  for (let i = 0; i < data.length; i += 4) if (data[i]) return true;
+  return false;
+}
+
+function drawSeen(seen) {  // the network's input, 28x28, scaled up
+  const canvas = $("seen"), n = Math.round(Math.sqrt(seen.length)), g = canvas.getContext("2d");
+  const img = g.createImageData(n, n);
+  seen.forEach((v, i) => { img.data.set([v, v, v, 255], 4 * i); });
+  const tmp = document.createElement("canvas");
+  tmp.width = tmp.height = n;
+  tmp.getContext("2d").putImageData(img, 0, 0);
+  g.imageSmoothingEnabled = false;
+  g.drawImage(tmp, 0, 0, canvas.width, canvas.height);
 }
 
 async function predictNow() {
@@ -156,6 +196,8 @@ async function predictNow() {
     $("pred-label").textContent = r.label === String(r.prediction) ? "" : r.label;
     $("outputs").replaceChildren(...r.outputs.map((v, k) => bar(k, v)));
     $("activations").replaceChildren(...r.activations.map(layerRow));
+    drawSeen(r.pixels);
+    window.nnpsSeen = r.pixels;
     showError(null);
   } catch (e) { showError(e); }
 }
@@ -167,10 +209,13 @@ function bar(k, v) {
   return div;
 }
 
-function layerRow(values, l) {
+function layerRow(values, l, all) {
   const div = document.createElement("div");
   div.className = "layer";
-  div.title = `a^${l + 1}`;
+  const name = document.createElement("span");  // a^1 .. a^L, the last the output layer
+  name.className = "layer-name";
+  name.innerHTML = `a<sup>${l + 1}</sup>${l === all.length - 1 ? " output" : ""} <small>(${values.length})</small>`;
+  div.appendChild(name);
   const top = Math.max(...values.map(Math.abs)) || 1;
   for (const v of values) {
     const cell = document.createElement("i");
