@@ -33,7 +33,7 @@ def pyplot() -> Any:
 
 def save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight", pad_inches=0.1)  # titles and labels whole, never cut at the edge
     pyplot().close(fig)
     return path
 

@@ -76,6 +76,10 @@ def test_cli_inspect_writes_each_view(tmp_path: Path) -> None:
     for n in names:
         with Image.open(out / n) as im:
             assert im.size[0] > 200 and im.size[1] > 100
+            if n.endswith(".png"):  # nothing drawn touches the image's edge: no title or label is cut off
+                rgb = np.asarray(im.convert("RGB")).astype(int)
+                edges = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+                assert (edges == 255).all(), n
     with Image.open(out / "weights-1.gif") as gif:
         assert gif.n_frames == 3  # epochs 0, 1, 2
     numbers = json.loads(runner.invoke(app, ["inspect", str(run / "final.npz"), "3", "--json"]).stdout)
