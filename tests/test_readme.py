@@ -72,6 +72,7 @@ def test_the_readme_session_runs_offline_as_written(tmp_path: Path) -> None:
     replayed = re.search(r"replayed (\d+) updates of runs/bounded in one process: max \|w - final\.npz\| = (\S+);", log)
     assert replayed and int(replayed[1]) > 0 and float(replayed[2]) < 1e-5, log[-3000:]
     assert re.search(r"best: trial-\d+ \(.*\): validation \d+\.\d+%, test \d+\.\d+%", log)
+    assert re.search(r"done: 100 steps \(unix 100\); test accuracy \d+\.\d+%; weights in runs/on-cluster/final\.npz", log)
     assert re.search(r"digits-1: SUCCEEDED  epoch 2/2  step 2000/2000 ", log), log[-3000:]
     # nnps's own paths print nnps's lines, not Ray's log records
     for ray_line in ("packaging.py", "sdk.py", "UserWarning"):
