@@ -63,10 +63,12 @@ def base_config(fixed: list[str], validation_fraction: float) -> dict[str, Any]:
     given = [a for a in fixed if a.split("=")[0] in NOT_IN_A_SWEEP]
     if given:
         raise ConfigError(f"{given[0].split('=')[0]} is not a trial flag: a sweep has its own, or takes none")
-    if params["workers"] not in ("auto", "0"):
-        raise ConfigError(f"--workers {params['workers']}: trials train in-process, one per core (--concurrency)")
+    workers = params["workers"]  # the trials' workers: auto (the cost model) or N, kept in the base
     params.update(workers="0", address=None, validation_fraction=params["validation_fraction"] or validation_fraction)
-    return config_from_options(params).replace(workers=0).to_dict()
+    base = config_from_options(params).replace(workers=0).to_dict()
+    if workers != "auto" and not (workers.isdigit()):
+        raise ConfigError(f"--workers must be a count or auto, got {workers!r}")
+    return {**base, "workers": workers if workers == "auto" else int(workers)}
 
 
 @handle_errors
@@ -78,7 +80,7 @@ def sweep(
     grace_period: Annotated[int, typer.Option(help="ASHA: epochs before a trial can be stopped")] = 1,
     reduction_factor: Annotated[float, typer.Option(help="ASHA: keep 1 in this many at each rung (Tune's default, 4)")] = 4.0,
     validation_fraction: Annotated[float, typer.Option(help="Part of the training set held out to judge trials")] = 0.1,
-    concurrency: Annotated[str, typer.Option(help="Trials at once: auto (one per CPU) or N")] = "auto",
+    concurrency: Annotated[str, typer.Option(help="Trials at once: auto (the cost model shares the CPUs between trials and their workers; --workers N fixes those) or N")] = "auto",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)", envvar="RAY_ADDRESS")] = None,
     run_dir: Annotated[Optional[str], typer.Option(help="The sweep's directory (local path)")] = None,
     resume: Annotated[bool, typer.Option(help="Go on with the sweep in --run-dir")] = False,
@@ -146,20 +148,20 @@ def run(spec: Any, sweep_dir: Path, resume: bool, address: str | None, log_progr
 
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # its notes on loggers nnps turned off
-    if address is None and (spec.concurrency or 0) > (os.cpu_count() or 1):  # before starting Ray
-        raise ConfigError(f"--concurrency {spec.concurrency}: this machine has {os.cpu_count()} CPUs, one per trial")
+    if address is None:  # before starting Ray
+        runner.check_fits(spec, os.cpu_count() or 1, "this machine")
     data = runner.sweep_data(spec)  # a bad --data fails here, before Ray starts or anything is written
     with ray_connection(address):
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        c = spec.concurrency or cpus
-        if c > cpus:
-            raise ConfigError(f"--concurrency {c}: the Ray at hand has {cpus} CPUs, one per trial")
+        c, k, why = runner.shape(spec, data, cpus)
         if not resume:
             spec.save(sweep_dir)
-        say(f"sweep: {spec.trials()} trials of {spec.epochs} epochs, {c} at a time (one in-process trial per CPU), "
+        each = "each in-process" if k == 0 else f"each with {k} Ray worker{'s' if k > 1 else ''}"
+        say(f"sweep: {spec.trials()} trials of {spec.epochs} epochs, {c} at a time, {each} ({why}), "
             f"{spec.scheduler}; {', '.join(a.describe() for a in spec.parsed())}")  # fmt: skip
         lines = runner.progress_callback(say, spec.epochs, spec.trials() if log_progress else None)
-        runner.tuner(spec, data, sweep_dir, c, resume, [lines]).fit()
+        with runner.shared_data(data) as holder:
+            runner.tuner(spec, holder, sweep_dir, c, k, resume, [lines]).fit()
     return runner.finish(sweep_dir, spec, lines)
 
 

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.util import get_current_placement_group as current_placement_group
 
 from nnps.cluster.connect import embedded, inline_bytes, ray_connection
 from nnps.cluster.parameter_server import ParameterServer
@@ -79,9 +80,12 @@ def merge_records(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class RayExecutor:
-    def __init__(self, plan: Plan, dataset: Dataset, num_workers: int) -> None:
+    def __init__(self, plan: Plan, dataset: Dataset, num_workers: int, shared: str | None = None,
+                 threads: int | None = None) -> None:  # fmt: skip
+        """`shared`: the name of a holder of the data already in the object store (a sweep's);
+        `threads`: BLAS threads (and CPUs) per worker, else threads_per_worker's."""
         self.plan = plan
-        self.threads = threads_per_worker(plan, num_workers)
+        self.threads = threads or threads_per_worker(plan, num_workers)
         cpus = ray.cluster_resources().get("CPU", 0)
         if embedded() and num_workers * self.threads > cpus:  # Ray would wait for the CPUs forever
             raise ClusterError(f"{num_workers} workers x {self.threads} CPUs need {num_workers * self.threads} CPUs; "
@@ -93,7 +97,7 @@ class RayExecutor:
         self.closed = False
         # Put once: every worker on a node maps the same read-only copy; the workers find it
         # by the holder's name (worker/training_data.py).
-        self.data_name, self.data_holder = training_data.share(
+        self.data_name, self.data_holder = (shared, None) if shared else training_data.share(
             (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
         self.n_rows = {"train": len(dataset.y_train), "test": len(dataset.y_test)}
         self.num_workers = num_workers
@@ -105,7 +109,7 @@ class RayExecutor:
     def restore(self, snapshot: Snapshot) -> None:
         """(Re)build the parameter server from a snapshot: at start, and after it was lost."""
         if not self.workers:
-            self.workers = [GradientWorker.options(**worker_options(self.threads)).remote(
+            self.workers = [GradientWorker.options(**worker_options(self.threads, current_placement_group())).remote(
                                 self.plan.network, self.data_name, self.threads) for _ in range(self.num_workers)]  # fmt: skip
         if self.server is not None:
             self._retire_server()
@@ -194,7 +198,8 @@ class RayExecutor:
         if not self.closed:
             self._retire_server()
         for actor in [*self.workers, self.data_holder]:
-            ray.kill(actor, no_restart=True)
+            if actor is not None:  # a shared holder is its owner's to end
+                ray.kill(actor, no_restart=True)
         self.closed = True
         step_file.sweep_stale()  # the step files of servers that died on this machine, if any
 

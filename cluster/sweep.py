@@ -8,7 +8,8 @@ that holds only the epoch's number: the run directory is the real checkpoint, so
 that Tune restarts (its process killed, or the driver resumed) goes on from its files.
 
 The data reaches the trials through Ray's object store, put there once by the driver
-(`tune.with_parameters`): every trial on a node reads the same pages, one copy per node.
+(sweep_runner.shared_data): every trial on a node, and every worker of a trial that has
+workers, reads the same pages, one copy per node.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.early_stopping import EarlyStopping
 from nnps.core.rundir import RunDir
-from nnps.core.training import make_in_process, train
+from nnps.core.training import ExecutorFactory, make_in_process, train
 
 METRIC, COST = "val_accuracy", "val_cost"
 TIME = "epoch"
@@ -43,11 +44,14 @@ def epochs_done(run: RunDir) -> list[dict[str, Any]]:
     return [r for r in run.read_metrics() if "epoch" in r] if run.exists("config.json") else []
 
 
-def run_trial(params: dict[str, Any], *, data: Dataset, base: dict[str, Any], trials_dir: str, epochs: int) -> None:
-    """Tune's function trainable: train the trial epoch by epoch, reporting each to Tune."""
+def run_trial(params: dict[str, Any], *, data: Any, base: dict[str, Any], trials_dir: str, epochs: int) -> None:
+    """Tune's function trainable: train the trial epoch by epoch, reporting each to Tune.
+    `data`: where the sweep's data is (sweep_runner.DataHolder); `base["workers"]`: k
+    workers of the trial's own (in its placement group), or 0 to train in this process."""
     from threadpoolctl import threadpool_limits
 
     config = trial_config(base, params)
+    dataset: Dataset = data.dataset()
     run = RunDir(f"{trials_dir}/trial-{tune.get_context().get_trial_id().rsplit('_', 1)[-1]}")
     start = 0
     if (ck := tune.get_checkpoint()) is not None:
@@ -57,7 +61,7 @@ def run_trial(params: dict[str, Any], *, data: Dataset, base: dict[str, Any], tr
         for epoch in range(start + 1, epochs + 1):
             rows = epochs_done(run)
             if len(rows) < epoch:  # else the files already hold it (the driver died before Tune saw it)
-                train(config.replace(epochs=epoch), data, run, resume=True, make_executor=make_in_process)
+                train(config.replace(epochs=epoch), dataset, run, resume=True, make_executor=executor(config, data))
                 rows = epochs_done(run)
             row = rows[epoch - 1]
             stopped = config.early_stopping and EarlyStopping.from_rows(config.early_stopping, rows[:epoch]).stop
@@ -65,9 +69,19 @@ def run_trial(params: dict[str, Any], *, data: Dataset, base: dict[str, Any], tr
                 with open(os.path.join(d, "epoch.json"), "w") as f:
                     json.dump({"epoch": epoch}, f)
                 tune.report({TIME: epoch, METRIC: row["test_accuracy"], COST: row["test_cost"], "step": row["step"],
-                             "data_shared": shared(data)}, checkpoint=tune.Checkpoint.from_directory(d))  # fmt: skip
+                             "data_shared": shared(dataset)}, checkpoint=tune.Checkpoint.from_directory(d))  # fmt: skip
             if stopped:  # --early-stopping: the trial ends itself
                 return
+
+
+def executor(config: TrainConfig, data: Any) -> ExecutorFactory:
+    """In-process, or k Ray workers in the trial's placement group (a CPU and a BLAS thread
+    each) reading the sweep's one copy of the data."""
+    if not config.workers:
+        return make_in_process
+    from nnps.cluster.ray_executor import RayExecutor
+
+    return lambda plan, dataset: RayExecutor(plan, dataset, int(config.workers), shared=data.holder, threads=1)
 
 
 def shared(data: Dataset) -> bool:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from nnps.core import catalog, space, validation
 from nnps.core.config import TrainConfig
@@ -102,11 +103,85 @@ def domains(spec: SweepSpec) -> dict[str, Any]:
 
 def sweep_data(spec: SweepSpec) -> Dataset:
     """The data every trial trains on: the dataset less its validation split."""
-    base = TrainConfig.from_dict(spec.base)
+    base = TrainConfig.from_dict({**spec.base, "workers": 0})
     return validation.for_config(base, catalog.load(base.data))
 
 
-def tuner(spec: SweepSpec, data: Dataset, sweep_dir: Path, concurrency: int, resume: bool,
+def largest_trial(spec: SweepSpec) -> TrainConfig:
+    """The trial whose step takes longest: the widest network and the largest batch of the space."""
+    config = TrainConfig.from_dict({**spec.base, "workers": 0})
+    for a in spec.parsed():
+        if a.field == "hidden":
+            config = config.replace(hidden=max(a.values, key=lambda h: sum(x * y for x, y in zip((784, *h), (*h, 10)))))
+        elif a.field == "batch_size":
+            config = config.replace(batch_size=int(max(a.values) if a.values else a.hi))
+    return config
+
+
+def shape(spec: SweepSpec, data: Dataset, cpus: int) -> tuple[int, int, str]:
+    """(trials at a time, workers per trial, why): --concurrency and --workers as given,
+    the rest from the cost model (core/costmodel.sweep_shape) on the largest trial."""
+    from nnps.cluster.driver import predict
+    from nnps.core import costmodel
+
+    k_fixed, c_fixed = check_fits(spec, cpus, "the Ray at hand")
+    if c_fixed and k_fixed is not None:
+        return c_fixed, k_fixed, f"--concurrency {c_fixed}, --workers {k_fixed}"
+    big = largest_trial(spec)
+    counts = [k_fixed] if k_fixed else ([] if k_fixed == 0 else range(1, cpus))
+    choice = predict(big, data, [k for k in counts if (c_fixed or 1) * (1 + k) <= cpus])
+    p = choice.predicted_s if k_fixed is None else {k_fixed: choice.predicted_s[k_fixed]}
+    c, k = costmodel.sweep_shape(cpus, spec.trials(), p, c_fixed, k_fixed)  # check_fits: some shape fits
+    pick = f", {k} workers {p[k] * 1e3:.2f}" if k else ""
+    return c, k, (f"the cost model on the largest trial, {'-'.join(map(str, (784, *big.hidden, 10)))} at batch "
+                  f"{big.batch_size}: in-process {choice.predicted_s[0] * 1e3:.2f}{pick} ms a step; {choice.source}")
+
+
+def check_fits(spec: SweepSpec, cpus: int, where: str) -> tuple[int | None, int | None]:
+    """(--workers, --concurrency) as given (None: auto), refused in one line where they
+    cannot fit `cpus`: a trial takes a CPU, and one more for each of its workers."""
+    given = spec.base.get("workers", 0)
+    k, c = (None if given == "auto" else int(given)), spec.concurrency
+    per_trial = 1 + k if k else 1
+    if k is not None and per_trial > cpus:
+        raise ConfigError(f"--workers {k}: a trial takes {per_trial} CPUs (its process and {k} workers); "
+                          f"{where} has {cpus}")  # fmt: skip
+    if c and c * per_trial > cpus:
+        each = f"{per_trial} CPUs" if k else "one CPU (or more, with workers)"
+        raise ConfigError(f"--concurrency {c}: {where} has {cpus} CPUs; a trial takes {each}")
+    return k, c
+
+
+@contextmanager
+def shared_data(data: Dataset) -> Iterator["DataHolder"]:
+    """The sweep's data in Ray's object store once, for every trial and their workers."""
+    import ray
+
+    from nnps.worker import training_data
+
+    name, holder = training_data.share((data.x_train, data.y_train, data.x_test, data.y_test))
+    try:
+        yield DataHolder(name, data.name, data.image_shape)
+    finally:
+        ray.kill(holder, no_restart=True)
+
+
+@dataclass(frozen=True)
+class DataHolder:
+    """Where a trial finds the sweep's data: the holder actor's name (worker/training_data.py)."""
+
+    holder: str
+    name: str
+    image_shape: tuple[int, int]
+
+    def dataset(self) -> Dataset:
+        """The arrays mapped read-only from this node's store: no copy of the trial's own."""
+        from nnps.worker import training_data
+
+        return Dataset(self.name, *training_data.fetch(self.holder), image_shape=self.image_shape)
+
+
+def tuner(spec: SweepSpec, data: DataHolder, sweep_dir: Path, concurrency: int, workers: int, resume: bool,
           callbacks: list[Any]) -> Any:
     """A new Tuner for the spec, or the one restored from SWEEP_DIR/tune."""
     from ray import tune
@@ -116,9 +191,10 @@ def tuner(spec: SweepSpec, data: Dataset, sweep_dir: Path, concurrency: int, res
 
     os.environ.update(TUNE_ENV)
     base = TrainConfig.from_dict(spec.base)
+    resources = tune.PlacementGroupFactory([{"CPU": 1}] * (1 + workers)) if workers else {"cpu": 1}
     trainable = tune.with_resources(
-        tune.with_parameters(sweep.run_trial, data=data, base=spec.base, trials_dir=str((sweep_dir / "trials").absolute()),
-                             epochs=spec.epochs), {"cpu": 1})  # fmt: skip
+        tune.with_parameters(sweep.run_trial, data=data, base={**spec.base, "workers": workers},
+                             trials_dir=str((sweep_dir / "trials").absolute()), epochs=spec.epochs), resources)  # fmt: skip
     if resume:
         return tune.Tuner.restore(str(sweep_dir / "tune"), trainable, resume_unfinished=True, resume_errored=True)
     grid = space.is_grid(spec.parsed(), spec.samples)

@@ -159,3 +159,25 @@ def predict(network: Network, batch: int, counts: Iterable[int], rate: float = V
                         + transfer_seconds(network, k, rate))  # fmt: skip
     best = min(predicted, key=lambda k: (predicted[k], k))
     return Choice(best, predicted, source)
+
+
+def sweep_shape(cpus: int, trials: int, predicted: dict[int, float], concurrency: int | None = None,
+                workers: int | None = None) -> tuple[int, int]:  # fmt: skip
+    """(c trials at a time, k workers each) that finish `trials` like trials soonest: rounds
+    of c trials, each step taking predicted[k] (k = 0: in-process). A trial takes a CPU
+    in-process, 1 + k with k workers (its process drives them; the server asks for none).
+    `concurrency` or `workers` given: that one is fixed, the other chosen."""
+    best: tuple[tuple[float, int], int, int] | None = None
+    for k, t in predicted.items():
+        if workers is not None and k != workers:
+            continue
+        fit = cpus // (1 + k if k else 1)
+        c = min(trials, fit if concurrency is None else concurrency)
+        if c < 1 or c > fit:
+            continue
+        key = (math.ceil(trials / c) * t, k)  # the fewest workers among equals
+        if best is None or key < best[0]:
+            best = (key, c, k)
+    if best is None:
+        raise ValueError(f"no shape fits {cpus} CPUs (concurrency {concurrency}, workers {workers})")
+    return best[1], best[2]

@@ -76,3 +76,15 @@ def test_workers_share_one_node_s_cores_less_two_for_the_graph_s_readers() -> No
     assert worker_threads(seed, 10000, 2, 64) == 14
     assert worker_threads(wide, 256, 2, 2) == 1  # 2 cores: one each, as before
     assert worker_threads(wide, 256, 2, None) == 1  # several nodes: one CPU each
+
+
+def test_sweep_shape_spends_the_cores_where_the_model_says() -> None:
+    """Rounds of c trials, a trial taking 1 CPU in-process or 1 + k with k workers."""
+    assert costmodel.sweep_shape(2, 16, {0: 1e-3, 1: 2e-3}) == (2, 0)  # small networks: a trial per core
+    # a wide network, 4 trials on 16 cores: 3 workers each (4 CPUs a trial) beat in-process on 4 cores
+    assert costmodel.sweep_shape(16, 4, {0: 10e-3, 1: 9e-3, 2: 6e-3, 3: 4e-3, 4: 3.5e-3, 7: 2e-3}) == (4, 3)
+    assert costmodel.sweep_shape(16, 1, {0: 10e-3, 7: 3e-3, 15: 2e-3}) == (1, 15)  # one trial: every core it can use
+    assert costmodel.sweep_shape(16, 8, {0: 1.0, 1: 0.9, 3: 0.5}, workers=3) == (4, 3)  # --workers fixed: what fits
+    assert costmodel.sweep_shape(16, 8, {0: 1.0, 1: 0.9, 3: 0.5}, concurrency=8) == (8, 1)  # --concurrency fixed
+    with pytest.raises(ValueError):
+        costmodel.sweep_shape(2, 4, {0: 1.0, 2: 0.5}, workers=2)  # 3 CPUs a trial on 2

@@ -63,7 +63,9 @@ def test_the_validation_split_is_seeded_and_disjoint(mnist10k) -> None:
     (["--activation", "relu:tanh"], "--activation takes a choice (a,b,c), not a range: 'relu:tanh'"),
     (["--data", "mnist,kmnist", "--lr", "1,3"], "--data cannot vary in a sweep (every trial shares it); give it one value"),
     (["--lr", "1,3", "--concurrency", "64"], "--concurrency 64: this machine has"),
-    (["--lr", "1,3", "--workers", "2"], "--workers 2: trials train in-process, one per core (--concurrency)"),
+    (["--lr", "1,3", "--workers", "2"], "--workers 2: a trial takes 3 CPUs (its process and 2 workers); this machine has"),
+    (["--lr", "1,3", "--workers", "1", "--concurrency", "2"], "--concurrency 2: this machine has"),
+    (["--lr", "1,3", "--workers", "x"], "--workers must be a count or auto, got 'x'"),
     (["--lr", "1,1"], "--lr '1,1': a choice is listed twice"),
     (["--batch-size", "10,0"], "--batch-size must be >= 1, got 0"),
     (["--hidden", "30"], "nothing varies: give some flag a list (a,b) or a range (lo:hi)"),
@@ -82,8 +84,10 @@ def test_an_asha_sweep_end_to_end(tmp_path: Path) -> None:
     s = tmp_path / "s"
     r = sweep(*SEED_NET, "--lr", "0.5:4:log", "--batch-size", "10,50", "--samples", "8", "--scheduler", "asha",
               "--run-dir", str(s))  # fmt: skip
-    assert r.stderr.startswith("sweep: 8 trials of 2 epochs, 2 at a time (one in-process trial per CPU), asha; "
-                               "--lr 0.5..4.0 (log), --batch-size {10, 50}")  # fmt: skip
+    line = r.stderr.splitlines()[0]
+    assert line.startswith("sweep: 8 trials of 2 epochs, 2 at a time, each in-process (the cost model on the largest "
+                           "trial, 784-30-10 at batch 50: in-process ") and line.endswith(
+                           "), asha; --lr 0.5..4.0 (log), --batch-size {10, 50}"), line  # fmt: skip
     res = result(s)
     trials = res["trials"]
     assert [t["trial"] for t in trials] == [f"trial-{i:05d}" for i in range(8)]
@@ -176,4 +180,23 @@ def test_a_killed_trial_process_is_retried_to_identical_weights(tmp_path: Path) 
     for t in result(s)["trials"]:
         assert t["epochs"] == 5
         got, expected = serial_weights(s / "trials" / t["trial"])
+        assert np.array_equal(got, expected), t["trial"]
+
+
+def test_trials_with_ray_workers_of_their_own(tmp_path: Path) -> None:
+    """--workers 1: each trial drives a Ray worker in its placement group, reading the
+    sweep's one copy of the data; its weights are the serial run's."""
+    s = tmp_path / "s"
+    r = sweep(*SEED_NET, "--batch-size", "100", "--lr", "1,3", "--workers", "1", "--concurrency", "1",
+              "--scheduler", "fifo", "--run-dir", str(s))  # fmt: skip
+    assert r.stderr.startswith("sweep: 2 trials of 2 epochs, 1 at a time, each with 1 Ray worker (--concurrency 1, "
+                               "--workers 1), fifo; --lr {1.0, 3.0}\n"), r.stderr  # fmt: skip
+    res = result(s)
+    assert res["data"] == {"results_seen": 4, "trials_with_a_copy": []}
+    for t in res["trials"]:
+        trial = s / "trials" / t["trial"]
+        rows = [json.loads(line) for line in (trial / "metrics.jsonl").read_text().splitlines()]
+        assert json.loads((trial / "config.json").read_text())["workers"] == 1
+        assert len(rows) == 2 and all(r["channels"]["steps"]["unix"] > 0 for r in rows)  # steps on the worker
+        got, expected = serial_weights(trial)
         assert np.array_equal(got, expected), t["trial"]

@@ -100,8 +100,13 @@ class GradientWorker:
         return self.core is not None
 
 
-def worker_options(threads: int = 1) -> dict:
-    """Options for GradientWorker.options(...): spread across nodes, a CPU per BLAS thread.
-    (The threads are set in the actor with threadpoolctl: a runtime_env with env_vars
-    would cost each actor a fresh worker process instead of one Ray started ahead.)"""
+def worker_options(threads: int = 1, group: Any = None) -> dict:
+    """Options for GradientWorker.options(...): spread across nodes, a CPU per BLAS thread;
+    inside `group` (a placement group: a sweep's trial reserved its workers' CPUs) where
+    one is given. (The threads are set in the actor with threadpoolctl: a runtime_env with
+    env_vars would cost each actor a fresh worker process instead of one Ray started ahead.)"""
+    if group is not None:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(group), "num_cpus": threads}
     return {"scheduling_strategy": "SPREAD", "num_cpus": threads}
