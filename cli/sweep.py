@@ -148,7 +148,7 @@ def run(spec: Any, sweep_dir: Path, resume: bool, address: str | None, log_progr
 
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # its notes on loggers nnps turned off
-    if address is None:  # before starting Ray
+    if address is None and not ray.is_initialized():  # before starting Ray (a caller's own Ray: its CPUs, below)
         runner.check_fits(spec, os.cpu_count() or 1, "this machine")
     data = runner.sweep_data(spec)  # a bad --data fails here, before Ray starts or anything is written
     with ray_connection(address):
