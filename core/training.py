@@ -22,7 +22,7 @@ from nnps.core import checkpoint, memory, runlock, staleness
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.early_stopping import BEST, EarlyStopping
-from nnps.core.errors import ClusterError, ConfigError, DivergenceError, NnpsError
+from nnps.core.errors import CheckpointError, ClusterError, ConfigError, DivergenceError, NnpsError
 from nnps.core.network import N_STATS, Network, initial_params
 from nnps.core.rundir import RunDir
 from nnps.core.sampler import Sampler, split
@@ -140,7 +140,8 @@ def check_batch(config: TrainConfig, dataset: Dataset) -> None:
                           f"in {config.data}); use at most {n} (full-batch gradient descent)")  # fmt: skip
 
 
-def plan_run(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume: bool) -> Plan:
+def plan_run(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume: bool,
+             say: Callable[[str], None] = lambda _: None) -> Plan:  # fmt: skip
     check_batch(config, dataset)
     network = build_network(config, dataset)
     sampler = Sampler(len(dataset.y_train), config.batch_size, config.seed)
@@ -148,7 +149,7 @@ def plan_run(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resu
     if config.steps is not None:
         total = min(total, config.steps)
     if resume and run_dir is not None and run_dir.checkpoints():
-        start = _resume_point(config, network, dataset, run_dir)
+        start = _resume_point(config, network, dataset, run_dir, say)
     elif config.init:
         ck = checkpoint.load(config.init)
         if ck.network.sizes != network.sizes:
@@ -160,9 +161,28 @@ def plan_run(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resu
     return Plan(config, network, sampler, start, total)
 
 
-def _resume_point(config: TrainConfig, network: Network, dataset: Dataset, run_dir: RunDir) -> Snapshot:
-    step, name = run_dir.checkpoints()[-1]
-    ck = checkpoint.from_bytes(run_dir.read(name), run_dir.uri_of(name))
+def newest_readable(run_dir: RunDir, say: Callable[[str], None]) -> checkpoint.Checkpoint | None:
+    """The newest checkpoint that reads whole, saying which newer ones could not (a disk
+    that lost a file's pages, an edit); CheckpointError naming the newest if none can."""
+    skipped: list[CheckpointError] = []
+    for step, name in reversed(run_dir.checkpoints()):
+        try:
+            ck = checkpoint.from_bytes(run_dir.read(name), run_dir.uri_of(name))
+        except CheckpointError as e:
+            skipped.append(e)
+            continue
+        for e in skipped:
+            say(f"note: {e}; going on from the checkpoint before it")
+        return ck
+    if skipped:
+        raise CheckpointError(f"{skipped[0]}; no checkpoint of {run_dir} reads whole")
+    return None
+
+
+def _resume_point(config: TrainConfig, network: Network, dataset: Dataset, run_dir: RunDir,
+                  say: Callable[[str], None]) -> Snapshot:  # fmt: skip
+    ck = newest_readable(run_dir, say)
+    assert ck is not None  # plan_run asks only where checkpoints exist
     saved = ck.meta.get("config", {})
     if config.schedule == "cosine" and saved.get("epochs", config.epochs) != config.epochs:
         raise ConfigError(f"--resume --epochs {config.epochs}: {run_dir} has a cosine schedule over "
@@ -185,12 +205,10 @@ def _resume_point(config: TrainConfig, network: Network, dataset: Dataset, run_d
 def nothing_left(config: TrainConfig, run_dir: RunDir) -> str | None:
     """Why a --resume of run_dir has no step to take (its newest checkpoint is at the end
     of config's epochs or steps), or None. Reads one checkpoint's metadata, not the data."""
-    kept = run_dir.checkpoints()
-    if not kept:
+    ck = newest_readable(run_dir, lambda _: None)  # the run says which it skips, once, as it resumes
+    if ck is None:
         return None
-    step, name = kept[-1]
-    meta = checkpoint.from_bytes(run_dir.read(name), run_dir.uri_of(name)).meta
-    epoch = int(meta.get("epoch", 0))  # step // steps_per_epoch
+    step, epoch = ck.step, int(ck.meta.get("epoch", 0))  # epoch: step // steps_per_epoch
     if config.steps is not None and step >= config.steps:
         return f"{run_dir} is at step {step}, --steps {config.steps}"
     if epoch >= config.epochs:
@@ -238,11 +256,11 @@ def train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None = None, 
     """Train; returns a summary (final metrics, step, paths). Writes into run_dir if given,
     holding its lock (core/runlock.py) from before it reads a checkpoint to the end."""
     if run_dir is None:
-        return _train(config, dataset, None, resume, make_executor, reporter)
+        return _train(config, dataset, None, resume, make_executor, reporter, say)
     made = run_dir.create()
     try:
         with runlock.locked(run_dir, say):
-            return _train(config, dataset, run_dir, resume, make_executor, reporter)
+            return _train(config, dataset, run_dir, resume, make_executor, reporter, say)
     except NnpsError:
         if made:
             run_dir.remove_if_empty()  # a run refused before it wrote anything leaves no directory behind
@@ -250,8 +268,8 @@ def train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None = None, 
 
 
 def _train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume: bool,
-           make_executor: ExecutorFactory, reporter: Reporter | None) -> dict[str, Any]:  # fmt: skip
-    plan = plan_run(config, dataset, run_dir, resume)
+           make_executor: ExecutorFactory, reporter: Reporter | None, say: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    plan = plan_run(config, dataset, run_dir, resume, say)
     rows: list[dict[str, Any]] = []
     if run_dir is not None:
         run_dir.write_atomic("config.json", config.to_json().encode())

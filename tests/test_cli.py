@@ -137,12 +137,14 @@ def test_an_edited_config_json_is_one_line_and_the_run_is_untouched(text: str, f
 def test_corrupt_checkpoint_does_not_touch_the_run(tmp_path: Path, tiny_npz: Path, capsys) -> None:
     rd = tmp_path / "r"
     assert runner.invoke(app, ["train", "--data", str(tiny_npz), "--epochs", "2", "--run-dir", str(rd)]).exit_code == 0
+    for ck in rd.glob("ckpt-*.npz"):
+        ck.write_bytes(ck.read_bytes()[:100])  # every checkpoint is damaged
     ck = rd / "ckpt-000000048.npz"
-    ck.write_bytes(ck.read_bytes()[:100])  # the latest checkpoint is damaged
     before = {p.name: p.read_bytes() for p in rd.iterdir()}
     rc, _, err = run_main(["train", "--data", str(tiny_npz), "--epochs", "3", "--run-dir", str(rd), "--resume",
                            "--workers", "0"], capsys)  # fmt: skip
     assert rc == 1 and err.startswith(f"error: {ck}: not a readable checkpoint (BadZipFile") and err.count("\n") == 1
+    assert err.endswith(f"; no checkpoint of {rd} reads whole\n")
     assert {p.name: p.read_bytes() for p in rd.iterdir()} == before  # nothing written, nothing lost
 
 
@@ -195,6 +197,28 @@ def test_resume_extends_a_finished_run(tiny_npz: Path, tmp_path: Path, capsys) -
                                  f"0 at its end); over 3 epochs every step from the first would have had another "
                                  f"rate, so the run cannot be extended. Train a new run with --epochs 3, or go on "
                                  f"from these weights with a new schedule: --init {cos}/final.npz\n")  # fmt: skip
+
+
+def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(tiny_npz: Path, tmp_path: Path, capsys) -> None:
+    """--resume skips a newest checkpoint that does not read whole, with a line, and the
+    run ends as an uninterrupted one; with no readable checkpoint left, one line and exit 1."""
+    args = ["train", "--data", str(tiny_npz), "--hidden", "12", "--lr", "0.5", "--workers", "0", "--optimizer", "momentum"]
+    rd = tmp_path / "r"
+    assert runner.invoke(app, [*args, "--epochs", "3", "--run-dir", str(rd)]).exit_code == 0
+    kept = sorted(rd.glob("ckpt-*.npz"))
+    newest = kept[-1]
+    newest.write_bytes(newest.read_bytes()[:100])  # a torn file
+    code, _, err = run_main(["train", "--resume", "--run-dir", str(rd), "--epochs", "4"], capsys)
+    assert code == 0 and err.startswith(f"note: {newest}: not a readable checkpoint (") and \
+        err.splitlines()[0].endswith("; going on from the checkpoint before it"), err
+    assert runner.invoke(app, [*args, "--epochs", "4", "--run-dir", str(tmp_path / "w")]).exit_code == 0
+    with np.load(rd / "final.npz") as a, np.load(tmp_path / "w" / "final.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in b.files if k != "meta")
+    for ck in rd.glob("ckpt-*.npz"):
+        ck.write_bytes(b"garbage")
+    code, _, err = run_main(["train", "--resume", "--run-dir", str(rd), "--epochs", "5"], capsys)
+    assert code == 1 and err.splitlines()[-1].startswith("error: ") and \
+        err.splitlines()[-1].endswith(f"no checkpoint of {rd} reads whole") and "Traceback" not in err, err
 
 
 def test_fashion_mnist_class_names_in_evaluate_and_predict(tmp_path: Path) -> None:
