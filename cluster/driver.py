@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable
 
-from nnps.core import catalog, costmodel, validation
+from nnps.core import catalog, checkpoint, costmodel, validation
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.rundir import RunDir
-from nnps.core.errors import ClusterError
+from nnps.core.errors import ClusterError, ConfigError
 from nnps.core.training import Plan, Reporter, build_network, check_batch, make_in_process, nothing_left, train
 
 SLOWER_WARNING = 1.5  # warn when the chosen workers are predicted this many times slower than in-process
@@ -167,13 +167,44 @@ def warn_if_slower(config: TrainConfig, dataset: Dataset, say: Callable[[str], N
 
 
 def replay(run_dir: RunDir) -> dict[str, Any]:
-    """Recompute a bounded or async run from its record in one process (core/staleness.py);
-    writes replay.npz beside its final.npz and returns how far the two are apart."""
+    """Recompute a bounded or async run from its record in one process (core/staleness.py),
+    as a check: the record must be one the run could have made, its config the checkpoint's,
+    and the weights must come out as the run's (ReplayMismatch names where they part).
+    Writes replay.npz beside final.npz."""
     import numpy as np
 
-    from nnps.core import checkpoint, staleness
-    from nnps.core.errors import ConfigError
+    from nnps.core import staleness
     from nnps.core.training import checkpoint_bytes, plan_run
+
+    config, log, final = _replay_inputs(run_dir)
+    kept = {step: name for step, name in run_dir.checkpoints() if step < final.step}
+    dataset = load_data(config)
+    plan = plan_run(config.replace(steps=final.step), dataset, None, False)
+    snap, at = staleness.replay(config, plan.network, dataset, plan.start, log, set(kept))
+    run_dir.write_atomic("replay.npz", checkpoint_bytes(plan, dataset, snap))
+    diff = float(np.max(np.abs(snap.params - final.params)))
+    tol = REPLAY_TOLERANCE[config.dtype]
+    if diff > tol:
+        apart = {step: float(np.max(np.abs(at[step] - checkpoint.from_bytes(run_dir.read(name), name).params)))
+                 for step, name in kept.items() if step in at}  # fmt: skip
+        agreed = max([0, *(s for s, v in apart.items() if v <= tol)])
+        parted = min([final.step, *(s for s, v in apart.items() if v > tol and s > agreed)])
+        raise ReplayMismatch(f"--replay: the replayed weights differ from {run_dir.uri_of('final.npz')} by {diff:.3g} "
+                             f"(more than {config.dtype}'s {tol:g}): they agree up to update {agreed} and part by "
+                             f"update {parted}; the replayed weights are in {run_dir.uri_of('replay.npz')}")  # fmt: skip
+    return {"updates": len(log.rows), "max_abs_diff": diff, "final": run_dir.uri_of("replay.npz")}
+
+
+REPLAY_TOLERANCE = {"float64": 1e-9, "float32": 1e-5}  # a replay computes the very sums the workers did
+
+
+class ReplayMismatch(ConfigError):
+    """A replay that does not give the run's weights: the record or the checkpoint is not the run's."""
+
+
+def _replay_inputs(run_dir: RunDir) -> tuple[TrainConfig, Any, Any]:
+    """(config, record, final checkpoint) of a run to replay, each checked, or ConfigError."""
+    from nnps.core import staleness
 
     if not run_dir.exists("config.json"):
         raise ConfigError(f"--replay: {run_dir.uri_of('config.json')} is missing: not a run directory")
@@ -186,14 +217,15 @@ def replay(run_dir: RunDir) -> dict[str, Any]:
             raise ConfigError(f"--replay: {run_dir.uri_of(name)} is missing (the run did not finish?)")
     try:
         log = staleness.UpdateLog.from_bytes(run_dir.read(staleness.RECORD), run_dir.uri_of(staleness.RECORD))
+        staleness.check_record(log, config, run_dir.uri_of(staleness.RECORD))
     except ValueError as e:
         raise ConfigError(f"--replay: {e}") from None
     final = checkpoint.from_bytes(run_dir.read("final.npz"), run_dir.uri_of("final.npz"))
     if final.step != len(log.rows):
         raise ConfigError(f"--replay: the record has {len(log.rows)} updates, final.npz {final.step}")
-    dataset = load_data(config)
-    plan = plan_run(config.replace(steps=final.step), dataset, None, False)
-    snap = staleness.replay(config, plan.network, dataset, plan.start, log)
-    run_dir.write_atomic("replay.npz", checkpoint_bytes(plan, dataset, snap))
-    return {"updates": len(log.rows), "max_abs_diff": float(np.max(np.abs(snap.params - final.params))),
-            "final": run_dir.uri_of("replay.npz")}  # fmt: skip
+    saved, mine = final.meta.get("config", {}), config.to_dict()
+    changed = [k for k in TrainConfig.RESULT_KEYS if k in saved and saved[k] != mine[k]]
+    if changed:
+        raise ConfigError(f"--replay: {run_dir.uri_of('config.json')} disagrees with final.npz on "
+                          f"{', '.join(f'{k} ({mine[k]!r} against {saved[k]!r})' for k in changed)}")  # fmt: skip
+    return config, log, final

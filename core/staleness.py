@@ -161,8 +161,38 @@ def open_log(config: TrainConfig, run_dir: Any, resume: bool, start: int) -> Upd
     return log
 
 
-def replay(config: TrainConfig, network: Network, dataset: Dataset, start: Snapshot, log: UpdateLog) -> Snapshot:
-    """Recompute a recorded run in this process: update u is step t's batch on version d."""
+def check_record(log: UpdateLog, config: TrainConfig, where: str) -> None:
+    """A ValueError naming the first update that the run could not have recorded: each of
+    steps 0..n-1's batches taken once, by a worker the run had, on a version no more than
+    TAU behind (bounded). (Versions that do not exist yet are refused as the file is read.)"""
+    rows, n = log.rows, len(log.rows)
+    t, w, d = rows[:, 0], rows[:, 1], rows[:, 2]
+    faults: list[tuple[int, str]] = []
+    if (out := np.flatnonzero((t < 0) | (t >= n))).size:
+        u = int(out[0])
+        faults.append((u, f"update {u} takes step {t[u]}'s batch; a run of {n} updates takes steps 0..{n - 1}"))
+    order = np.argsort(t, kind="stable")
+    if (twice := np.flatnonzero(t[order][1:] == t[order][:-1])).size:
+        u, first = int(order[twice[0] + 1]), int(order[twice[0]])
+        faults.append((u, f"update {u} takes step {t[u]}'s batch again (update {first} took it)"))
+    k = int(config.workers) if isinstance(config.workers, int) else 0
+    if (bad := np.flatnonzero((w < 0) | (w >= k))).size:
+        u = int(bad[0])
+        faults.append((u, f"update {u} is worker {w[u]}'s; the run had workers 0..{k - 1}"))
+    if config.consistency == "bounded" and config.staleness is not None:
+        stale = np.arange(n) - d
+        if (late := np.flatnonzero(stale > config.staleness)).size:
+            u = int(late[0])
+            faults.append((u, f"update {u} was computed on version {d[u]}, {stale[u]} behind: more than "
+                              f"TAU {config.staleness}"))  # fmt: skip
+    if faults:
+        raise ValueError(f"{where}: {min(faults)[1]}")
+
+
+def replay(config: TrainConfig, network: Network, dataset: Dataset, start: Snapshot, log: UpdateLog,
+           keep: set[int] = frozenset()) -> tuple[Snapshot, dict[int, Array]]:  # fmt: skip
+    """Recompute a recorded run in this process: update u is step t's batch on version d.
+    Returns the end's snapshot and the parameters after each of the updates counted in `keep`."""
     sampler = Sampler(len(dataset.y_train), config.batch_size, config.seed)
     server = Server(config, network, start, sampler.steps_per_epoch)
     worker = ShardWorker(network, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
@@ -171,14 +201,17 @@ def replay(config: TrainConfig, network: Network, dataset: Dataset, start: Snaps
     for u, d in enumerate(rows[:, 2]):
         last_use[int(d)] = u
     versions = {start.step: server.params.copy()}
+    kept: dict[int, Array] = {}
     with blas_threads(1):  # as workers sharing a node's cores compute: the same sums, bit for bit
         for u, (t, _, d) in enumerate(rows):
             if u < start.step:
                 continue
             grad = worker.gradient_sums(versions[int(d)], sampler.batch(int(t)))
             server.apply(grad)
+            if u + 1 in keep:
+                kept[u + 1] = server.params.copy()
             if last_use.get(u + 1, -1) > u:
                 versions[u + 1] = server.params.copy()
             for v in [v for v in versions if last_use.get(v, -1) <= u]:
                 del versions[v]  # no later update is computed on it
-    return server.snapshot()
+    return server.snapshot(), kept

@@ -162,6 +162,58 @@ def test_cli_runs_async_and_replays(tmp_path: Path) -> None:
     assert np.max(np.abs(final.params - replay_npz.params)) < 1e-9
 
 
+def test_replay_is_a_check(tmp_path: Path) -> None:
+    """A record the run could not have made (a step twice, a step skipped, a version too
+    stale, a worker it did not have) and weights that are not the run's: one line, exit 1,
+    naming the first update at fault or where the weights part."""
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--data", str(MNIST_10K), "--hidden", "20",
+                    "--batch-size", "100", "--epochs", "3", "--workers", "2", "--consistency", "bounded",
+                    "--staleness", "2", "--run-dir", str(run)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    record = run / "updates.npy"
+    rows = np.load(record)
+    n = len(rows)
+
+    def replay_of(edit) -> tuple[int, str]:
+        edited = rows.copy()
+        edit(edited)
+        np.save(record, edited)
+        out = subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--replay", str(run)],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        np.save(record, rows)
+        return out.returncode, out.stderr
+
+    def twice(r):
+        r[7, 0] = r[6, 0]
+    where = f"error: --replay: {record}: "
+    assert replay_of(twice) == (1, where + f"update 7 takes step {rows[6, 0]}'s batch again (update 6 took it)\n")
+
+    def skipped(r):
+        r[9, 0] = n + 4
+    assert replay_of(skipped) == (1, where + f"update 9 takes step {n + 4}'s batch; a run of {n} updates takes "
+                                             f"steps 0..{n - 1}\n")  # fmt: skip
+
+    def stale(r):
+        r[20, 2] = 17
+    assert replay_of(stale) == (1, where + "update 20 was computed on version 17, 3 behind: more than TAU 2\n")
+
+    def stranger(r):
+        r[11, 1] = 2
+    assert replay_of(stranger) == (1, where + "update 11 is worker 2's; the run had workers 0..1\n")
+
+    # weights that are not the run's: the last epoch's final.npz nudged, the checkpoints before it left alone
+    with np.load(run / "final.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["w1"] = arrays["w1"] + np.float32(1e-3)
+    with open(run / "final.npz", "wb") as f:
+        np.savez(f, **arrays)
+    code, err = replay_of(lambda r: None)
+    earlier = max(int(p.name[5:14]) for p in run.glob("ckpt-*.npz") if int(p.name[5:14]) < n)
+    assert code == 1 and err == (f"error: --replay: the replayed weights differ from {run / 'final.npz'} by 0.001 "
+                                 f"(more than float32's 1e-05): they agree up to update {earlier} and part by update "
+                                 f"{n}; the replayed weights are in {run / 'replay.npz'}\n"), err  # fmt: skip
+
+
 def test_replay_of_a_sync_run_is_one_line(tiny_npz: Path, tmp_path: Path) -> None:
     run = tmp_path / "sync"
     subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--data", str(tiny_npz), "--workers", "0",

@@ -71,7 +71,7 @@ def test_replay_equals_an_independent_recomputation(mnist10k) -> None:
     for t, _, d in rows:
         server.apply(worker.gradient_sums(versions[d], sampler.batch(t)))
         versions.append(server.params.copy())
-    got = replay(CFG, plan.network, mnist10k, plan.start, UpdateLog(np.array(rows)))
+    got, _ = replay(CFG, plan.network, mnist10k, plan.start, UpdateLog(np.array(rows)))
     assert got.step == 40
     np.testing.assert_array_equal(got.params, versions[-1])
     # and it is not sequential SGD: the stale versions changed the result

@@ -154,5 +154,5 @@ def test_an_async_channel_that_breaks_resends_every_task_out(mnist10k) -> None:
     assert transport.record()["fallbacks"] == [{"step": 25, "from": "unix", "to": "ray",
                                                 "reason": "worker 0 closed its socket"}]  # fmt: skip
     assert transport.record()["steps"] == {"unix": 25, "ray": 35}
-    again = replay(cfg, plan.network, mnist10k, plan.start, UpdateLog(np.array(rows)))
+    again, _ = replay(cfg, plan.network, mnist10k, plan.start, UpdateLog(np.array(rows)))
     np.testing.assert_array_equal(again.params, server.params)
