@@ -79,6 +79,14 @@ def merge_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {**records[-1], "steps": steps, "fallbacks": [f for r in records for f in r["fallbacks"]]}
 
 
+def cause_of(e: RayTaskError) -> str:
+    """"IndexError: index 200 is out of bounds ...": what the task raised, in a line."""
+    cause = e.cause if e.cause is not None else e
+    while isinstance(cause, RayTaskError) and cause.cause is not None:  # raised through another task
+        cause = cause.cause
+    return f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}".rstrip(": ")
+
+
 class RayExecutor:
     def __init__(self, plan: Plan, dataset: Dataset, num_workers: int, shared: str | None = None,
                  threads: int | None = None) -> None:  # fmt: skip
@@ -165,7 +173,7 @@ class RayExecutor:
             snap: Snapshot = ray.get(self.server.snapshot.remote())
         except RayTaskError as e:
             # The server is alive but a step failed: a worker failed past Ray's retries.
-            raise ClusterError(f"a step failed on a worker: {str(e.cause).splitlines()[0] if e.cause else e}")
+            raise ClusterError(f"a step failed on a worker: {cause_of(e)}")
         except LOST as e:
             raise ServerLost(f"parameter server lost: {type(e).__name__}")
         return snap
@@ -177,9 +185,19 @@ class RayExecutor:
                  for w, lo, hi in zip(self.workers, bounds[:-1], bounds[1:]) if hi > lo]  # fmt: skip
         try:
             total = np.sum(ray.get(parts), axis=0)
-        except (RayActorError, RayTaskError) as e:
-            raise ServerLost(f"evaluation failed: {type(e).__name__}")
+        except (RayActorError, RayTaskError) as e:  # the server's (its parameters not had) or a worker's
+            if not self._server_alive():
+                raise ServerLost(f"parameter server lost during evaluation: {type(e).__name__}")
+            if isinstance(e, RayTaskError):
+                raise ClusterError(f"evaluation failed on a worker: {cause_of(e)}")
+            raise ClusterError(f"a worker died during evaluation, past Ray's restarts ({type(e).__name__})")
         return unpack_evaluation(total, self.plan.network.sizes[-1])
+
+    def _server_alive(self) -> bool:
+        try:
+            return bool(ray.get(self.server.ready.remote(), timeout=30))
+        except (*LOST, ray.exceptions.GetTimeoutError):
+            return False
 
     def updates(self) -> list[tuple[int, int, int]]:
         """Bounded/async: (step, worker, version) of each update of the last chunk (core/staleness.py)."""

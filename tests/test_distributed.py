@@ -220,7 +220,7 @@ def test_worker_killed_mid_run(transport: str, mnist10k, serial) -> None:
     (fell,) = done["fallbacks"]
     assert done["steps"] == {transport: fell["step"], "ray": 60 - fell["step"]} and fell["step"] >= 20, done
     assert (fell["from"], fell["to"]) == (transport, "ray")
-    broken = r"worker [01] closed its socket( \(.+\))?" if transport == "unix" else r"workers 0, 1 \(node relay\) failed the step"
+    broken = r"worker [01] closed its socket( \(.+\))?" if transport == "unix" else r"workers 0, 1 \(node relay\) failed the step(: .+)?"
     assert re.fullmatch(broken, fell["reason"]), fell
 
 
@@ -297,3 +297,27 @@ def test_worker_steps_reuse_their_memory(mnist10k) -> None:
         spec.unlink()
         ray.kill(worker)
         ray.kill(holder)
+
+
+def test_a_worker_raising_keeps_its_cause_and_is_not_taken_for_the_server(mnist10k) -> None:
+    """A label the network has no output for: a step raises on the worker that draws it
+    (the socket channel names the cause as the step goes to Ray calls, which fail with it);
+    in evaluation, the worker's error is said as such, the healthy server kept."""
+    from dataclasses import replace
+
+    from nnps.core.errors import ClusterError
+
+    y = mnist10k.y_train.copy()
+    y[:] = 200  # every training label out of range: the first step fails on every worker
+    bad_train = replace(mnist10k, y_train=y)
+    made: list = []
+    with pytest.raises(ClusterError, match=r"^a step failed on a worker: IndexError: "):
+        train_on_ray(CFG.replace(workers=2), bad_train, executors=made)
+    (fell,) = made[0].channels()["fallbacks"]
+    assert re.fullmatch(r"worker [01] failed the step: IndexError: .+", fell["reason"]), fell
+    y = mnist10k.y_test.copy()
+    y[123] = 200  # one test label out of range: training runs, the epoch's evaluation fails
+    made = []
+    with pytest.raises(ClusterError, match=r"^evaluation failed on a worker: \w+Error: "):
+        train_on_ray(CFG.replace(workers=2), replace(mnist10k, y_test=y), executors=made)
+    assert len(made) == 1 and made[0].servers_built == 1  # no rebuild of a server that was never lost

@@ -44,7 +44,7 @@ from typing import Callable
 
 import numpy as np
 
-from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, FAILED, OK, ChannelBroken, accept_workers, read_answer,
+from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, OK, ChannelBroken, accept_workers, failure, read_answer,
                                        read_shard, recv_exact, recv_into, reply_size, send_shard)  # fmt: skip
 
 Array = np.ndarray
@@ -200,8 +200,8 @@ def serve(address: tuple[str, int], token: bytes, g: int, shards: int, params: A
                 while (indices := read_shards()) is not None and recv_into(conn, params):
                     try:
                         compute(params, indices, reply)
-                    except Exception:  # the server's next channel (Ray calls) reports it
-                        conn.sendall(FAILED)
+                    except Exception as e:  # the step goes to the server's next channel; the cause with it
+                        conn.sendall(failure(e))
                         continue
                     conn.sendall(OK)
                     conn.sendall(memoryview(reply).cast("B"))

@@ -38,7 +38,7 @@ from ray.exceptions import RayError
 
 from nnps.worker.channels.base import StepChannel, Sums
 from nnps.worker.channels.step_file import Mapped, NodeBuffers
-from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, FAILED, OK, ChannelBroken, accept_workers, read_answer,
+from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, OK, ChannelBroken, accept_workers, failure, read_answer,
                                        read_shard, recv_exact, send_shard)  # fmt: skip
 
 Array = np.ndarray
@@ -147,8 +147,8 @@ def serve(spec: NodeBuffers, i: int, compute: Callable[[Array], None]) -> thread
                     try:
                         compute(indices)
                         answer = OK
-                    except Exception:  # the server's next channel (Ray calls) reports it
-                        answer = FAILED
+                    except Exception as e:  # the step goes to the server's next channel; the cause with it
+                        answer = failure(e)
                     conn.sendall(answer)
             except OSError:  # the server is gone (a reset, when it closed with our answer unread)
                 return

@@ -23,6 +23,7 @@ from nnps.core.network import N_STATS
 Array = np.ndarray
 CONNECT_TIMEOUT_S = 60.0  # a worker process Ray is still starting can take a while
 OK, FAILED = b"\x01", b"\x00"
+CAUSE_CHARS = 300  # of a failed step's cause, sent after FAILED
 
 
 class ChannelBroken(Exception):
@@ -69,13 +70,22 @@ def read_shard(conn: socket.socket) -> Array | None:
     return None if data is None else np.frombuffer(data, np.int64)
 
 
+def failure(e: BaseException) -> bytes:
+    """The answer of a worker whose step raised: FAILED, then its cause (2-byte length, UTF-8)."""
+    cause = f"{type(e).__name__}: {e}".splitlines()[0][:CAUSE_CHARS].encode(errors="replace")
+    return FAILED + len(cause).to_bytes(2, "little") + cause
+
+
 def read_answer(conn: socket.socket, who: str, channel: str) -> None:
-    """The one-byte answer of `who` ("worker 1"); ChannelBroken unless it is OK."""
+    """The one-byte answer of `who` ("worker 1"); ChannelBroken unless it is OK, with the
+    worker's cause when it failed the step."""
     answer = recv_exact(conn, 1)
     if answer is None:
         raise ChannelBroken(f"{who} closed its {channel}")
     if answer != OK:
-        raise ChannelBroken(f"{who} failed the step")
+        head = recv_exact(conn, 2)
+        cause = recv_exact(conn, int.from_bytes(head, "little")) if head else None
+        raise ChannelBroken(f"{who} failed the step" + (f": {cause.decode(errors='replace')}" if cause else ""))
 
 
 def accept_workers(listener: socket.socket, conns: list[socket.socket | None], timeout_s: float,
