@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
+from nnps.cluster.reaper import Reaper
 from nnps.core.errors import ClusterError
 
 PROBE_TIMEOUT_S = 3.0
@@ -116,6 +117,29 @@ def ray_connection(address: str | None, num_cpus: int | None = None) -> Iterator
     _embedded = not address
     quiet = _AuthOnNotice()
     logging.getLogger(AUTH_LOGGER).addFilter(quiet)
+    reaper = None if address else Reaper()  # an embedded Ray goes with its driver, killed or not
+    try:
+        _init(kwargs, address)
+    except BaseException:
+        if reaper:
+            reaper.close()
+        raise
+    finally:
+        logging.getLogger(AUTH_LOGGER).removeFilter(quiet)
+    if reaper:
+        reaper.watch()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        _inline_bytes, _embedded = RAY_DEFAULT_INLINE_BYTES, False
+        if reaper:
+            reaper.close()
+
+
+def _init(kwargs: dict, address: str | None) -> None:
+    import ray
+
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -123,13 +147,6 @@ def ray_connection(address: str | None, num_cpus: int | None = None) -> Iterator
         if address and "uthenticat" in str(e):
             why = f"authentication refused; the token used: {token_auth()}"
         raise ClusterError(f"cannot start or join Ray{f' at {address}' if address else ''}: {why}")
-    finally:
-        logging.getLogger(AUTH_LOGGER).removeFilter(quiet)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        _inline_bytes, _embedded = RAY_DEFAULT_INLINE_BYTES, False
 
 
 def embedded() -> bool:

@@ -75,3 +75,39 @@ def test_driver_killed_then_resumed(mnist10k, tmp_path: Path) -> None:
     final = checkpoint.load(str(run / "final.npz"))
     assert final.step == STEPS
     assert np.max(np.abs(final.params - expected)) < 1e-9
+
+
+def test_a_killed_driver_leaves_no_ray_behind(tmp_path: Path) -> None:
+    """SIGKILL of `nnps train` alone (not its process group): its embedded Ray, the agents
+    included, is gone within seconds (cluster/reaper.py), not a minute later."""
+    from nnps.cluster.reaper import descendants
+
+    run = tmp_path / "run"
+    driver = nnps(*ARGS, "--epochs", "1000", "--steps", "1000000", "--run-dir", str(run))  # the last of a flag counts
+    try:
+        deadline = time.monotonic() + 120
+        while not list(run.glob("ckpt-*.npz")):  # the workers are stepping
+            assert driver.poll() is None and time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        ray_pids = set(descendants(driver.pid))
+        names = {pid: (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]) for pid in ray_pids}
+        assert any(b"raylet" in n for n in names.values()) and any(b"DashboardAgent" in n for n in names.values())
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.communicate()
+        deadline = time.monotonic() + 15
+        while alive := {pid for pid in ray_pids if running(pid)}:
+            assert time.monotonic() < deadline, {pid: names[pid] for pid in alive}
+            time.sleep(0.2)
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
