@@ -47,8 +47,11 @@ def read_bytes(uri: str) -> bytes:
 
 
 class RunDir:
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
+    def __init__(self, uri: str, confined: bool = False) -> None:
+        """`confined`: read only files that are inside the directory (a symbolic link in a
+        local run directory that leads out of it is refused): for `nnps ui`, which serves
+        what it reads to whoever reaches its port."""
+        self.uri, self.confined = uri, confined
         self.fs, self.path = _filesystem(uri)
 
     def __str__(self) -> str:
@@ -106,7 +109,12 @@ class RunDir:
                 pass
 
     def read(self, name: str) -> bytes:
-        return read_bytes(self.uri_of(name)) if "://" in self.uri else Path(self.join(name)).read_bytes()
+        if "://" in self.uri:
+            return read_bytes(self.uri_of(name))
+        path = Path(self.join(name))
+        if self.confined and not path.resolve().is_relative_to(Path(self.path).resolve()):
+            raise NnpsError(f"{self.uri_of(name)}: a link out of the run directory; not read")
+        return path.read_bytes()
 
     def delete(self, name: str) -> None:
         try:

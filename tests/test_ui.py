@@ -202,18 +202,22 @@ def request(url: str, data: bytes | None = None) -> tuple[int, dict]:
 
 
 def test_bad_requests_get_an_error_and_the_next_is_served(tiny_npz: Path, tmp_path: Path) -> None:
-    good, broken = tmp_path / "good", tmp_path / "broken"
-    for rd in (good, broken):
+    good, broken, linked = tmp_path / "good", tmp_path / "broken", tmp_path / "linked"
+    for rd in (good, broken, linked):
         subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--data", str(tiny_npz), "--epochs", "1",
                         "--workers", "0", "--run-dir", str(rd)], check=True, capture_output=True)  # fmt: skip
     (broken / "final.npz").write_bytes(b"not a checkpoint")
-    server, url = serve(str(good), str(broken))
+    secret = tmp_path / "elsewhere.jsonl"  # a file outside the runs, reached by a link inside one
+    secret.write_text('{"epoch": 1, "secret": "s3cr3t"}\n')
+    (linked / "metrics.jsonl").unlink()
+    (linked / "metrics.jsonl").symlink_to(secret)
+    server, url = serve(str(good), str(broken), str(linked))
     try:
         api = url + "api/runs"
         assert request(api)[0] == 200
         pixels = json.dumps({"pixels": [0] * 36}).encode()
         cases = [
-            (f"{api}/7", None, 404, "no run '7': this page serves runs 0..1"),
+            (f"{api}/7", None, 404, "no run '7': this page serves runs 0..2"),
             (f"{api}/1/predict", pixels, 422, f"{broken / 'final.npz'}: not a readable checkpoint"),
             (f"{api}/0/predict", b"{not json", 400, "the body is not JSON"),
             (f"{api}/0/predict", json.dumps({"pixels": [300] * 36}).encode(), 400, "pixels must be numbers 0-255"),
@@ -221,12 +225,17 @@ def test_bad_requests_get_an_error_and_the_next_is_served(tiny_npz: Path, tmp_pa
             (f"{api}/0/predict", json.dumps({"pixels": [0] * 100_000}).encode(), 413, "Request Entity Too Large"),
             (f"{api}/0/weights/3.png", None, 404, f"{good}: no W^1 snapshot for epoch 3"),
             (f"{api}/0/confusion/3/99.png", None, 404, "no cell (3, 99): classes are 0..9"),
+            (f"{api}/0/predict", b"[" * 30_000 + b"]" * 30_000, 400, "the body nests too deeply to be a request"),
+            (f"{api}/2/metrics", None, 422, f"{linked / 'metrics.jsonl'}: a link out of the run directory; not read"),
+            (f"{api}/2", None, 422, f"{linked / 'metrics.jsonl'}: a link out of the run directory; not read"),
         ]
         for where, body, status, message in cases:
             got = request(where, body)
             assert got[0] == status and got[1]["error"].startswith(message), (where, got)
+            assert "s3cr3t" not in json.dumps(got[1])
             assert request(api) == (200, [{"id": 0, "name": "good", "uri": str(good), "job": None},
-                                          {"id": 1, "name": "broken", "uri": str(broken), "job": None}])  # fmt: skip
+                                          {"id": 1, "name": "broken", "uri": str(broken), "job": None},
+                                          {"id": 2, "name": "linked", "uri": str(linked), "job": None}])  # fmt: skip
         status, answer = request(f"{api}/0/predict", pixels)
         assert status == 200 and len(answer["outputs"]) == 10 and answer["checkpoint"] == "final.npz"
         assert answer["prediction"] == int(np.argmax(answer["outputs"]))

@@ -40,7 +40,7 @@ class Run:
 
     @property
     def dir(self) -> RunDir:
-        return RunDir(self.uri)
+        return RunDir(self.uri, confined=True)  # nothing outside the run directory is served
 
     def config(self) -> dict[str, Any]:
         rd = self.dir

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from functools import partial
 from pathlib import Path
@@ -35,6 +36,7 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024  # a 28x28 image as JSON is ~3 KB
 MAX_PIXELS = 128 * 128  # the pad sends 112x112
 RUNS = web.AppKey("runs", Callable[[], list[Run]])
+log = logging.getLogger("nnps.ui")
 
 
 def error(status: int, message: str) -> web.Response:
@@ -54,6 +56,9 @@ async def one_line_errors(request: web.Request, handler: Callable[[web.Request],
         return error(404, str(e))
     except (NnpsError, ValueError) as e:  # a checkpoint that does not load, a malformed image
         return error(422 if isinstance(e, NnpsError) else 400, str(e))
+    except Exception as e:  # a fault of this server's: still JSON, and the server goes on
+        log.exception("nnps ui: %s %s", request.method, request.path)
+        return error(500, f"internal error ({type(e).__name__}); the server's log has the details")
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
@@ -103,6 +108,8 @@ async def predict(request: web.Request) -> web.Response:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"the body is not JSON ({e})")
+    except RecursionError:
+        raise ValueError("the body nests too deeply to be a request")
     pixels = body.get("pixels") if isinstance(body, dict) else None
     if not isinstance(pixels, list) or not 0 < len(pixels) <= MAX_PIXELS:
         raise ValueError(f'expected {{"pixels": [up to {MAX_PIXELS} numbers 0-255]}}')
