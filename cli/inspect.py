@@ -48,6 +48,8 @@ def inspect(
     confusion and worst mistakes, and a mini-batch's shard sums against the whole batch."""
     if shards < 1:
         raise ConfigError(f"--shards must be >= 1, got {shards}")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     ck, rd = _open(target)
     net, params = ck.network, ck.params
     config = ck.meta.get("config", {})

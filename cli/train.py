@@ -72,14 +72,15 @@ def train(
         raise ConfigError("--resume needs --run-dir, the run to continue")
     options = {k: v for k, v in locals().items() if k != "ctx"}
     rd = RunDir(run_dir or default_run_dir())
+    given = {k for k in options if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     if resume and rd.exists("config.json"):
         # Resume the saved run; only flags given on this command line change it (e.g. --epochs).
-        given = {k for k in options if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
         saved = TrainConfig.from_json(rd.read("config.json"), rd.uri_of("config.json"))
         config = saved.replace(**{k: v for k, v in config_from_options(options).to_dict().items()
                                   if k in given or (k == "address" and v)})  # fmt: skip
     else:
         config = config_from_options(options)
+    config.refuse_ignored(given)
     console = Console(stderr=True)
     if log_progress:
         summary = driver.run(config, rd, resume=resume, reporter=LineReporter(), say=print)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from nnps.core.activations import HIDDEN, OUTPUT
 from nnps.core.costs import COSTS
@@ -40,6 +40,17 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 def _choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+# Flags that mean something only with another setting: (whether they apply, what they need).
+NEEDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "lr_step_epochs": (lambda c: c.schedule == "step", "--schedule step"),
+    "lr_gamma": (lambda c: c.schedule == "step", "--schedule step"),
+    "momentum": (lambda c: c.optimizer in ("momentum", "nesterov"), "--optimizer momentum or nesterov"),
+    "transport": (lambda c: c.workers != 0, "Ray workers (--workers N, or auto)"),
+    "warm_start": (lambda c: c.workers != 0 and c.address is None and c.consistency == "sync",
+                   "sync steps on Ray workers of an embedded Ray (no --address)"),
+}
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,17 @@ class TrainConfig:
                               f"split to watch (--validation-fraction F)")  # fmt: skip
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"--seed must be in [0, 2^63), got {self.seed!r}")
+
+    def refuse_ignored(self, given: set[str]) -> None:
+        """A flag given (on the command line) that this config would ignore is refused in one
+        line, not silently dropped: --lr-gamma without --schedule step, and the like."""
+        for name in sorted(given & set(NEEDS)):
+            applies, what = NEEDS[name]
+            if not applies(self):
+                value = getattr(self, name)
+                shown = (f"--{'' if value else 'no-'}{name.replace('_', '-')}" if isinstance(value, bool)
+                         else f"--{name.replace('_', '-')} {value}")  # fmt: skip
+                raise ConfigError(f"{shown} does nothing here: it applies with {what}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

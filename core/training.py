@@ -132,12 +132,18 @@ def build_network(config: TrainConfig, dataset: Dataset) -> Network:
 
 
 def check_batch(config: TrainConfig, dataset: Dataset) -> None:
-    """A mini-batch larger than the training set is refused: every step would be the whole
-    set, which is full-batch gradient descent, not what --batch-size asked for."""
+    """Sizes that mean nothing for this data, refused before anything starts: a mini-batch
+    larger than the training set (every step would be the whole set: full-batch gradient
+    descent, not what --batch-size asked for), a staleness bound no update could reach."""
     n = len(dataset.y_train)
     if config.batch_size > n:
         raise ConfigError(f"--batch-size {config.batch_size} is larger than the training set ({n:,} examples "
                           f"in {config.data}); use at most {n} (full-batch gradient descent)")  # fmt: skip
+    total = config.epochs * -(-n // config.batch_size)
+    total = total if config.steps is None else min(total, config.steps)
+    if config.consistency == "bounded" and config.staleness is not None and config.staleness >= max(total, 1):
+        raise ConfigError(f"--staleness {config.staleness} bounds nothing in a run of {total} updates: that is "
+                          f"--consistency async")  # fmt: skip
 
 
 def plan_run(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume: bool,

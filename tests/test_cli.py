@@ -105,6 +105,14 @@ def test_evaluate_and_predict_take_a_run_directory_and_its_own_data(tmp_path: Pa
         (["train", "--data", "/nonexistent/dir"], 1, "error: /nonexistent/dir: no such file or directory"),
         (["train", "--resume"], 1, "error: --resume needs --run-dir, the run to continue"),
         (["train", "--transport", "shm"], 1, "error: --transport must be one of auto, unix, tcp, ray; got 'shm'"),
+        # an option that would be ignored in the mode chosen is refused, echoing it
+        (["train", "--lr-gamma", "0.5"], 1, "error: --lr-gamma 0.5 does nothing here: it applies with --schedule step"),
+        (["train", "--momentum", "0.5"], 1,
+         "error: --momentum 0.5 does nothing here: it applies with --optimizer momentum or nesterov"),
+        (["train", "--workers", "0", "--transport", "tcp"], 1,
+         "error: --transport tcp does nothing here: it applies with Ray workers (--workers N, or auto)"),
+        (["train", "--workers", "0", "--no-warm-start"], 1, "error: --no-warm-start does nothing here: it applies "
+         "with sync steps on Ray workers of an embedded Ray (no --address)"),
         (["evaluate", "/nonexistent.npz"], 1, "error: /nonexistent.npz: no such file"),
         (["evaluate", "/nonexistent"], 1, "error: /nonexistent: no checkpoint yet (neither final.npz nor ckpt-*.npz)"),
         (["data", "info", "cifar"], 1, "error: cifar: no such file or directory"),
@@ -161,14 +169,16 @@ def test_data_info_and_prepare(tiny_npz: Path, tmp_path: Path) -> None:
 def test_resume_needs_only_the_run_dir(tiny_npz: Path, tmp_path: Path) -> None:
     rd = tmp_path / "r"
     args = ["train", "--data", str(tiny_npz), "--hidden", "12", "--lr", "0.5", "--epochs", "3", "--workers", "0"]
-    first = [*args, "--transport", "ray", "--run-dir", str(rd), "--steps", "30", "--checkpoint-every", "10"]
+    first = [*args, "--schedule", "step", "--lr-gamma", "0.5", "--run-dir", str(rd), "--steps", "30",
+             "--checkpoint-every", "10"]  # fmt: skip
     assert runner.invoke(app, first).exit_code == 0
     res = runner.invoke(app, ["train", "--run-dir", str(rd), "--resume", "--steps", "60"])
     assert res.exit_code == 0, res.output
     saved = json.loads((rd / "config.json").read_text())
-    # the resumed run kept what it was not told to change, --transport too
-    assert (saved["hidden"], saved["lr"], saved["epochs"], saved["steps"], saved["transport"]) == ([12], 0.5, 3, 60, "ray")
-    whole = runner.invoke(app, [*args, "--run-dir", str(tmp_path / "w"), "--steps", "60"])
+    # the resumed run kept what it was not told to change, --lr-gamma too
+    assert (saved["hidden"], saved["lr"], saved["epochs"], saved["steps"], saved["lr_gamma"]) == ([12], 0.5, 3, 60, 0.5)
+    whole = runner.invoke(app, [*args, "--schedule", "step", "--lr-gamma", "0.5", "--run-dir", str(tmp_path / "w"),
+                                "--steps", "60"])  # fmt: skip
     assert whole.exit_code == 0
     with np.load(rd / "final.npz") as a, np.load(tmp_path / "w" / "final.npz") as b:
         np.testing.assert_array_equal(a["w1"], b["w1"])
@@ -273,3 +283,11 @@ def test_two_trains_into_one_run_directory(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert f"note: {rd / 'run.lock'} was left by {first.pid} on " in resumed.stderr and "taking it over" in resumed.stderr
     assert not (rd / "run.lock").exists()  # released at the end
+
+
+def test_a_staleness_no_update_could_reach_is_refused(capsys) -> None:
+    code, _, err = run_main(["train", "--data", str(MNIST_10K), "--workers", "1", "--consistency", "bounded",
+                             "--staleness", "100000", "--steps", "10"], capsys)  # fmt: skip
+    assert (code, err) == (1, "error: --staleness 100000 bounds nothing in a run of 10 updates: that is "
+                              "--consistency async\n")  # fmt: skip
+    assert not __import__("ray").is_initialized()  # said before Ray started

@@ -88,5 +88,8 @@ def test_cli_inspect_writes_each_view(tmp_path: Path) -> None:
     sums = np.array(numbers["shards"]["sums"])
     assert np.abs(sums.sum(axis=0) - np.array(numbers["shards"]["whole"])).max() < 1e-4  # float32
     assert np.array(numbers["test"]["confusion"]).sum() == 10000
+    for flag, value in (("--batch-size", "-5"), ("--shards", "0")):  # sizes below 1: one line each
+        res = runner.invoke(app, ["inspect", str(run), "--out", str(out), flag, value])
+        assert res.exit_code == 1 and res.stderr == f"error: {flag} must be >= 1, got {value}\n", res.stderr
     bad = runner.invoke(app, ["inspect", str(run), str(tmp_path / "none.png")])
     assert bad.exit_code == 1 and bad.stderr == f"error: {tmp_path / 'none.png'}: no such file\n"
