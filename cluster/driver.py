@@ -13,7 +13,7 @@ from nnps.core import catalog, checkpoint, costmodel, validation
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.rundir import RunDir
-from nnps.core.errors import ClusterError, ConfigError
+from nnps.core.errors import ClusterError, ConfigError, DataError
 from nnps.core.training import Plan, Reporter, build_network, check_batch, make_in_process, nothing_left, train
 
 SLOWER_WARNING = 1.5  # warn when the chosen workers are predicted this many times slower than in-process
@@ -218,7 +218,7 @@ def _replay_inputs(run_dir: RunDir) -> tuple[TrainConfig, Any, Any]:
     try:
         log = staleness.UpdateLog.from_bytes(run_dir.read(staleness.RECORD), run_dir.uri_of(staleness.RECORD))
         staleness.check_record(log, config, run_dir.uri_of(staleness.RECORD))
-    except ValueError as e:
+    except (ValueError, DataError) as e:
         raise ConfigError(f"--replay: {e}") from None
     final = checkpoint.from_bytes(run_dir.read("final.npz"), run_dir.uri_of("final.npz"))
     if final.step != len(log.rows):

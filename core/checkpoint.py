@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +63,7 @@ def from_bytes(data: bytes, where: str) -> Checkpoint:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as e:
+    except Exception as e:  # zipfile's, zlib's and numpy's header parser's (SyntaxError, tokenize...) errors
         raise CheckpointError(f"{where}: not a readable checkpoint ({type(e).__name__}: {e})")
     if "meta" not in arrays:
         raise CheckpointError(f"{where}: no 'meta' array; not an nnps checkpoint")

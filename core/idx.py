@@ -19,6 +19,7 @@ import numpy as np
 from nnps.core.errors import DataError
 from nnps.core.memory import check_data
 
+CHUNK = 1 << 20  # bytes inflated at a time
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 
@@ -80,13 +81,39 @@ def check_fits(path: Path, magic: int) -> None:
 def read_images(path: Path) -> np.ndarray:
     """(count, rows, cols) uint8."""
     check_fits(path, IMAGES_MAGIC)
-    return parse(read_bytes(path), path, IMAGES_MAGIC)
+    return parse(read_declared(path, IMAGES_MAGIC), path, IMAGES_MAGIC)
 
 
 def read_labels(path: Path) -> np.ndarray:
     """(count,) uint8."""
     check_fits(path, LABELS_MAGIC)
-    return parse(read_bytes(path), path, LABELS_MAGIC)
+    return parse(read_declared(path, LABELS_MAGIC), path, LABELS_MAGIC)
+
+
+def read_declared(path: Path, magic: int) -> bytes:
+    """The file's bytes, a gzip'd one inflated only as far as its header declares (and one
+    byte more, for `parse` to see trailing bytes): a small file that would inflate to
+    gigabytes (a gzip bomb) costs what its header promised, which check_fits has checked."""
+    try:
+        with path.open("rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        if not gzipped:
+            return read_bytes(path)
+        ndim = magic & 0xFF
+        with gzip.open(path, "rb") as f:
+            head = f.read(4 + 4 * ndim)
+            size = 0
+            if len(head) == 4 + 4 * ndim:
+                size = int(np.prod(struct.unpack(f">{ndim}I", head[4:]), dtype=np.int64))
+            body = bytearray()
+            while len(body) <= size and (chunk := f.read(min(CHUNK, size + 1 - len(body)))):
+                body += chunk  # in chunks: a header's promise is not allocated before the bytes arrive
+            return head + bytes(body)
+    except OSError as e:
+        raise DataError(f"{path}: {'cannot read' if not isinstance(e, gzip.BadGzipFile) else 'corrupt gzip stream'} "
+                        f"({e.strerror or e})")  # fmt: skip
+    except (EOFError, zlib.error) as e:
+        raise DataError(f"{path}: corrupt gzip stream ({e})")
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:

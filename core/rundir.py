@@ -130,11 +130,13 @@ class RunDir:
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.exists("metrics.jsonl"):
             return []
-        lines = self.read("metrics.jsonl").decode().splitlines()
         try:
-            return [json.loads(line) for line in lines if line.strip()]
-        except json.JSONDecodeError as e:
+            rows = [json.loads(line) for line in self.read("metrics.jsonl").decode().splitlines() if line.strip()]
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise NnpsError(f"{self.uri_of('metrics.jsonl')}: not valid JSON lines ({e})")
+        if not all(isinstance(r, dict) for r in rows):
+            raise NnpsError(f"{self.uri_of('metrics.jsonl')}: a line that is not a JSON object")
+        return rows
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         self.write_atomic("metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())

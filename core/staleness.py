@@ -33,6 +33,7 @@ import numpy as np
 
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
+from nnps.core.errors import DataError
 from nnps.core.network import Network
 from nnps.core.sampler import Sampler
 from nnps.core.server import Server, Snapshot
@@ -127,13 +128,13 @@ class UpdateLog:
     def from_bytes(cls, data: bytes, where: str) -> UpdateLog:
         try:
             rows = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise ValueError(f"{where}: not an update record ({e})") from None
+        except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, tokenize's errors...
+            raise DataError(f"{where}: not an update record ({type(e).__name__}: {e})") from None
         if rows.ndim != 2 or rows.shape[1] != 3 or rows.dtype.kind != "i":
-            raise ValueError(f"{where}: not an update record (shape {rows.shape}, dtype {rows.dtype})")
+            raise DataError(f"{where}: not an update record (shape {rows.shape}, dtype {rows.dtype})")
         u = np.arange(len(rows))
         if len(rows) and ((rows[:, 2] > u).any() or (rows[:, 2] < 0).any() or (rows[:, 0] < 0).any()):
-            raise ValueError(f"{where}: an update uses a parameter version that does not exist yet")
+            raise DataError(f"{where}: an update uses a parameter version that does not exist yet")
         return cls(rows)
 
 

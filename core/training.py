@@ -22,7 +22,7 @@ from nnps.core import checkpoint, memory, runlock, staleness
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.early_stopping import BEST, EarlyStopping
-from nnps.core.errors import CheckpointError, ClusterError, ConfigError, DivergenceError, NnpsError
+from nnps.core.errors import CheckpointError, ClusterError, ConfigError, DataError, DivergenceError, NnpsError
 from nnps.core.network import N_STATS, Network, initial_params
 from nnps.core.rundir import RunDir
 from nnps.core.sampler import Sampler, split
@@ -283,7 +283,7 @@ def _train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume
         rows = [r for r in run_dir.read_metrics() if r["step"] <= plan.start.step] if resume else []
     try:
         log = staleness.open_log(config, run_dir, resume, plan.start.step)
-    except ValueError as e:
+    except (ValueError, DataError) as e:
         raise ConfigError(str(e)) from None
     executor = make_executor(plan, dataset)
     try:

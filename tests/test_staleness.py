@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nnps.core.config import TrainConfig
-from nnps.core.errors import ConfigError
+from nnps.core.errors import ConfigError, DataError
 from nnps.core.sampler import Sampler
 from nnps.core.server import Server
 from nnps.core.shard import ShardWorker
@@ -86,9 +86,9 @@ def test_replay_equals_an_independent_recomputation(mnist10k) -> None:
     (np.zeros((2, 2), np.int64), r"not an update record \(shape \(2, 2\)"),
 ])  # fmt: skip
 def test_a_bad_record_is_one_line(rows: np.ndarray, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(DataError, match=message):
         UpdateLog.from_bytes(_npy(rows), "run/updates.npy")
-    with pytest.raises(ValueError, match="run/updates.npy: not an update record"):
+    with pytest.raises(DataError, match="run/updates.npy: not an update record"):
         UpdateLog.from_bytes(b"garbage", "run/updates.npy")
 
 
