@@ -17,9 +17,14 @@ reply; `ray` always works, and Ray restarts a dead worker and retries its call.
 (docs/architecture.md has this table; tests/test_transport.py holds it to `chain`.)
 
 `Transport` runs the chain inside the parameter server: the first channel is opened at the
-first step; a channel that raises `ChannelBroken` (at open or at a step) is closed for good
-and the SAME step goes to the next one, so no step is lost or applied twice. It records
-what ran: steps per channel, and each fallback with its step and reason (`record`).
+first step; a channel that raises `ChannelBroken` (at open or at a step) is closed and the
+SAME step goes to the next one, so no step is lost or applied twice. Synchronous steps try
+the first channel again REOPEN_AFTER steps later (then at doubling intervals while it
+fails) when it broke mid-run (a worker lost; one refused at open is not tried again): a
+worker Ray restarted serves it again, and the steps return to it. It records
+what ran: steps per channel, and each fallback and reopening with its step and reason
+(`record`). Left out: reopening in bounded and async runs (their tasks are out
+continuously; they stay on the next channel).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from nnps.worker.channels.base import StepChannel
 from nnps.worker.channels.wire import ChannelBroken
 
 Array = np.ndarray
+REOPEN_AFTER, REOPEN_MAX = 20, 5000  # steps after a fall back before the first channel is tried again; at most
 
 
 def chain(setting: str, one_node: bool) -> tuple[str, ...]:
@@ -59,6 +65,8 @@ class Transport:
         self.steps = dict.fromkeys(names, 0)
         self.fallbacks: list[dict[str, Any]] = []
         self.described: dict[str, Any] = {}
+        self.retry_at: int | None = None  # sync steps after a channel broke mid-run: when to try the first again
+        self.retry_every = REOPEN_AFTER
         self.out: dict[int, tuple[Array, Array]] = {}  # worker -> (params, indices) of its task out (send)
 
     def _opened(self, params: Array, step: int) -> StepChannel:
@@ -88,6 +96,7 @@ class Transport:
     def step(self, params: Array, shards: list[Array], step: int) -> tuple[Array, list[Array]]:
         """One step's replies; returns the parameters' home too, which changes when a
         channel that kept them breaks and the step goes to the next (cf. `params`)."""
+        self._reopen(params, step)
         while True:
             params = self.params(params, step)
             assert self.channel is not None
@@ -134,11 +143,34 @@ class Transport:
                 self._broke(step, e)
                 todo = list(self.out)  # those sent before the break are lost with the channel too
 
+    def _reopen(self, params: Array, step: int) -> None:
+        """After a fall back, try the first channel again now and then (REOPEN_AFTER steps,
+        doubling while it fails): a worker Ray restarted can serve it again. Recorded as the
+        fall back was."""
+        if self.at == 0 or self.retry_at is None or step < self.retry_at or self.out:
+            return
+        channel = self.make(self.names[0])
+        try:
+            home = channel.open(params)
+        except ChannelBroken:
+            channel.close()
+            self.retry_every = min(2 * self.retry_every, REOPEN_MAX)
+            self.retry_at = step + self.retry_every
+            return
+        if self.channel is not None:
+            self.channel.close()
+        self.fallbacks.append({"step": step, "from": self.names[self.at], "to": self.names[0],
+                               "reason": "reopened: every worker answers on it again"})  # fmt: skip
+        self.channel, self.home, self.at = channel, home, 0
+        self.described.update(channel.describe())
+
     def _broke(self, step: int, error: ChannelBroken) -> None:
         assert self.channel is not None
         self.channel.close()
         self.channel = None
         self._fall_back(step, error)
+        if self.at == 1:  # the first channel broke mid-run (a worker lost): worth trying again later
+            self.retry_at, self.retry_every = step + REOPEN_AFTER, REOPEN_AFTER
 
     def _fall_back(self, step: int, error: ChannelBroken) -> None:
         if self.at + 1 >= len(self.names):
@@ -147,6 +179,7 @@ class Transport:
                                "reason": str(error)})  # fmt: skip
         self.at += 1
         self.home = None
+        self.retry_at = None  # a channel refused at open (the placement, a port) is not tried again
 
     def record(self) -> dict[str, Any]:
         """What ran: {"chain", "steps" (by channel), "fallbacks" ([{step, from, to, reason}]),

@@ -22,6 +22,7 @@ import ray
 from threadpoolctl import threadpool_info
 
 from nnps.cluster.ray_executor import ray_session
+from nnps.cluster.transport import REOPEN_AFTER
 from nnps.core.config import TrainConfig
 from nnps.core.errors import ConfigError, DivergenceError
 from nnps.core.rundir import RunDir
@@ -206,7 +207,7 @@ def test_worker_killed_mid_run(transport: str, mnist10k, serial) -> None:
     # over tcp the node's link is relayed by worker 0: kill its member, worker 1, and the
     # relay fails the step
     member = (lambda: ray.get(executors[0].workers[1].where.remote())[0]) if transport == "tcp" else None
-    killer = KillAfter("GradientWorker", after=20, pick=member)
+    killer = KillAfter("GradientWorker", after=10, pick=member)
     params = train_on_ray(CFG.replace(workers=2, transport=transport), mnist10k, reporter=killer, executors=executors)
     assert killer.killed and killer.killed[0] not in actor_pids("GradientWorker")
     assert np.max(np.abs(params - serial)) < 1e-9
@@ -215,11 +216,14 @@ def test_worker_killed_mid_run(transport: str, mnist10k, serial) -> None:
     if transport == "ray":  # Ray restarted the worker and retried its call
         assert done == record({"ray": 60})
         return
-    # the dead worker's socket closed (or the relay failed the step): the same step and the
-    # rest went over Ray calls
-    (fell,) = done["fallbacks"]
-    assert done["steps"] == {transport: fell["step"], "ray": 60 - fell["step"]} and fell["step"] >= 20, done
-    assert (fell["from"], fell["to"]) == (transport, "ray")
+    # the dead worker's socket closed (or the relay failed the step): the same step went
+    # over Ray calls, and REOPEN_AFTER steps later, with Ray's restarted worker, the steps
+    # went back to the fast channel
+    fell, back = done["fallbacks"]
+    assert fell["step"] >= 10 and (fell["from"], fell["to"]) == (transport, "ray"), done
+    assert back == {"step": fell["step"] + REOPEN_AFTER, "from": "ray", "to": transport,
+                    "reason": "reopened: every worker answers on it again"}, done  # fmt: skip
+    assert done["steps"] == {transport: 60 - REOPEN_AFTER, "ray": REOPEN_AFTER}, done
     broken = r"worker [01] closed its socket( \(.+\))?" if transport == "unix" else r"workers 0, 1 \(node relay\) failed the step(: .+)?"
     assert re.fullmatch(broken, fell["reason"]), fell
 

@@ -69,11 +69,13 @@ def test_node_lost_mid_run(transport: str, mnist10k) -> None:
         if transport == "ray":  # Ray restarted the lost worker on the other node and retried its calls
             assert done["steps"]["ray"] >= 60 and done["fallbacks"] == [], done
         elif ex.servers_built == 1:
-            # TCP links until the node went, then Ray calls, which Ray retried on the restarted worker
-            (fell,) = done["fallbacks"]
-            assert done["steps"] == {"tcp": fell["step"], "ray": 60 - fell["step"]} and fell["step"] >= 20, done
+            # TCP links until the node went, then Ray calls, which Ray retried on the restarted
+            # worker; perhaps TCP links again, to it on the other node (REOPEN_AFTER steps later)
+            fell, *back = done["fallbacks"]
+            assert sum(done["steps"].values()) == 60 and done["steps"]["tcp"] >= fell["step"] >= 20, done
+            assert [(b["from"], b["to"]) for b in back] in ([], [("ray", "tcp")]), done
             together = remover.placement[0] == remover.placement[1]  # SPREAD is a preference
-            assert done["groups"] == ([[0, 1]] if together else [[0], [1]]), done
+            assert back or done["groups"] == ([[0, 1]] if together else [[0], [1]]), done
             # "worker 0's link failed ...", or, if both workers were on that node, the relay's
             assert fell["reason"].startswith(("worker ", "workers 0, 1 (node relay)")), done
         else:  # Ray had put the server on that node: rebuilt from the last checkpoint, over new links

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from nnps.cluster.transport import Transport, chain
+from nnps.cluster.transport import REOPEN_AFTER, Transport, chain
 from nnps.core.config import TRANSPORTS, TrainConfig
 from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server
@@ -107,9 +107,16 @@ def test_a_broken_channel_hands_the_same_step_to_the_next(at: int | None, mnist1
     assert np.max(np.abs(server.params - serial)) < 1e-12
     broke_at = 0 if at is None else at
     reason = "no room here" if at is None else f"worker 1 closed its socket at step {at}"
-    assert transport.record() == {"chain": ["unix", "ray"], "steps": {"unix": broke_at, "ray": 60 - broke_at},
-                                  "fallbacks": [{"step": broke_at, "from": "unix", "to": "ray", "reason": reason}]}  # fmt: skip
-    assert [c.name for c in made] == ["unix", "ray"] and all(c.closed for c in made)
+    fallbacks = [{"step": broke_at, "from": "unix", "to": "ray", "reason": reason}]
+    # broken mid-run, the channel is tried again REOPEN_AFTER steps later (and here it opens); refused at open, never
+    back = None if at is None or at + REOPEN_AFTER >= 60 else at + REOPEN_AFTER
+    if back is not None:
+        fallbacks.append({"step": back, "from": "ray", "to": "unix", "reason": "reopened: every worker answers on it again"})
+    on_unix = broke_at + (60 - back if back is not None else 0)
+    assert transport.record() == {"chain": ["unix", "ray"], "steps": {"unix": on_unix, "ray": 60 - on_unix},
+                                  "fallbacks": fallbacks}  # fmt: skip
+    assert [c.name for c in made] == ["unix", "ray"] + (["unix"] if back is not None else [])
+    assert all(c.closed for c in made)
 
 
 def test_a_bad_transport_is_one_line() -> None:
