@@ -2,10 +2,17 @@
 
 Two `nnps train` into one run directory would interleave their checkpoints and metrics;
 the second is refused in one line naming the holder. A lock whose holder is gone (same
-host, process no longer there: a run SIGKILLed) is taken over with a line. The lock is
-made with an exclusive create on a local disk. On object stores (s3://, gs://), which
-pyarrow gives no conditional create, it is written after a look that none is there:
-two runs started within the same second can both pass; later ones are refused.
+host, process no longer there: a run SIGKILLed) is taken over with a line.
+
+On a local disk the lock is made with an exclusive create. Object stores (s3://, gs://)
+offer pyarrow no conditional create, so there each contender writes a claim of its own,
+`run.lock.d/CLAIM`, and lists the claims: the claim the store stamped first (its
+LastModified, then its name) holds the directory. The stamps are the store's, set when a
+write completes, and its listings show every completed write (S3 has been strongly
+consistent since 2020): a contender whose listing missed a rival's claim wrote its own
+before that rival's completed, so the rival, listing after, sees it as the earlier one. As
+stamps have a resolution (a second on S3), a winner lists again after SETTLE_S to settle a
+tie by name. The losers delete their claims and are refused.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,6 +30,8 @@ from nnps.core.errors import NnpsError
 from nnps.core.rundir import RunDir
 
 LOCK = "run.lock"
+CLAIMS = "run.lock.d"  # on object stores: one claim per contender
+SETTLE_S = 1.2  # beyond the store's timestamp resolution (S3's LastModified: a second)
 
 
 class RunDirBusy(NnpsError):
@@ -49,47 +60,89 @@ def alive(h: dict[str, object]) -> bool | None:
 
 
 def _create(run: RunDir, data: bytes) -> bool:
-    """Make the lock unless one is there; False if one is."""
-    if "://" not in run.uri:
-        try:
-            fd = os.open(run.join(LOCK), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return True
-    if run.exists(LOCK):
+    """Make the lock on a local disk unless one is there; False if one is."""
+    try:
+        fd = os.open(run.join(LOCK), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
         return False
-    run.write_atomic(LOCK, data)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     return True
+
+
+def _claims(run: RunDir) -> list[tuple[float, str]]:
+    """(the store's stamp, name) of every claim, earliest first."""
+    import pyarrow.fs as pafs
+
+    infos = run.fs.get_file_info(pafs.FileSelector(run.join(CLAIMS), allow_not_found=True))
+    return sorted((i.mtime.timestamp() if i.mtime else 0.0, i.base_name) for i in infos if i.type == pafs.FileType.File)
+
+
+def _claim(run: RunDir, data: bytes, say: Callable[[str], None]) -> str:
+    """Hold an object store's run directory by the earliest claim (module docstring); the
+    claim's name, to release it. RunDirBusy naming the holder if another claim is earlier."""
+    mine = f"{CLAIMS}/{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+    try:
+        with run.fs.open_output_stream(run.join(mine)) as f:  # an object appears whole when its write completes
+            f.write(data)
+    except OSError as e:
+        raise NnpsError(f"{run.uri_of(mine)}: cannot write ({str(e).splitlines()[0] if str(e) else e})")
+    for settle in (False, True):
+        if settle:
+            time.sleep(SETTLE_S)
+        for _, name in _claims(run):
+            if f"{CLAIMS}/{name}" == mine:
+                break
+            try:
+                other = json.loads(run.read(f"{CLAIMS}/{name}"))
+            except (OSError, NnpsError, json.JSONDecodeError, UnicodeDecodeError):
+                other = {}  # half-written or damaged: its writer died making it
+            if other and alive(other) is not False:
+                run.delete(mine)
+                raise RunDirBusy(_busy(run, other, f"{CLAIMS}/{name}"))
+            say(f"note: {run.uri_of(CLAIMS + '/' + name)} was left by {other.get('pid', 'a process')} on "
+                f"{other.get('host', 'this host')}, which is gone; taking it over")  # fmt: skip
+            run.delete(f"{CLAIMS}/{name}")
+    return mine
+
+
+def _busy(run: RunDir, other: dict, lock: str) -> str:
+    state = alive(other)
+    where = f"process {other.get('pid')} on {other.get('host')}"
+    return f"{run.uri} is in use by {where}" + ("" if state else f" (another host: if it is gone, delete "
+                                                f"{run.uri_of(lock)})") + "; give another --run-dir, or wait for it"  # fmt: skip
 
 
 @contextmanager
 def locked(run: RunDir, say: Callable[[str], None] = lambda _: None) -> Iterator[None]:
     """Hold the run directory's lock for the block (the directory must exist)."""
-    me = holder()
-    for _ in range(3):
-        if _create(run, json.dumps(me).encode()):
-            break
-        try:
-            other = json.loads(run.read(LOCK))
-        except (OSError, NnpsError, json.JSONDecodeError, UnicodeDecodeError):
-            other = {}  # half-written or damaged: its writer died making it
-        state = alive(other) if other else False
-        if state is not False:
-            where = f"process {other.get('pid')} on {other.get('host')}"
-            raise RunDirBusy(f"{run.uri} is in use by {where}" + ("" if state else " (another host: if it is gone, "
-                             f"delete {run.uri_of(LOCK)})") + "; give another --run-dir, or wait for it")  # fmt: skip
-        left_by = f"{other.get('pid', 'a process')} on {other.get('host', 'this host')}"
-        say(f"note: {run.uri_of(LOCK)} was left by {left_by}, which is gone; taking it over")
-        run.delete(LOCK)
+    me = json.dumps(holder()).encode()
+    if "://" in run.uri:
+        lock = _claim(run, me, say)
     else:
-        raise RunDirBusy(f"{run.uri}: could not take its lock")
+        lock = LOCK
+        _take_local(run, me, say)
     try:
         yield
     finally:
         try:
-            if json.loads(run.read(LOCK)) == me:
-                run.delete(LOCK)
-        except (OSError, NnpsError, json.JSONDecodeError):
+            if run.read(lock) == me:
+                run.delete(lock)
+        except (OSError, NnpsError):
             pass
+
+
+def _take_local(run: RunDir, me: bytes, say: Callable[[str], None]) -> None:
+    for _ in range(3):
+        if _create(run, me):
+            return
+        try:
+            other = json.loads(run.read(LOCK))
+        except (OSError, NnpsError, json.JSONDecodeError, UnicodeDecodeError):
+            other = {}  # half-written or damaged: its writer died making it
+        if other and alive(other) is not False:
+            raise RunDirBusy(_busy(run, other, LOCK))
+        left_by = f"{other.get('pid', 'a process')} on {other.get('host', 'this host')}"
+        say(f"note: {run.uri_of(LOCK)} was left by {left_by}, which is gone; taking it over")
+        run.delete(LOCK)
+    raise RunDirBusy(f"{run.uri}: could not take its lock")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -283,6 +284,48 @@ def test_two_trains_into_one_run_directory(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert f"note: {rd / 'run.lock'} was left by {first.pid} on " in resumed.stderr and "taking it over" in resumed.stderr
     assert not (rd / "run.lock").exists()  # released at the end
+
+
+def test_two_trains_racing_for_one_local_run_directory(tmp_path: Path) -> None:
+    """Started at the same moment, three times over, each long enough to overlap the other:
+    exactly one holds the directory, the other is refused in one line naming it."""
+    import json as json_
+    import subprocess
+    import sys
+
+    for race in range(3):
+        rd = tmp_path / f"race-{race}"
+        args = [sys.executable, "-m", "nnps.cli.main", "train", "--data", str(MNIST_10K), "--epochs", "1000",
+                "--workers", "0", "--run-dir", str(rd)]  # fmt: skip
+        winner, loser, err = race_of(args)
+        assert err.startswith(f"error: {rd} is in use by process {winner} on ") and err.count("\n") == 1, err
+        assert json_.loads((rd / "run.lock").read_text())["pid"] == winner
+
+
+def race_of(args: list[str]) -> tuple[int, int, str]:
+    """Two `args` started at once: (the pid that holds on, the pid refused, its stderr). The
+    one holding on is killed once the other has been refused."""
+    import signal
+    import subprocess
+
+    procs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 120
+        while all(p.poll() is None for p in procs):
+            assert time.monotonic() < deadline, "neither was refused within 120 s"
+            time.sleep(0.05)
+        loser = next(p for p in procs if p.poll() is not None)
+        winner = next(p for p in procs if p is not loser)
+        _, err = loser.communicate()
+        assert loser.returncode == 1 and winner.poll() is None, err  # the other still runs: they overlapped
+        return winner.pid, loser.pid, err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+            p.wait()
+            if p.stderr is not None and not p.stderr.closed:
+                p.stderr.close()
 
 
 def test_a_staleness_no_update_could_reach_is_refused(capsys) -> None:

@@ -95,3 +95,19 @@ def test_refused_credentials_are_one_line_and_touch_nothing(aws, capsys, monkeyp
     assert rc == 1 and err.count("\n") == 1 and "ACCESS_DENIED" in err, err
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", aws["AWS_SECRET_ACCESS_KEY"])
     assert objects(aws, "kept/") == before  # nothing written, nothing lost
+
+
+def test_two_trains_racing_for_one_run_directory_on_s3(aws) -> None:
+    """Started at the same moment, three times over: one holds the directory by the earliest
+    claim, the other is refused in one line naming it and withdraws its claim."""
+    import sys
+
+    from tests.test_cli import race_of
+
+    for race in range(3):
+        uri = f"s3://{S3_BUCKET}/race-{race}"
+        args = [sys.executable, "-m", "nnps.cli.main", *TRAIN, "--epochs", "1000", "--run-dir", uri]
+        winner, _, err = race_of(args)
+        assert err.startswith(f"error: {uri} is in use by process {winner} on ") and err.count("\n") == 1, err
+        claims = [v for k, v in objects(aws, f"race-{race}/").items() if k.startswith("run.lock.d/") and v]
+        assert [json.loads(c)["pid"] for c in claims] == [winner]  # the holder's claim alone (it was killed)
