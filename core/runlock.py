@@ -6,7 +6,7 @@ host, process no longer there: a run SIGKILLed) is taken over with a line.
 
 On a local disk the lock is made with an exclusive create. Object stores (s3://, gs://)
 offer pyarrow no conditional create, so there each contender writes a claim of its own,
-`run.lock.d/CLAIM`, and lists the claims: the claim the store stamped first (its
+`run.lock-TIME-RANDOM`, and lists the claims: the claim the store stamped first (its
 LastModified, then its name) holds the directory. The stamps are the store's, set when a
 write completes, and its listings show every completed write (S3 has been strongly
 consistent since 2020): a contender whose listing missed a rival's claim wrote its own
@@ -30,7 +30,7 @@ from nnps.core.errors import NnpsError
 from nnps.core.rundir import RunDir
 
 LOCK = "run.lock"
-CLAIMS = "run.lock.d"  # on object stores: one claim per contender
+CLAIM = "run.lock-"  # on object stores: one claim per contender, run.lock-TIME-RANDOM
 SETTLE_S = 1.2  # beyond the store's timestamp resolution (S3's LastModified: a second)
 
 
@@ -74,14 +74,15 @@ def _claims(run: RunDir) -> list[tuple[float, str]]:
     """(the store's stamp, name) of every claim, earliest first."""
     import pyarrow.fs as pafs
 
-    infos = run.fs.get_file_info(pafs.FileSelector(run.join(CLAIMS), allow_not_found=True))
-    return sorted((i.mtime.timestamp() if i.mtime else 0.0, i.base_name) for i in infos if i.type == pafs.FileType.File)
+    infos = run.fs.get_file_info(pafs.FileSelector(run.path, allow_not_found=True))
+    return sorted((i.mtime.timestamp() if i.mtime else 0.0, i.base_name) for i in infos
+                  if i.type == pafs.FileType.File and i.base_name.startswith(CLAIM))  # fmt: skip
 
 
 def _claim(run: RunDir, data: bytes, say: Callable[[str], None]) -> str:
     """Hold an object store's run directory by the earliest claim (module docstring); the
     claim's name, to release it. RunDirBusy naming the holder if another claim is earlier."""
-    mine = f"{CLAIMS}/{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+    mine = f"{CLAIM}{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
     try:
         with run.fs.open_output_stream(run.join(mine)) as f:  # an object appears whole when its write completes
             f.write(data)
@@ -91,18 +92,18 @@ def _claim(run: RunDir, data: bytes, say: Callable[[str], None]) -> str:
         if settle:
             time.sleep(SETTLE_S)
         for _, name in _claims(run):
-            if f"{CLAIMS}/{name}" == mine:
+            if name == mine:
                 break
             try:
-                other = json.loads(run.read(f"{CLAIMS}/{name}"))
+                other = json.loads(run.read(name))
             except (OSError, NnpsError, json.JSONDecodeError, UnicodeDecodeError):
                 other = {}  # half-written or damaged: its writer died making it
             if other and alive(other) is not False:
                 run.delete(mine)
-                raise RunDirBusy(_busy(run, other, f"{CLAIMS}/{name}"))
-            say(f"note: {run.uri_of(CLAIMS + '/' + name)} was left by {other.get('pid', 'a process')} on "
+                raise RunDirBusy(_busy(run, other, name))
+            say(f"note: {run.uri_of(name)} was left by {other.get('pid', 'a process')} on "
                 f"{other.get('host', 'this host')}, which is gone; taking it over")  # fmt: skip
-            run.delete(f"{CLAIMS}/{name}")
+            run.delete(name)
     return mine
 
 

@@ -109,5 +109,5 @@ def test_two_trains_racing_for_one_run_directory_on_s3(aws) -> None:
         args = [sys.executable, "-m", "nnps.cli.main", *TRAIN, "--epochs", "1000", "--run-dir", uri]
         winner, _, err = race_of(args)
         assert err.startswith(f"error: {uri} is in use by process {winner} on ") and err.count("\n") == 1, err
-        claims = [v for k, v in objects(aws, f"race-{race}/").items() if k.startswith("run.lock.d/") and v]
+        claims = [v for k, v in objects(aws, f"race-{race}/").items() if k.startswith("run.lock-")]
         assert [json.loads(c)["pid"] for c in claims] == [winner]  # the holder's claim alone (it was killed)
