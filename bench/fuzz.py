@@ -39,7 +39,7 @@ def fuzz_one(name: str, seconds: int) -> None:
     corpus = tempfile.mkdtemp(prefix="nnps-corpus-")  # libFuzzer adds to it: a copy, not the repo's
     for i, seed in enumerate(target.seeds()):
         Path(corpus, f"seed-{i}").write_bytes(seed)
-    findings = REPO / "fuzz-findings"
+    findings = REPO / "fuzz-findings"  # (ignored by git; a fixed one goes to tests/data/fuzz-findings/NAME/)
     findings.mkdir(exist_ok=True)
     atheris.Setup([sys.argv[0], f"-max_total_time={seconds}", "-rss_limit_mb=4096", "-max_len=65536",
                    f"-artifact_prefix={findings}/{name}-", "-print_final_stats=1", corpus], one)  # fmt: skip

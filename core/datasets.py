@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -155,19 +156,29 @@ def load_parquet_dir(directory: Path) -> Dataset:
             table = pq.read_table(path)
         except Exception as e:  # pyarrow raises ArrowInvalid / OSError for damaged files
             raise DataError(f"{path}: not a readable Parquet file ({e})")
-        if not {"image", "label"} <= set(table.column_names):
-            raise DataError(f"{path}: needs columns 'image' and 'label', has {table.column_names}")
-        meta = json.loads((table.schema.metadata or {}).get(b"nnps", b"{}"))
-        rows, cols = meta.get("rows", 28), meta.get("cols", 28)
-        blobs = table.column("image").to_pylist()
-        if any(b is None or len(b) != rows * cols for b in blobs):
-            raise DataError(f"{path}: every image must be {rows}x{cols} = {rows * cols} bytes")
-        images[split] = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(-1, rows, cols)
-        y = table.column("label").to_numpy(zero_copy_only=False)
-        if y.size and (y.min() < 0 or y.max() > 255):
-            raise DataError(f"{path}: label {int(y.max() if y.max() > 255 else y.min())} is out of range 0-9")
-        labels[split] = y.astype(np.uint8)
+        try:
+            images[split], labels[split] = _image_table(table, path)
+        except DataError:
+            raise
+        except Exception as e:  # what a damaged file's schema holds: names not UTF-8, metadata not JSON, ...
+            raise DataError(f"{path}: not an image Parquet file ({type(e).__name__}: {e})")
     return checked(directory.name, images, labels, where)
+
+
+def _image_table(table: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of one split's table, as write_parquet_dir writes it."""
+    if not {"image", "label"} <= set(table.column_names):
+        raise DataError(f"{path}: needs columns 'image' and 'label', has {table.column_names}")
+    meta = json.loads((table.schema.metadata or {}).get(b"nnps", b"{}"))
+    rows, cols = meta.get("rows", 28), meta.get("cols", 28)
+    blobs = table.column("image").to_pylist()
+    if any(b is None or len(b) != rows * cols for b in blobs):
+        raise DataError(f"{path}: every image must be {rows}x{cols} = {rows * cols} bytes")
+    images = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(-1, rows, cols)
+    y = table.column("label").to_numpy(zero_copy_only=False)
+    if y.size and (y.min() < 0 or y.max() > 255):
+        raise DataError(f"{path}: label {int(y.max() if y.max() > 255 else y.min())} is out of range 0-9")
+    return images, y.astype(np.uint8)
 
 
 def write_parquet_dir(ds: Dataset, out: Path) -> list[Path]:

@@ -15,7 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from tests.fuzz_targets import TARGETS, Target, mutated
+from tests.fuzz_targets import CORPUS, TARGETS, Target, mutated
+
+FINDINGS = CORPUS.parent / "fuzz-findings"
 
 EXAMPLES = 150  # per target: a bounded run (seconds); bench/fuzz.py runs longer
 SLACK = 16 << 20  # bytes a reader may allocate beyond its input (numpy, Pillow, pyarrow buffers)
@@ -56,6 +58,14 @@ def test_the_seeds_load(target: Target, tmp_path: Path) -> None:
     """The corpus's own files are valid: the mutations start from real files."""
     for data in target.seeds():
         target.read(data, tmp_path)
+
+
+def test_past_findings_are_refused_in_one_line(tmp_path: Path) -> None:
+    """The fuzzers' findings (tests/data/fuzz-findings/NAME/), each fixed, kept as inputs."""
+    found = {t.name: t for t in TARGETS}
+    for folder in sorted(FINDINGS.iterdir()):
+        for path in sorted(folder.iterdir()):
+            check(found[folder.name], path.read_bytes(), tmp_path)
 
 
 def test_a_header_that_declares_more_than_the_file_holds_allocates_nothing(tmp_path: Path) -> None:
