@@ -23,6 +23,8 @@ def default_name(target: str) -> str:
 
 def bindable_port(host: str, port: int | None) -> int:
     """`port` if it is free on `host` (a free one if None), or a one-line error."""
+    if port is not None and not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be 0-65535, got {port}")
     with socket.socket() as s:
         try:
             s.bind((host, port or 0))

@@ -49,6 +49,8 @@ class SweepSpec:
         axes = self.parsed()
         if not axes:
             raise ConfigError("nothing varies: give some flag a list (a,b) or a range (lo:hi)")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if self.scheduler not in ("asha", "fifo"):
             raise ConfigError(f"--scheduler must be asha or fifo, got {self.scheduler!r}")
         if self.samples is not None and self.samples < 1:

@@ -257,6 +257,7 @@ def test_bad_flags_and_targets_are_one_line(served, tmp_path: Path) -> None:
             ([str(run), "--autoscale", "3,1"], "error: --autoscale 3,1: needs 1 <= MIN <= MAX"),
             ([str(run), "--replicas", "0"], "error: --replicas must be >= 1, got 0"),
             ([str(run), "--port", str(port)], f"error: cannot listen on 127.0.0.1:{port}: Address already in use"),
+            ([str(run), "--port", "70000"], "error: --port must be 0-65535, got 70000"),
         ]
         for args, message in cases:
             r = subprocess.run([NNPS, "serve", *args], capture_output=True, text=True, timeout=60)

@@ -67,6 +67,7 @@ def test_the_validation_split_is_seeded_and_disjoint(mnist10k) -> None:
     (["--lr", "1,3", "--workers", "1", "--concurrency", "2"], "--concurrency 2: this machine has"),
     (["--lr", "1,3", "--workers", "x"], "--workers must be a count or auto, got 'x'"),
     (["--lr", "1,1"], "--lr '1,1': a choice is listed twice"),
+    (["--lr", "1,3", "--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["--batch-size", "10,0"], "--batch-size must be >= 1, got 0"),
     (["--hidden", "30"], "nothing varies: give some flag a list (a,b) or a range (lo:hi)"),
     (["--lr", "1,3", "--bogus", "1"], "No such option: --bogus"),
