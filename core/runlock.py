@@ -94,17 +94,23 @@ def _claim(run: RunDir, data: bytes, say: Callable[[str], None]) -> str:
         for _, name in _claims(run):
             if name == mine:
                 break
-            try:
-                other = json.loads(run.read(name))
-            except (OSError, NnpsError, json.JSONDecodeError, UnicodeDecodeError):
-                other = {}  # half-written or damaged: its writer died making it
-            if other and alive(other) is not False:
-                run.delete(mine)
-                raise RunDirBusy(_busy(run, other, name))
-            say(f"note: {run.uri_of(name)} was left by {other.get('pid', 'a process')} on "
-                f"{other.get('host', 'this host')}, which is gone; taking it over")  # fmt: skip
-            run.delete(name)
+            _take_over(run, name, say, withdraw=lambda: run.delete(mine))
     return mine
+
+
+def _take_over(run: RunDir, name: str, say: Callable[[str], None], withdraw: Callable[[], None] = lambda: None) -> None:
+    """Another's lock or claim `name`: RunDirBusy naming its holder if that may still run
+    (after `withdraw`), else deleted with a line (its holder is gone)."""
+    try:
+        other = json.loads(run.read(name))
+    except (OSError, NnpsError, json.JSONDecodeError, UnicodeDecodeError):
+        other = {}  # half-written or damaged: its writer died making it
+    if other and alive(other) is not False:
+        withdraw()
+        raise RunDirBusy(_busy(run, other, name))
+    say(f"note: {run.uri_of(name)} was left by {other.get('pid', 'a process')} on {other.get('host', 'this host')}, "
+        f"which is gone; taking it over")  # fmt: skip
+    run.delete(name)
 
 
 def _busy(run: RunDir, other: dict, lock: str) -> str:
@@ -137,13 +143,5 @@ def _take_local(run: RunDir, me: bytes, say: Callable[[str], None]) -> None:
     for _ in range(3):
         if _create(run, me):
             return
-        try:
-            other = json.loads(run.read(LOCK))
-        except (OSError, NnpsError, json.JSONDecodeError, UnicodeDecodeError):
-            other = {}  # half-written or damaged: its writer died making it
-        if other and alive(other) is not False:
-            raise RunDirBusy(_busy(run, other, LOCK))
-        left_by = f"{other.get('pid', 'a process')} on {other.get('host', 'this host')}"
-        say(f"note: {run.uri_of(LOCK)} was left by {left_by}, which is gone; taking it over")
-        run.delete(LOCK)
+        _take_over(run, LOCK, say)
     raise RunDirBusy(f"{run.uri}: could not take its lock")
