@@ -4,6 +4,7 @@ restore), progress lines, and the results read back from the trials' own run dir
     SWEEP_DIR/sweep.json         the spec: fixed flags, varied flags, samples, scheduler, epochs
     SWEEP_DIR/trials/trial-N/    one nnps run per trial (config.json, metrics.jsonl, checkpoints)
     SWEEP_DIR/tune/              Tune's experiment state (what `--resume` restores)
+    SWEEP_DIR/tune-state.pkl     Tune's state as last saved whole (cluster/sweep_state.py)
     SWEEP_DIR/asha.pkl           the ASHA scheduler's rungs and decisions (cluster/sweep.py)
     SWEEP_DIR/result.json        every trial's outcome, the best, and its test accuracy
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -189,7 +191,7 @@ def tuner(spec: SweepSpec, data: DataHolder, sweep_dir: Path, concurrency: int, 
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from nnps.cluster import sweep
+    from nnps.cluster import sweep, sweep_state
 
     os.environ.update(TUNE_ENV)
     base = TrainConfig.from_dict(spec.base)
@@ -197,8 +199,11 @@ def tuner(spec: SweepSpec, data: DataHolder, sweep_dir: Path, concurrency: int, 
     trainable = tune.with_resources(
         tune.with_parameters(sweep.run_trial, data=data, base={**spec.base, "workers": workers},
                              trials_dir=str((sweep_dir / "trials").absolute()), epochs=spec.epochs), resources)  # fmt: skip
-    if resume:
+    if resume and sweep_state.put_back(sweep_dir):
         return tune.Tuner.restore(str(sweep_dir / "tune"), trainable, resume_unfinished=True, resume_errored=True)
+    if resume:  # killed before Tune first saved its state: Tune begins again, each trial from its run directory
+        shutil.rmtree(sweep_dir / "tune", ignore_errors=True)
+        (sweep_dir / "asha.pkl").unlink(missing_ok=True)
     grid = space.is_grid(spec.parsed(), spec.samples)
     config = tune.TuneConfig(
         metric=sweep.METRIC, mode="max", num_samples=1 if grid else int(spec.samples or 1),
@@ -206,7 +211,8 @@ def tuner(spec: SweepSpec, data: DataHolder, sweep_dir: Path, concurrency: int, 
         scheduler=sweep.scheduler(spec.scheduler, str(sweep_dir / "asha.pkl"), spec.epochs, spec.grace_period,
                                   spec.reduction_factor),
         search_alg=BasicVariantGenerator(random_state=base.seed, max_concurrent=concurrency))  # fmt: skip
-    run = tune.RunConfig(name="tune", storage_path=str(sweep_dir.resolve()), verbose=0, callbacks=callbacks,
+    run = tune.RunConfig(name="tune", storage_path=str(sweep_dir.resolve()), verbose=0,
+                         callbacks=[*callbacks, sweep_state.Keeper(str(sweep_dir.resolve()))],
                          failure_config=tune.FailureConfig(max_failures=3),
                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2))  # fmt: skip
     return tune.Tuner(trainable, param_space=domains(spec), tune_config=config, run_config=run)

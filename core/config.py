@@ -15,10 +15,10 @@ from typing import Any, Callable
 from nnps.core.activations import HIDDEN, OUTPUT
 from nnps.core.costs import COSTS
 from nnps.core.errors import ConfigError
+from nnps.core.network import DTYPES
 from nnps.core.optimizers import OPTIMIZERS, SCHEDULES
 
 WEIGHT_INITS = ("normal", "scaled")
-DTYPES = ("float32", "float64")
 TRANSPORTS = ("auto", "unix", "tcp", "ray")  # what carries a step: cluster/transport.py
 CONSISTENCIES = ("sync", "bounded", "async")  # how updates wait for each other: core/staleness.py
 

@@ -27,6 +27,8 @@ import numpy as np
 from nnps.core.activations import HIDDEN, OUTPUT
 from nnps.core.costs import cost_sum, grad_a
 
+DTYPES = ("float32", "float64")  # what parameters, activations and gradients are held in
+
 Array = np.ndarray
 
 # A worker's reply is the gradient sums followed by these three numbers, so that one flat
@@ -98,6 +100,8 @@ class Network:
             raise ValueError(f"unknown activation {self.activation!r}; choose from {sorted(HIDDEN)}")
         if self.output not in OUTPUT:
             raise ValueError(f"unknown output {self.output!r}; choose from {sorted(OUTPUT)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
 
     @cached_property
     def layout(self) -> Layout:

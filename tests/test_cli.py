@@ -103,7 +103,7 @@ def test_evaluate_and_predict_take_a_run_directory_and_its_own_data(tmp_path: Pa
         (["train", "--hidden", "3,x"], 1, "error: --hidden must be comma-separated layer widths like 30 or 16,16, got '3,x'"),
         (["train", "--activation", "gelu"], 1, "error: --activation must be one of relu, sigmoid, tanh; got 'gelu'"),
         (["train", "--lr", "-1"], 1, "error: --lr must be positive, got -1.0"),
-        (["train", "--data", "/nonexistent/dir"], 1, "error: /nonexistent/dir: no such file or directory"),
+        (["train", "--data", "{missing}/dir"], 1, "error: {missing}/dir: no such file or directory"),
         (["train", "--resume"], 1, "error: --resume needs --run-dir, the run to continue"),
         (["train", "--transport", "shm"], 1, "error: --transport must be one of auto, unix, tcp, ray; got 'shm'"),
         # an option that would be ignored in the mode chosen is refused, echoing it
@@ -121,9 +121,10 @@ def test_evaluate_and_predict_take_a_run_directory_and_its_own_data(tmp_path: Pa
         (["bench", "--batches", "10,x"], 1, "error: --batches must be positive integers, comma-separated, got '10,x'"),
     ],
 )
-def test_errors_are_one_line(args: list[str], code: int, message: str, capsys) -> None:
-    rc, out, err = run_main(args, capsys)
-    assert (rc, err) == (code, message + "\n")
+def test_errors_are_one_line(args: list[str], code: int, message: str, capsys, tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing")  # a path this test knows is absent
+    rc, out, err = run_main([a.replace("{missing}", missing) for a in args], capsys)
+    assert (rc, err) == (code, message.replace("{missing}", missing) + "\n")
 
 
 @pytest.mark.parametrize(("text", "fault"), [

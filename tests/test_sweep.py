@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,6 +155,8 @@ def test_a_killed_driver_resumes_to_the_same_sweep(tmp_path: Path) -> None:
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, at once
     proc.wait()
     assert not (cut / "result.json").exists()
+    for state in (cut / "tune").glob("experiment_state-*.json"):
+        state.write_bytes(b"")  # what a kill during Tune's background copy of its state leaves
     r = sweep("--resume", "--run-dir", str(cut))
     assert "sweep: 6 trials of 3 epochs" in r.stderr
     a, b = result(whole), result(cut)
@@ -161,6 +164,29 @@ def test_a_killed_driver_resumes_to_the_same_sweep(tmp_path: Path) -> None:
     best = a["best"]["trial"]
     assert np.array_equal(checkpoint.load(str(whole / "trials" / best / "final.npz")).params,
                           checkpoint.load(str(cut / "trials" / best / "final.npz")).params)  # fmt: skip
+
+
+def test_a_sweep_killed_before_tune_saved_its_state_resumes_from_the_trials_files(tmp_path: Path) -> None:
+    s = tmp_path / "s"
+    args = [*SEED_NET, "--lr", "1,3", "--scheduler", "fifo", "--concurrency", "1", "--run-dir", str(s)]
+    proc = subprocess.Popen([NNPS, "sweep", *args], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    metrics = s / "trials" / "trial-00000" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and metrics.read_text().strip()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before it was killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    shutil.rmtree(s / "tune")  # as a driver killed before Tune first saved leaves it: the trials' files only
+    (s / "tune-state.pkl").unlink()
+    sweep("--resume", "--run-dir", str(s))
+    trials = result(s)["trials"]
+    assert [(t["trial"], t["params"]["lr"], t["epochs"]) for t in trials] == [("trial-00000", 1.0, 2),
+                                                                              ("trial-00001", 3.0, 2)]
+    for t in trials:
+        got, expected = serial_weights(s / "trials" / t["trial"])
+        assert np.array_equal(got, expected), t["trial"]
 
 
 def test_a_killed_trial_process_is_retried_to_identical_weights(tmp_path: Path) -> None:
