@@ -86,13 +86,15 @@ class SweepSpec:
 
 
 def domains(spec: SweepSpec) -> dict[str, Any]:
-    """The axes as Tune's search space: grid_search for a grid, else sampling domains."""
+    """The axes as Tune's search space: grid_search for a grid, else sampling domains; in
+    the order of their names, the order Tune draws them in, so the draw does not depend on the
+    order of the flags (or on sweep.json's, read back for a resume)."""
     from ray import tune
 
     axes = spec.parsed()
     grid = space.is_grid(axes, spec.samples)
     out: dict[str, Any] = {}
-    for a in axes:
+    for a in sorted(axes, key=lambda a: a.field):
         values = [list(v) if isinstance(v, tuple) else v for v in a.values]
         if grid:
             out[a.field] = tune.grid_search(values)

@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
 from nnps.cli.main import main
+from nnps.cluster.sweep_runner import SweepSpec, domains
 from nnps.core import checkpoint, validation
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import load_path
@@ -129,11 +132,16 @@ def test_grid_and_random_trials_are_a_function_of_the_seed(tmp_path: Path) -> No
     grid = result_of(tmp_path / "g", "--lr", "1,3", "--hidden", "10,20x5")
     assert sorted((t["params"]["lr"], tuple(t["params"]["hidden"])) for t in grid) == [
         (1.0, (10,)), (1.0, (20, 5)), (3.0, (10,)), (3.0, (20, 5))]
-    space = ("--lr", "0.1:3:log", "--batch-size", "10:100", "--samples", "3")
-    a, b = result_of(tmp_path / "a", *space), result_of(tmp_path / "b", *space)
-    c = result_of(tmp_path / "c", *space, "--seed", "1")
-    assert [t["params"] for t in a] == [t["params"] for t in b]
-    assert [t["params"] for t in a] != [t["params"] for t in c]
+    a = result_of(tmp_path / "a", "--lr", "0.1:3:log", "--batch-size", "10:100", "--samples", "3")
+    spec = SweepSpec.load(tmp_path / "a")  # the trials are Tune's draw from the space with the run's --seed
+    assert [t["params"] for t in a] == drawn(spec, seed=0) != drawn(spec, seed=1)
+
+
+def drawn(spec: SweepSpec, seed: int) -> list[dict]:
+    """The configs Tune's seeded generator draws from the sweep's space, without running them."""
+    g = BasicVariantGenerator(random_state=seed)
+    g.add_configurations({"s": {"run": lambda c: None, "config": domains(spec), "num_samples": spec.samples}})
+    return [t.config for t in iter(g.next_trial, None)]
 
 
 def result_of(s: Path, *args: str) -> list[dict]:
