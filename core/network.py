@@ -61,11 +61,6 @@ class Layout:
         """max_l n_{l-1} * n_l: multiply-adds per example in the largest layer product."""
         return max(n_in * n_out for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]))
 
-    @property
-    def num_layers(self) -> int:
-        """L, the number of weight layers."""
-        return len(self.sizes) - 1
-
     def views(self, flat: Array) -> tuple[list[Array], list[Array]]:
         """Per-layer (W^l (n_l, n_{l-1}), b^l (n_l,)) views into `flat`: no copies."""
         ws, bs = [], []

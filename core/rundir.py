@@ -124,9 +124,6 @@ class RunDir:
 
     # config and metrics
 
-    def write_json(self, name: str, obj: Any) -> None:
-        self.write_atomic(name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.exists("metrics.jsonl"):
             return []

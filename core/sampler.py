@@ -42,9 +42,6 @@ class Sampler:
         epoch, k = divmod(step, self.steps_per_epoch)
         return self.order(epoch)[k * self.batch_size : (k + 1) * self.batch_size]
 
-    def epoch_of(self, step: int) -> int:
-        return step // self.steps_per_epoch
-
 
 def split(indices: Array, k: int) -> list[Array]:
     """Split a mini-batch into k near-equal consecutive shards (sizes differ by at most 1).

@@ -104,9 +104,6 @@ class Server:
         return Snapshot(self.params.copy(), {k: v.copy() for k, v in self.optimizer.state.items()}, self.step,
                         (self.cost_sum, self.correct, self.examples), self.diverged_at, self.bad_cost)  # fmt: skip
 
-    def current_lr(self) -> float:
-        return self.optimizer.schedule.lr(self.optimizer.lr, self.step)
-
 
 def add_up(total: Array, replies: tuple[Array, ...], part: slice) -> None:
     """total[part] = replies[0][part] + replies[1][part] + ..., left to right."""

@@ -23,8 +23,6 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-SPLITS = ("x_train", "y_train", "x_test", "y_test")
-
 
 @ray.remote(num_cpus=0)
 class TrainingData:

@@ -121,8 +121,3 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def available() -> bool:
-    """Whether this machine has a /dev/shm to put step files in."""
-    return SHM_DIR.is_dir() and os.access(SHM_DIR, os.W_OK)
