@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from nnps.cli.errors import handle_errors
+from nnps.cli.options import JsonOut
+from nnps.core.environment import RAY_ADDRESS
 from nnps.core.config import parse_hidden
 from nnps.core.errors import ConfigError
 
@@ -28,9 +30,9 @@ def bench(
     hidden: Annotated[str, typer.Option(help="Hidden layer widths of the network to measure")] = "30",
     batches: Annotated[str, typer.Option(help="Batch sizes, comma-separated")] = "10,100,1000,10000",
     workers: Annotated[Optional[str], typer.Option(help="Worker counts, comma-separated (default: 1, 2, 4, ... up to the CPUs Ray sees)")] = None,
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster to measure (default: an embedded local Ray)", envvar="RAY_ADDRESS")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster to measure (default: an embedded local Ray)", envvar=RAY_ADDRESS.name)] = None,
     save: Annotated[bool, typer.Option(help="Save the coordination costs for --workers auto")] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    json_out: JsonOut = False,
 ) -> None:  # fmt: skip
     """Examples/s with N Ray workers against one process, per batch size; calibrates --workers auto."""
     import os

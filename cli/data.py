@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 
 from nnps.cli.errors import handle_errors
-from nnps.cli.train import download_progress
+from nnps.cli.options import JsonOut
+from nnps.cli.formatting import download_progress
 from nnps.core import catalog
 from nnps.core.datasets import write_parquet_dir
 
@@ -37,7 +38,7 @@ def download(
 @handle_errors
 def info(
     source: Annotated[str, typer.Argument(help="Catalog name or path")],
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Counts, image shape and class balance of a dataset."""
     ds = catalog.load(source)

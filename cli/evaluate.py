@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nnps.cli.errors import handle_errors
+from nnps.cli.options import JsonOut
 from nnps.core import catalog, checkpoint, validation
 from nnps.core.config import TrainConfig
 from nnps.core.images import box_for, read_image
@@ -24,7 +25,7 @@ def evaluate(
     ckpt: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A checkpoint .npz or a run directory (its newest checkpoint); local path or URI")],
     data: Annotated[Optional[str], typer.Option(help="Dataset name or path (default: the one the checkpoint was trained on)")] = None,
     split: Annotated[str, typer.Option(help="test, train, or validation (a run that held one out)")] = "test",
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Accuracy, mean cost and confusion matrix of a checkpoint on a dataset."""
     if split not in ("test", "train", "validation"):
@@ -74,7 +75,7 @@ def trained_with(ck: checkpoint.Checkpoint) -> TrainConfig | None:
 def predict(
     ckpt: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A checkpoint .npz or a run directory (its newest checkpoint)")],
     images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="PNG/PGM/... files, or IDXFILE:INDEX")],
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Print the predicted class and the output activations for each image."""
     ck = checkpoint.load(checkpoint.resolve(ckpt))

@@ -16,11 +16,11 @@ from typing import Annotated, Optional
 import typer
 
 from nnps.cli.errors import handle_errors
-from nnps.cli.train import consistency_note, steps_by_channel
+from nnps.cli.formatting import consistency_note, steps_by_channel
+from nnps.cli.options import Dashboard as Address
+from nnps.cli.options import JsonOut, command_of
 from nnps.core.errors import ClusterError, ConfigError
 
-Address = Annotated[Optional[str], typer.Option(help="Ray dashboard address, e.g. http://127.0.0.1:8265")]
-JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 
 
 def _jobs(address: str | None):  # type: ignore[no-untyped-def]
@@ -31,15 +31,13 @@ def _jobs(address: str | None):  # type: ignore[no-untyped-def]
 
 def _validate_train_args(args: list[str]) -> None:
     """Parse the train options with `nnps train`'s own parser, so a bad flag fails here."""
-    from nnps.cli.main import app
-    from nnps.cli.train import config_from_options
+    from nnps.cli import train
 
-    train_cmd = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
-    ctx = train_cmd.make_context("nnps train", list(args))
+    ctx = command_of(train.train).make_context("nnps train", list(args))
     for forbidden in ("run_dir", "resume"):
         if ctx.params.get(forbidden) not in (None, False):
             raise ConfigError(f"--{forbidden.replace('_', '-')} is nnps submit's own option, not a train option")
-    config_from_options(ctx.params)
+    train.config_from_options(ctx.params)
 
 
 @handle_errors

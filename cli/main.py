@@ -16,7 +16,8 @@ NO_ARGS = (click.exceptions.NoArgsIsHelpError, _typer_click.NoArgsIsHelpError)
 USAGE = (click.UsageError, _typer_click.UsageError)
 ABORT = (click.exceptions.Abort, getattr(_typer_click, "Abort", click.exceptions.Abort), typer.Abort)
 
-from nnps.cli import bench, data, evaluate, inspect, jobs, plot, serve, sweep, train, ui
+from nnps.cli.options import PASS_ON
+from nnps.cli import bench, data, evaluate, inspect, jobs, plot, replay, serve, sweep, train, ui
 
 app = typer.Typer(
     name="nnps",
@@ -28,7 +29,8 @@ app = typer.Typer(
 app.command()(train.train)
 app.command()(evaluate.evaluate)
 app.command()(evaluate.predict)
-app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(jobs.submit)
+app.command()(replay.replay)
+app.command(context_settings=PASS_ON)(jobs.submit)
 app.command()(jobs.status)
 app.command()(jobs.logs)
 app.command()(jobs.stop)
@@ -38,7 +40,7 @@ app.command()(plot.plot)
 app.command()(inspect.inspect)
 app.command()(ui.ui)
 app.command()(serve.serve)
-app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(sweep.sweep)
+app.command(context_settings=PASS_ON)(sweep.sweep)
 app.command()(bench.bench)
 app.add_typer(data.app, name="data")
 

@@ -20,11 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from nnps.cli.errors import handle_errors
+from nnps.cli.options import PASS_ON, RayAddress, command_of
 from nnps.core import space
 from nnps.core.errors import ConfigError
 
 # Train flags a trial does not take: the sweep has its own (or they make no sense per trial).
-NOT_IN_A_SWEEP = ("--run-dir", "--resume", "--replay", "--json", "--log-progress", "--steps", "--address")
+NOT_IN_A_SWEEP = ("--run-dir", "--resume", "--json", "--log-progress", "--steps", "--address")
 
 
 def split_flags(args: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -52,12 +53,10 @@ def base_config(fixed: list[str], validation_fraction: float) -> dict[str, Any]:
     """The TrainConfig every trial starts from, parsed by `nnps train`'s own options."""
     import click
 
-    from nnps.cli.main import app
-    from nnps.cli.train import config_from_options
+    from nnps.cli.train import config_from_options, train
 
-    train_cmd = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
     try:
-        params = train_cmd.make_context("nnps sweep", list(fixed), resilient_parsing=False).params
+        params = command_of(train).make_context("nnps sweep", list(fixed), resilient_parsing=False).params
     except click.ClickException as e:
         raise ConfigError(e.format_message())
     given = [a for a in fixed if a.split("=")[0] in NOT_IN_A_SWEEP]
@@ -81,7 +80,7 @@ def sweep(
     reduction_factor: Annotated[float, typer.Option(help="ASHA: keep 1 in this many at each rung (Tune's default, 4)")] = 4.0,
     validation_fraction: Annotated[float, typer.Option(help="Part of the training set held out to judge trials")] = 0.1,
     concurrency: Annotated[str, typer.Option(help="Trials at once: auto (the cost model shares the CPUs between trials and their workers; --workers N fixes those) or N")] = "auto",
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)", envvar="RAY_ADDRESS")] = None,
+    address: RayAddress = None,
     run_dir: Annotated[Optional[str], typer.Option(help="The sweep's directory (local path)")] = None,
     resume: Annotated[bool, typer.Option(help="Go on with the sweep in --run-dir")] = False,
     show: Annotated[Optional[str], typer.Option(help="Print a sweep's table and plot its curves", metavar="SWEEP_DIR")] = None,
@@ -122,10 +121,7 @@ def spec_of(args: list[str], epochs: int, samples: int | None, scheduler: str, g
 
 def validate_args(args: list[str]) -> None:
     """`nnps submit ... sweep ARGS`: check ARGS with this command's own parser, before submitting."""
-    from nnps.cli.main import app
-
-    sweep_cmd = typer.main.get_command(app).commands["sweep"]  # type: ignore[attr-defined]
-    ctx = sweep_cmd.make_context("nnps sweep", list(args))
+    ctx = command_of(sweep, **PASS_ON).make_context("nnps sweep", list(args))
     for own in ("run_dir", "resume", "show"):
         if ctx.params.get(own) not in (None, False):
             raise ConfigError(f"--{own.replace('_', '-')} is nnps submit's own option or not for a job")

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 
 from nnps.cli.errors import handle_errors
+from nnps.cli.formatting import consistency_note, download_progress, steps_by_channel
+from nnps.cli.options import JsonOut, RayAddress
 from nnps.cli.progress import RichReporter
 from nnps.core.config import TrainConfig, parse_hidden
 from nnps.core.errors import ConfigError
@@ -49,7 +51,7 @@ def train(
     dtype: Annotated[str, typer.Option(help="float32 or float64")] = DEFAULTS.dtype,
     init: Annotated[Optional[str], typer.Option(help="Start from this checkpoint's weights")] = None,
     workers: Annotated[str, typer.Option(help="0: in-process; N: N Ray worker actors; auto: the fastest by a measured cost model")] = "auto",
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local Ray)", envvar="RAY_ADDRESS")] = None,
+    address: RayAddress = None,
     transport: Annotated[str, typer.Option(help="What carries each step to the workers: auto (unix on one node, tcp across nodes), unix, tcp or ray; each falls back to ray calls")] = DEFAULTS.transport,
     consistency: Annotated[str, typer.Option(help="sync: each step one batch over all workers; bounded or async: each worker's batch its own update, applied as it arrives")] = DEFAULTS.consistency,
     staleness: Annotated[Optional[int], typer.Option(help="bounded: no update computed on parameters more than TAU versions old", metavar="TAU")] = None,
@@ -59,15 +61,12 @@ def train(
     early_stopping: Annotated[Optional[int], typer.Option(help="Stop after PATIENCE epochs without a better validation cost; final.npz is the best epoch's", metavar="PATIENCE")] = None,
     run_dir: Annotated[Optional[str], typer.Option(help="Run directory: local path or a pyarrow URI (s3://...). Default runs/<time>")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint")] = False,
-    replay: Annotated[Optional[str], typer.Option(help="Recompute a bounded or async run from its record, in one process, and compare its final weights", metavar="RUN_DIR")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout")] = False,
+    json_out: JsonOut = False,
     log_progress: Annotated[bool, typer.Option(help="Print NNPS_PROGRESS lines instead of a progress bar (for jobs)")] = False,
 ) -> None:  # fmt: skip
     """Train a network by mini-batch SGD; writes config, metrics and checkpoints to a run directory."""
     from nnps.cluster import driver  # imported here: `nnps --help` stays fast
 
-    if replay:
-        return replay_run(replay, json_out)
     if resume and not run_dir:
         raise ConfigError("--resume needs --run-dir, the run to continue")
     options = {k: v for k, v in locals().items() if k != "ctx"}
@@ -103,33 +102,7 @@ def train(
                       f"{tail}; weights in {summary['final']}", soft_wrap=True)  # fmt: skip
 
 
-def consistency_note(s: dict | None) -> str:
-    """"async, 2 workers, staleness max 3, mean 1.02": a bounded or async run's mode ("" for sync)."""
-    if not s:
-        return ""
-    mode = f"bounded (TAU {s['tau']})" if s["mode"] == "bounded" else s["mode"]
-    return f"{mode}, {s['workers']} workers, staleness max {s['max']}, mean {s['mean']:.2f}"
-
-
-def steps_by_channel(record: dict | None) -> str:
-    """"unix 53, in-process 7": the steps each channel carried, most first ("" in-process)."""
-    steps = sorted(((n, name) for name, n in (record or {}).get("steps", {}).items() if n), reverse=True)
-    return ", ".join(f"{name} {n}" for n, name in steps)
-
-
-NOT_CONFIG = ("run_dir", "resume", "replay", "json_out", "log_progress")
-
-
-def replay_run(run_dir: str, json_out: bool) -> None:
-    """`nnps train --replay RUN_DIR`: the run recomputed from its record (core/staleness.py)."""
-    from nnps.cluster.driver import replay
-
-    out = replay(RunDir(run_dir))
-    if json_out:
-        sys.stdout.write(json.dumps(out, sort_keys=True) + "\n")
-        return
-    Console(stderr=True).print(f"replayed {out['updates']} updates of {run_dir} in one process: max |w - final.npz| = "
-                               f"{out['max_abs_diff']:.3g}; weights in {out['final']}", soft_wrap=True)  # fmt: skip
+NOT_CONFIG = ("run_dir", "resume", "json_out", "log_progress")
 
 
 def config_from_options(options: dict) -> TrainConfig:
@@ -137,23 +110,3 @@ def config_from_options(options: dict) -> TrainConfig:
     values = {k: v for k, v in options.items() if k not in NOT_CONFIG and k in TrainConfig.__dataclass_fields__}
     values["hidden"] = parse_hidden(options["hidden"])
     return TrainConfig(**values)
-
-
-def download_progress(console: Console):  # type: ignore[no-untyped-def]
-    """A callback drawing a Rich bar per file the catalog downloads."""
-    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-
-    state: dict[str, object] = {}
-
-    def report(name: str, done: int, total: int | None) -> None:
-        if name not in state:
-            bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                           console=console, transient=True)  # fmt: skip
-            bar.start()
-            state[name] = (bar, bar.add_task(name, total=total))
-        bar, task = state[name]  # type: ignore[misc]
-        bar.update(task, completed=done)
-        if total is not None and done >= total:
-            bar.stop()
-
-    return report

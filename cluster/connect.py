@@ -10,7 +10,6 @@ line instead of Ray's long retry loop.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from nnps.cluster.reaper import Reaper
+from nnps.core.environment import RAY_AUTH_MODE, RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH
 from nnps.core.errors import ClusterError
 
 PROBE_TIMEOUT_S = 3.0
@@ -50,15 +50,15 @@ def token_auth() -> str:
     Ray's own CLI does: RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH names, else
     ~/.ray/auth_token. Without the mode set, Ray's clients send no token even when one
     is there, and a token-auth cluster (Ray's default) refuses them."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        where = "RAY_AUTH_TOKEN"
-    elif os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        where = f"RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})"
+    if RAY_AUTH_TOKEN.get():
+        where = RAY_AUTH_TOKEN.name
+    elif RAY_AUTH_TOKEN_PATH.get():
+        where = f"{RAY_AUTH_TOKEN_PATH.name} ({RAY_AUTH_TOKEN_PATH.get()})"
     elif TOKEN_FILE.exists():
         where = str(TOKEN_FILE)
     else:
         return "none found (looked in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH and ~/.ray/auth_token)"
-    if not os.environ.get("RAY_AUTH_MODE"):
+    if not RAY_AUTH_MODE.get():
         from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
 
         quiet = _AuthOnNotice()

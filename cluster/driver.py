@@ -189,7 +189,7 @@ def replay(run_dir: RunDir) -> dict[str, Any]:
                  for step, name in kept.items() if step in at}  # fmt: skip
         agreed = max([0, *(s for s, v in apart.items() if v <= tol)])
         parted = min([final.step, *(s for s, v in apart.items() if v > tol and s > agreed)])
-        raise ReplayMismatch(f"--replay: the replayed weights differ from {run_dir.uri_of('final.npz')} by {diff:.3g} "
+        raise ReplayMismatch(f"replay: the replayed weights differ from {run_dir.uri_of('final.npz')} by {diff:.3g} "
                              f"(more than {config.dtype}'s {tol:g}): they agree up to update {agreed} and part by "
                              f"update {parted}; the replayed weights are in {run_dir.uri_of('replay.npz')}")  # fmt: skip
     return {"updates": len(log.rows), "max_abs_diff": diff, "final": run_dir.uri_of("replay.npz")}
@@ -207,25 +207,25 @@ def _replay_inputs(run_dir: RunDir) -> tuple[TrainConfig, Any, Any]:
     from nnps.core import staleness
 
     if not run_dir.exists("config.json"):
-        raise ConfigError(f"--replay: {run_dir.uri_of('config.json')} is missing: not a run directory")
+        raise ConfigError(f"replay: {run_dir.uri_of('config.json')} is missing: not a run directory")
     config = TrainConfig.from_json(run_dir.read("config.json"), run_dir.uri_of("config.json"))
     if config.consistency == "sync":
-        raise ConfigError(f"--replay: {run_dir.uri} is a sync run, a pure function of its config: train it again "
+        raise ConfigError(f"replay: {run_dir.uri} is a sync run, a pure function of its config: train it again "
                           f"with the same flags to reproduce it")  # fmt: skip
     for name in (staleness.RECORD, "final.npz"):
         if not run_dir.exists(name):
-            raise ConfigError(f"--replay: {run_dir.uri_of(name)} is missing (the run did not finish?)")
+            raise ConfigError(f"replay: {run_dir.uri_of(name)} is missing (the run did not finish?)")
     try:
         log = staleness.UpdateLog.from_bytes(run_dir.read(staleness.RECORD), run_dir.uri_of(staleness.RECORD))
         staleness.check_record(log, config, run_dir.uri_of(staleness.RECORD))
     except (ValueError, DataError) as e:
-        raise ConfigError(f"--replay: {e}") from None
+        raise ConfigError(f"replay: {e}") from None
     final = checkpoint.from_bytes(run_dir.read("final.npz"), run_dir.uri_of("final.npz"))
     if final.step != len(log.rows):
-        raise ConfigError(f"--replay: the record has {len(log.rows)} updates, final.npz {final.step}")
+        raise ConfigError(f"replay: the record has {len(log.rows)} updates, final.npz {final.step}")
     saved, mine = final.meta.get("config", {}), config.to_dict()
     changed = [k for k in TrainConfig.RESULT_KEYS if k in saved and saved[k] != mine[k]]
     if changed:
-        raise ConfigError(f"--replay: {run_dir.uri_of('config.json')} disagrees with final.npz on "
+        raise ConfigError(f"replay: {run_dir.uri_of('config.json')} disagrees with final.npz on "
                           f"{', '.join(f'{k} ({mine[k]!r} against {saved[k]!r})' for k in changed)}")  # fmt: skip
     return config, log, final

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nnps.cluster.connect import probe, token_auth
+from nnps.core.environment import RAY_ADDRESS, RAY_API_SERVER_ADDRESS
 from nnps.core.errors import ClusterError, NnpsError
 from nnps.core.progress import parse_last
 
@@ -41,8 +42,8 @@ RESULT_FILES = ("final.npz", "metrics.jsonl", "config.json")
 def resolve_address(address: str | None) -> str:
     """--address, else RAY_API_SERVER_ADDRESS, else RAY_ADDRESS if it is an http(s) URL (a
     GCS address such as HOST:6379 or `auto` is Ray's, not a dashboard's), else the default."""
-    ray_address = os.environ.get("RAY_ADDRESS", "")
-    for candidate in (address, os.environ.get("RAY_API_SERVER_ADDRESS"),
+    ray_address = RAY_ADDRESS.get()
+    for candidate in (address, RAY_API_SERVER_ADDRESS.get(),
                       ray_address if ray_address.startswith(("http://", "https://")) else None):  # fmt: skip
         if candidate:
             return candidate if "://" in candidate else f"http://{candidate}"

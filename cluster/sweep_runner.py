@@ -19,18 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from nnps.core import catalog, space, validation
+from nnps.core import catalog, environment, space, validation
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.errors import ClusterError, ConfigError
 from nnps.core.rundir import RunDir
-
-# Tune's own settings, set before a Tuner starts: the experiment's state is saved after
-# every trial event (its default waits up to minutes), and no CSV/TensorBoard loggers run
-# (each trial's run directory already holds its metrics).
-TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-            "TUNE_RESULT_BUFFER_LENGTH": "1", "RAY_AIR_NEW_OUTPUT": "0"}  # fmt: skip
-
 
 @dataclass
 class SweepSpec:
@@ -195,7 +188,7 @@ def tuner(spec: SweepSpec, data: DataHolder, sweep_dir: Path, concurrency: int, 
 
     from nnps.cluster import sweep, sweep_state
 
-    os.environ.update(TUNE_ENV)
+    environment.set_for_tune()
     base = TrainConfig.from_dict(spec.base)
     resources = tune.PlacementGroupFactory([{"CPU": 1}] * (1 + workers)) if workers else {"cpu": 1}
     trainable = tune.with_resources(

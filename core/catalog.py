@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from nnps.core.datasets import IDX_FILES, Dataset, find_idx_files, load_idx_dir
-from nnps.core.environment import DATA_DIR
+from nnps.core.environment import DATA_DIR, XDG_CACHE_HOME
 from nnps.core.errors import DataError
 
 SYSTEM_DIR = Path("/usr/share/datasets")
@@ -119,7 +119,7 @@ def class_names(data: str, n: int = 10) -> list[str]:
 def cache_dir() -> Path:
     if DATA_DIR.get():
         return Path(DATA_DIR.get())
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = XDG_CACHE_HOME.get() or str(Path.home() / ".cache")
     return Path(base) / "nnps"
 
 

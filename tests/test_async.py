@@ -153,7 +153,7 @@ def test_cli_runs_async_and_replays(tmp_path: Path) -> None:
         _print_status({"job_id": "nnps-x", "status": "SUCCEEDED", "progress": progress})
     line = status.getvalue().splitlines()[0]
     assert "  steps by channel (unix 60)  bounded (TAU 1), 2 workers, staleness max 1, mean " in line, line
-    again = subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--replay", str(run), "--json"],
+    again = subprocess.run([sys.executable, "-m", "nnps.cli.main", "replay", str(run), "--json"],
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
     result = json.loads(again.stdout)
@@ -178,14 +178,14 @@ def test_replay_is_a_check(tmp_path: Path) -> None:
         edited = rows.copy()
         edit(edited)
         np.save(record, edited)
-        out = subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--replay", str(run)],
+        out = subprocess.run([sys.executable, "-m", "nnps.cli.main", "replay", str(run)],
                              capture_output=True, text=True, timeout=120)  # fmt: skip
         np.save(record, rows)
         return out.returncode, out.stderr
 
     def twice(r):
         r[7, 0] = r[6, 0]
-    where = f"error: --replay: {record}: "
+    where = f"error: replay: {record}: "
     assert replay_of(twice) == (1, where + f"update 7 takes step {rows[6, 0]}'s batch again (update 6 took it)\n")
 
     def skipped(r):
@@ -209,7 +209,7 @@ def test_replay_is_a_check(tmp_path: Path) -> None:
         np.savez(f, **arrays)
     code, err = replay_of(lambda r: None)
     earlier = max(int(p.name[5:14]) for p in run.glob("ckpt-*.npz") if int(p.name[5:14]) < n)
-    assert code == 1 and err == (f"error: --replay: the replayed weights differ from {run / 'final.npz'} by 0.001 "
+    assert code == 1 and err == (f"error: replay: the replayed weights differ from {run / 'final.npz'} by 0.001 "
                                  f"(more than float32's 1e-05): they agree up to update {earlier} and part by update "
                                  f"{n}; the replayed weights are in {run / 'replay.npz'}\n"), err  # fmt: skip
 
@@ -218,10 +218,10 @@ def test_replay_of_a_sync_run_is_one_line(tiny_npz: Path, tmp_path: Path) -> Non
     run = tmp_path / "sync"
     subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--data", str(tiny_npz), "--workers", "0",
                     "--steps", "3", "--run-dir", str(run)], check=True, capture_output=True)  # fmt: skip
-    out = subprocess.run([sys.executable, "-m", "nnps.cli.main", "train", "--replay", str(run)],
+    out = subprocess.run([sys.executable, "-m", "nnps.cli.main", "replay", str(run)],
                          capture_output=True, text=True)  # fmt: skip
     assert out.returncode == 1
-    assert out.stderr == (f"error: --replay: {run} is a sync run, a pure function of its config: train it again "
+    assert out.stderr == (f"error: replay: {run} is a sync run, a pure function of its config: train it again "
                           f"with the same flags to reproduce it\n")  # fmt: skip
 
 

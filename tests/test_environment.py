@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from nnps.core.environment import LINK_PORT, VARIABLES, WORKER_THREADS
+from nnps.core.environment import BORROWED, LINK_PORT, VARIABLES, WORKER_THREADS
 from nnps.core.errors import ConfigError
 from tests.conftest import REPO
 
@@ -19,6 +19,28 @@ def names_in_code(path) -> set[str]:
     """The strings in a file's code that are a variable's whole name (as os.environ reads it)."""
     constants = {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)}
     return {c for c in constants if isinstance(c, str) and re.fullmatch(r"NNPS_[A-Z_]+", c)}
+
+
+def environment_reads(path) -> list[str]:
+    """Where a file reads the environment itself: os.environ, os.getenv, or a CLI option's
+    envvar= given as a literal name instead of a declared variable's."""
+    found = []
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "os" \
+                and n.attr in ("environ", "getenv", "environb"):  # fmt: skip
+            found.append(f"line {n.lineno}: os.{n.attr}")
+        if isinstance(n, ast.keyword) and n.arg == "envvar" and not (
+                isinstance(n.value, ast.Attribute) and n.value.attr == "name"):  # fmt: skip
+            found.append(f"line {n.value.lineno}: envvar={ast.unparse(n.value)}")
+    return found
+
+
+def test_the_environment_is_read_only_through_its_declarations() -> None:
+    for path in PRODUCT:
+        if path.name != "environment.py":
+            assert not environment_reads(path), f"{path.relative_to(REPO)}: {environment_reads(path)}"
+    names = [v.name for v in (*VARIABLES, *BORROWED)]
+    assert len(names) == len(set(names)) and all(v.meaning for v in (*VARIABLES, *BORROWED))
 
 
 def test_each_variable_is_read_only_where_it_is_declared() -> None:

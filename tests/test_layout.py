@@ -48,6 +48,35 @@ def test_dependencies_point_one_way(pkg: str) -> None:
             assert parts[0] not in FORBIDDEN_THIRD_PARTY.get(pkg, set()), f"{path.relative_to(REPO)} imports {name}"
 
 
+def siblings(path: Path, pkg: str) -> set[str]:
+    """The modules of `pkg` that `path` imports: `nnps.pkg.x` and `from nnps.pkg import x`."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == f"nnps.{pkg}":
+            found |= {a.name for a in node.names}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found |= {n.split(".")[2] for n in names if n.startswith(f"nnps.{pkg}.")}
+    return found
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_no_import_cycle_within_a_package(pkg: str) -> None:
+    """Modules of a package import each other one way (function-level imports included)."""
+    graph = {p.stem: siblings(p, pkg) for p in (REPO / pkg).glob("*.py")}
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        assert module not in path, f"import cycle in {pkg}/: {' -> '.join([*path[path.index(module):], module])}"
+        if module not in done:
+            for other in graph.get(module, ()):
+                visit(other, [*path, module])
+            done.add(module)
+
+    for module in graph:
+        visit(module, [])
+
+
 def test_installed_under_one_namespace(tmp_path: Path) -> None:
     """From outside the repo (as a user's code runs), nnps.core imports and core does not."""
     code = "import nnps.core, nnps.cli, nnps.cluster, nnps.worker, nnps.ui\ntry:\n import core\nexcept ModuleNotFoundError:\n print('ok')"
