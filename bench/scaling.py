@@ -84,7 +84,7 @@ def transfer(params: int, workers: int, servers: int, cluster: Cluster, itemsize
     """The bytes each resource handles in one step, and the slowest of them. host_sum: the
     replies of a host's workers are first summed on that host (by one process there), so
     each server gets one reply slice per host instead of one per worker (what nnps's node
-    relays do for its one server across nodes: worker/node_relay.py)."""
+    relays do for its one server across nodes: worker/channels/relay.py)."""
     if workers < 1 or servers < 1:
         raise ValueError(f"workers and servers must be >= 1, got {workers} and {servers}")
     v = params * itemsize  # one full vector

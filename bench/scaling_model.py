@@ -18,7 +18,7 @@ For each network, batch and number of hosts it prints the step with one server a
 the servers `servers_needed` asks for, which resource bounds each, and the speed against
 the best single process measured here; then, if each host sums its workers' replies before
 sending them (host_sum in bench/scaling.py), the step with one server ("S=1 +sum": what nnps
-does across nodes since its node relays, worker/node_relay.py) and with the servers
+does across nodes since its node relays, worker/channels/relay.py) and with the servers
 `servers_needed` then asks for ("+sum"; sharded servers are not built). The
 per-step coordination c is the 2-worker value of core/costmodel's table at that batch plus
 0.5 ms per further worker (EXTRA_PER_WORKER).

@@ -11,7 +11,7 @@ calls (worker/channels/):
     ray           ray                            ray
 
 `unix` first where it can run: the vectors stay in a /dev/shm file the processes map and
-a step's messages are indices and one byte each (0.13-0.32 ms for 2 workers on 2 cores);
+a step's messages are indices and one byte each;
 `tcp` across nodes: one link per node carries the parameters once and the node's summed
 reply; `ray` always works, and Ray restarts a dead worker and retries its call.
 (docs/architecture.md has this table; tests/test_transport.py holds it to `chain`.)

@@ -4,19 +4,18 @@
     t_k(b)       = t_shard(ceil(b / k)) + c_k(b) + (k + 1) x |params| / R   (k Ray workers)
 
 t_shard is the in-process step at the shard's size on a worker's BLAS threads (measured
-here, a few steps on random data of the network's shape: ~0.2 s; the threads are
+here, a few steps on random data of the network's shape; the threads are
 core/threads.py's worker_threads: 1 across nodes, a share of the cores on one). c_k(b) is
 what a step with k workers costs beyond its shard's compute (the signals, the server's
 update, the shards not running fully in parallel), measured on the cluster at hand by
 `nnps bench` at each batch it runs and saved to ~/.cache/nnps/overhead.json; between the
-batches measured it is interpolated in log(batch). Without that file the values measured
-on a 2-core laptop (bench/step_overhead.py, docs/performance.md) stand in.
+batches measured it is interpolated in log(batch). Without that file DEFAULT_OVERHEAD, from
+bench/step_overhead.py on a 2-core machine, stands in.
 
 The last term is the step's vectors: the parameters out and k replies back, |params|
 bytes each, at the rate R the server moves them (VECTOR_RATE: through the /dev/shm step
 file on one node, through Ray's object store across nodes). c_k is measured on 784-30-10,
-whose vectors are small, so it leaves this term out; for 784-1024-1024-10 (7.5 MB) it is
-~5.6 ms at 2 workers on one node and ~15 ms across nodes.
+whose vectors are small, so it leaves out this term, which dominates for wide networks.
 
 `predict` picks the k (0 = in-process) with the smallest predicted time per step; since
 sync SGD with k workers equals serial SGD, the choice changes speed only.
@@ -37,14 +36,10 @@ from nnps.core.config import TrainConfig
 from nnps.core.network import Network
 from nnps.core.threads import blas_threads, threads_for, worker_threads
 
-# Coordination per step (seconds) by number of workers and batch, measured on this
-# project's 2-core development machine (784-30-10, steps over the step sockets, the default
-# on one node; bench/step_overhead.py, docs/performance.md). It grows with the batch: the
-# step time beyond one shard's compute includes the shards not running fully in parallel
-# beside the server, the driver and Ray's processes (2 workers: 0.48 ms at batch 10, 0.63
-# at 100, 0.7-2.8 at 1000, 2.4-7.1 at 10000, from runs on a loaded machine; the middle of
-# each range here). Further workers: ~0.12 ms each on a 16-core machine (graph, batch 10,
-# 2 -> 15 workers: 0.68 -> 2.34 ms); more where workers outnumber cores (4 on 2: 1.35 ms).
+# Coordination per step (seconds) by number of workers and batch, where `nnps bench` has
+# not measured it: bench/step_overhead.py's on a 2-core machine (784-30-10, the unix
+# channel), the middle of its runs' ranges. It grows with the batch because the shards do
+# not run fully in parallel beside the server, the driver and Ray's processes.
 DEFAULT_OVERHEAD = {1: {10: 0.5e-3, 1000: 0.7e-3, 10000: 3.1e-3},
                     2: {10: 0.5e-3, 100: 0.6e-3, 1000: 2.2e-3, 10000: 5.0e-3}}  # fmt: skip
 EXTRA_PER_WORKER = 0.5e-3  # beyond the measured counts, per additional worker
@@ -52,9 +47,8 @@ EXTRA_PER_WORKER = 0.5e-3  # beyond the measured counts, per additional worker
 Overhead = dict[int, dict[int, float]]  # workers -> batch -> seconds
 
 # Bytes per second at which a step's vectors reach the workers and come back, summed over
-# the (k + 1) vectors (docs/performance.md, "Beyond one machine"): the bare exchange of
-# 3 x 7.5 MB with 2 workers through the step file took 5.3-7.4 ms on 2 cores (~4 GB/s
-# after the round trip); through Ray's objects ~1.5 GB/s on 16 cores.
+# the (k + 1) vectors: through the step file on one node, through Ray's objects across
+# (bench/vector_exchange.py; docs/performance.md).
 VECTOR_RATE = {"shm": 4e9, "store": 1.5e9}
 
 

@@ -3,18 +3,16 @@
 `Server.apply(*replies)` takes the workers' replies for ONE global mini-batch (each the
 flat vector of `ShardWorker.gradient_sums`), adds them, and applies one optimizer step
 with the mean gradient: the sum divided by the mini-batch size m (the sum of the shards'
-sizes). Adding
-sums and dividing once is why k workers give serial SGD's result up to the order of
+sizes). Adding sums and dividing once is why k workers give serial SGD's result up to the order of
 floating-point additions.
 
 The server also keeps the running train cost and accuracy of the epoch in progress, and
 notices divergence: a NaN or infinite cost freezes the parameters and records the step,
 so the driver can stop with the last good checkpoint intact.
 
-For a wide network the step is memory-bound: 784-1024-1024-10's sum and update pass over
-7.5 MB vectors three times, ~2 ms on one core. (Splitting it over 2 threads was measured
-and dropped: 1.2-1.5x faster in isolation, no difference in a whole step of 2 workers on
-2 cores, docs/performance.md.)
+For a wide network the step is memory-bound: the sum and the update pass over the whole
+parameter vector. It runs on one thread: splitting it over threads made no difference to
+a whole step with workers (docs/results/log-2026-11-28_2026-12-02.md, "Beyond one machine").
 
 `nnps.cluster.ParameterServer` is this class behind a Ray actor.
 """
@@ -74,8 +72,8 @@ class Server:
             return self.params  # frozen at the last good values
         # (P + 3,), added left to right so the order is fixed. A lone writeable reply (the
         # in-process path hands over a fresh array) is used as is; Ray's are read-only, so
-        # they are summed into a buffer kept across steps: for a 7 MB vector a fresh one
-        # each step cost the server more page faults than additions.
+        # they are summed into a buffer kept across steps: a fresh one each step would cost
+        # the server more page faults than additions for a wide network.
         if len(replies) == 1 and replies[0].flags.writeable:
             total = replies[0]
         else:

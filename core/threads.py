@@ -1,12 +1,11 @@
 """How many BLAS threads a step's matrix products should use.
 
 OpenBLAS splits even small products over every core, and for the seed's network that
-costs more than it gains: 784-30-10 at batch 100 runs 2.4x FASTER on one thread than on
-two on a 2-core machine (bench/core_speed.py). Products of a few million multiply-adds
-and more do gain from threads, but not from all of a big machine's: the in-process path
-gives BLAS one thread per ~8M multiply-adds of its largest product, up to the cores; k Ray
-workers on one node share its cores, less one for the server (`worker_threads`).
-threadpoolctl changes the limit at run time (~20 us), without restarting the process.
+costs more than it gains (bench/core_speed.py measures it). Larger products do gain from
+threads, but not from all of a big machine's: the in-process path gives BLAS one thread
+per SMALL_PRODUCT multiply-adds of its largest product, up to the cores; k Ray workers on
+one node share its cores, less two for the server and the driver (`worker_threads`).
+threadpoolctl changes the limit at run time, without restarting the process.
 """
 
 from __future__ import annotations
@@ -19,9 +18,7 @@ from typing import Iterator
 from nnps.core.network import Network
 
 # Multiply-adds in a step's largest product per BLAS thread: below this one thread is
-# faster. Measured on the 2-core development machine between 784-30-10 at batch 100 (2.4M,
-# 1 thread wins) and batch 1000 (24M, 2 threads win by ~10%); on a 16-core machine the
-# same batch 1000 ran 4x slower on all 16 threads than on one (docs/performance.md).
+# faster (where it lies: docs/performance.md and bench/core_speed.py).
 SMALL_PRODUCT = 8_000_000
 
 
@@ -35,9 +32,8 @@ def threads_for(network: Network, batch: int, cores: int | None = None) -> int:
 def worker_threads(network: Network, batch: int, k: int, cpus: int | None) -> int:
     """BLAS threads (and CPUs asked of Ray) for each of k workers on one node of `cpus`
     CPUs: the cores left after two split evenly, and no more than the shard's products
-    use. The two are the server's (its sum and update) and the driver's. On 16 cores 2 workers get 7
-    each, where one thread each left 14 cores idle (2 workers of 784-1024-1024-10 at batch
-    256: 0.46x of one process on 16 threads; with 7 each, 0.91x).
+    use. The two are the server's (its sum and update) and the driver's; one thread each
+    would leave a big machine's other cores idle.
     cpus=None (several nodes): 1, since where Ray puts k workers is its call, and a
     worker asking for more CPUs than any node has left would never start."""
     if cpus is None:

@@ -3,7 +3,7 @@
 The workers on a removed node die with it; their TCP links break, the server goes on
 with Ray calls, Ray restarts the workers on the surviving node and retries their calls,
 and the run ends equal to serial SGD. Two workers on one node share one link, relayed
-by the first (worker/node_relay.py), and the run equals serial SGD too.
+by the first (worker/channels/relay.py), and the run equals serial SGD too.
 """
 
 from __future__ import annotations

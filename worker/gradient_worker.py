@@ -39,10 +39,9 @@ def keep_freed_memory() -> None:
 
     In Ray's worker processes each step's large temporaries (the shard's activations,
     deltas, the scaled images) went back to the kernel when freed and came back as fresh
-    zeroed pages on the next step: 740 page faults per step for 784-1024-1024-10 at 128
-    examples, where the same loop in the driver's process has none. Raising the trim and
-    mmap thresholds keeps them: the worker's backprop went from 28-31 to 22-23 ms per
-    step (2 workers, 2 cores). The memory kept is one step's peak, reused every step.
+    zeroed pages on the next step, where the same loop in the driver's process faults
+    none; for a wide network the faults slowed the backprop by a quarter. Raising the trim
+    and mmap thresholds keeps them. The memory kept is one step's peak, reused every step.
     Linux/glibc only; elsewhere (no mallopt) this does nothing."""
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt

@@ -2,9 +2,8 @@
 
 Every step moves the parameter vector from the server to k workers and k gradient
 vectors back. Through Ray each vector is serialized into the object store and read out
-again: for 784-1024-1024-10 (1.9M float32, 7.4 MB) the bare exchange with 2 workers cost
-18-23 ms per step on plain calls on 2 cores, more than a worker's backprop of its half of
-a 256 batch (bench/vector_exchange.py). On one node the processes can instead map ONE
+again, which for a wide network costs more than a worker's backprop of its shard
+(bench/vector_exchange.py measures both). On one node the processes can instead map ONE
 file in /dev/shm (`NodeBuffers`), laid out as
 
     [ params (P) | reply of worker 0 (P + N_STATS) | ... | reply of worker k-1 ]

@@ -2,9 +2,8 @@
 
 With the vectors in the step file (step_file.py) what a step still sends is small: each
 worker's shard of indices, and one byte back when its sums are in its slot. As a Ray call
-that costs a round trip of the task machinery (1.1-2.7 ms on 2 cores); a Unix socket wakes
-a blocked reader in microseconds, and a blocked reader uses no CPU: 2 workers signalled and
-answered in 0.13-0.32 ms per step on 2 cores (docs/performance.md).
+that costs a round trip of Ray's task machinery; a Unix socket wakes a blocked reader in
+microseconds, and a blocked reader uses no CPU (the step times: docs/performance.md).
 
 The server listens on `<step file>.sock`; worker i's thread (started by its end, `UnixEnd`)
 maps the file, connects and says i. Per step the server sends worker i its shard (wire.py)
