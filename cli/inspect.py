@@ -59,7 +59,6 @@ def inspect(
     names = catalog.class_names(data or config.get("data", ""), net.sizes[-1])
     side = side_of(net.sizes[0])
     pixels, truth, what = _image(image, ds, label, side, box_for(names, side[0]))
-    ws, _ = net.layout.views(params)
     inside = look_inside(net, params, pixels, truth)
     wrong = mistakes(net, params, ds.x_test, ds.y_test)
     b = batch_size or int(config.get("batch_size", 10))
@@ -67,6 +66,15 @@ def inspect(
     if json_out:
         sys.stdout.write(json.dumps(_numbers(inside, wrong, s, net, what, names)) + "\n")
         return
+    for f in _pictures(out, ck, rd, ds, inside, wrong, s, names, what):
+        print(f)
+
+
+def _pictures(out: Path, ck: Any, rd: Any, ds: Any, inside: Any, wrong: Any, s: Any, names: list[str],
+              what: str) -> list[Path]:  # fmt: skip
+    """Write every picture into `out`; their paths."""
+    net, ws = ck.network, ck.network.layout.views(ck.params)[0]
+    side = side_of(net.sizes[0])
     shape = "-".join(map(str, net.sizes))
     files = [pictures.save(pictures.neuron_grid(ws[0][:MAX_NEURONS], side, f"{shape}: W^1, each hidden neuron's "
                                                 f"weights over the {side[0]}x{side[1]} pixels (blue < 0 < red)"),
@@ -99,8 +107,7 @@ def inspect(
             np.load(io.BytesIO(rd.read(name)))[:MAX_NEURONS].astype(np.float32), side,
             f"{shape}: W^1 after epoch {epoch}")) for epoch, name in kept]  # fmt: skip
         files.append(pictures.animation(frames, out / "weights-1.gif"))
-    for f in files:
-        print(f)
+    return files
 
 
 def _image(image: str | None, ds: Any, label: int | None, side: tuple[int, int],

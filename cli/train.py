@@ -91,15 +91,20 @@ def train(
     if json_out:
         sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
     else:
-        m = summary["metrics"]
-        split = "validation" if config.validation_fraction else "test"
-        tail = f"; {split} accuracy {m['test_accuracy']:.2%}" if m else ""
-        channels, mode = steps_by_channel(summary.get("channels")), consistency_note(summary.get("staleness"))
-        if summary.get("stopped_early"):
-            console.print(f"stopped early at epoch {summary['epochs']}: no better validation cost for "
-                          f"{config.early_stopping} epochs; final.npz holds epoch {summary['best_epoch']}'s weights")
-        console.print(f"done: {summary['step']} steps{f' ({channels})' if channels else ''}{f'; {mode}' if mode else ''}"
-                      f"{tail}; weights in {summary['final']}", soft_wrap=True)  # fmt: skip
+        say_done(console, config, summary)
+
+
+def say_done(console: Console, config: TrainConfig, summary: dict) -> None:
+    """The run's last line: steps by channel, consistency, accuracy, where the weights are."""
+    m = summary["metrics"]
+    split = "validation" if config.validation_fraction else "test"
+    tail = f"; {split} accuracy {m['test_accuracy']:.2%}" if m else ""
+    channels, mode = steps_by_channel(summary.get("channels")), consistency_note(summary.get("staleness"))
+    if summary.get("stopped_early"):
+        console.print(f"stopped early at epoch {summary['epochs']}: no better validation cost for "
+                      f"{config.early_stopping} epochs; final.npz holds epoch {summary['best_epoch']}'s weights")
+    console.print(f"done: {summary['step']} steps{f' ({channels})' if channels else ''}{f'; {mode}' if mode else ''}"
+                  f"{tail}; weights in {summary['final']}", soft_wrap=True)  # fmt: skip
 
 
 NOT_CONFIG = ("run_dir", "resume", "json_out", "log_progress")

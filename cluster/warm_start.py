@@ -36,7 +36,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from nnps.core.datasets import Dataset
 from nnps.core.server import Snapshot
 from nnps.core.threads import blas_cap
 from nnps.core.training import Executor, Plan, make_in_process
+
+if TYPE_CHECKING:
+    from nnps.cluster.ray_executor import RayExecutor
 
 
 class _NotMainThread(logging.Filter):
@@ -134,6 +137,12 @@ class Background:
     def restore(self, snapshot: Snapshot) -> None:
         self.pool.submit(self.inner.restore, snapshot).result()
 
+    def updates(self) -> list[tuple[int, int, int]]:
+        return self.inner.updates()
+
+    def channels(self) -> dict[str, Any] | None:
+        return self.inner.channels()
+
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.inner.close()
@@ -166,9 +175,9 @@ class WarmStart:
     def run(self, start: int, stop: int) -> None:
         if self.active is self.local and self.remote.done():
             self.raised = self.remote.exception() is not None
-            remote: Executor = self.remote.result()  # raises a failed start's error
+            remote: RayExecutor = self.remote.result()  # raises a failed start's error
             self.uncap()  # the start thread forks no more
-            remote.load(self.local.snapshot())  # type: ignore[attr-defined]
+            remote.load(self.local.snapshot())
             self.local.close()
             self.active, self.handed_over_at = remote, start
             self.say(f"warm start: {start - self.first_step} steps ran in-process while Ray and the workers started "
@@ -177,10 +186,13 @@ class WarmStart:
             self.local_steps += stop - start
         self.active.run(start, stop)
 
-    def channels(self) -> dict:
+    def updates(self) -> list[tuple[int, int, int]]:
+        return self.active.updates()
+
+    def channels(self) -> dict[str, Any]:
         """The workers' channel record (cluster/transport.py), its steps led by those run
         in-process while Ray started (steps redone after a lost server count again)."""
-        record = {"chain": [], "fallbacks": []} if self.active is self.local else self.active.channels()  # type: ignore[attr-defined]
+        record = self.active.channels() or {"chain": [], "fallbacks": []}
         return {**record, "steps": {"in-process": self.local_steps, **record.get("steps", {})}}
 
     def seconds(self) -> float:

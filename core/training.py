@@ -46,6 +46,12 @@ class Executor(Protocol):
     def restore(self, snapshot: Snapshot) -> None:
         """Rebuild the server from a snapshot (after a ServerLost)."""
 
+    def updates(self) -> list[tuple[int, int, int]]:
+        """Bounded/async: (step, worker, version) of each update of the last `run`; [] for sync."""
+
+    def channels(self) -> dict[str, Any] | None:
+        """What carried the steps so far (cluster/transport.py's record); None in-process."""
+
     def close(self) -> None: ...
 
 
@@ -99,6 +105,12 @@ class InProcess:
 
     def evaluate(self, split: str) -> tuple[float, Array]:
         return unpack_evaluation(self.worker.evaluate(self.server.params, split), self.server.network.sizes[-1])
+
+    def updates(self) -> list[tuple[int, int, int]]:
+        return []
+
+    def channels(self) -> None:
+        return None
 
     def close(self) -> None:
         pass
@@ -294,6 +306,8 @@ def _train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume
 
 def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Executor, reporter: Reporter | None,
           rows: list[dict[str, Any]], log: staleness.UpdateLog | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run chunks of steps to the end: evaluate and write a metrics row at each epoch's end,
+    a checkpoint at each checkpoint step, and rebuild the server from the last one if it is lost."""
     spe, step = plan.steps_per_epoch, plan.start.step
     present = run_dir.checkpoints() if run_dir else []  # one listing: it is a remote call on s3:// and the like
     last_ckpt: str | None = run_dir.uri_of(present[-1][1]) if run_dir and present else None
@@ -312,16 +326,7 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
     while step < plan.total_steps and not (stopper and stopper.stop):
         stop = _chunk(plan, step, length)
         try:
-            t0 = time.perf_counter()
-            executor.run(step, stop)
-            snap = executor.snapshot()
-            if log is not None:  # bounded/async: which batch and parameter version each update used
-                log.add(step, executor.updates())  # type: ignore[attr-defined]
-            took = time.perf_counter() - t0
-            train_seconds += took
-            length = max(1, min(4096, int(CHUNK_SECONDS / max(took / (stop - step), 1e-7))))
-            epoch_done = stop % spe == 0
-            evaluation = executor.evaluate("test") if epoch_done or stop == plan.total_steps else None
+            snap, took, evaluation = _run_chunk(plan, executor, step, stop, log)
         except ServerLost as e:
             losses += 1
             if losses > MAX_SERVER_LOSSES:
@@ -337,44 +342,19 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
             where = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else ""
             raise DivergenceError(f"training diverged: cost became {snap.bad_cost} at step {snap.diverged_at} "
                                   f"(epoch {snap.diverged_at // spe + 1}){where}")  # fmt: skip
+        train_seconds += took
+        length = max(1, min(4096, int(CHUNK_SECONDS / max(took / (stop - step), 1e-7))))
         advanced, step = stop - step, stop
         cost, correct, examples = snap.epoch_sums
         rate = examples / max(time.perf_counter() - epoch_t0, 1e-9)
         if reporter:
             reporter.advance(advanced, cost / max(examples, 1), correct / max(examples, 1), rate)
         if evaluation is not None:
-            test_cost, confusion = evaluation
-            n_test = int(confusion.sum())
-            row = {
-                "epoch": (step - 1) // spe + 1,
-                "step": step,
-                "train_cost": cost / max(examples, 1),
-                "train_accuracy": correct / max(examples, 1),
-                "test_cost": test_cost / n_test,
-                "test_accuracy": float(np.trace(confusion)) / n_test,
-                "examples_per_s": rate,
-                "seconds": time.perf_counter() - started,
-            }
-            if (channels := getattr(executor, "channels", None)) is not None:
-                row["channels"] = channels()  # how the steps went so far (Ray executors)
-            if log is not None:
-                row["staleness"] = staleness.describe(plan.config, log, (row["epoch"] - 1) * spe, step)
-            if not epoch_done:
-                row["partial"] = True
-            elif run_dir is not None and plan.config.snapshot_weights:
-                run_dir.save_weight_snapshot(row["epoch"], plan.network.layout.views(snap.params)[0][0])
-            rows.append(row)
-            if stopper is not None and epoch_done and stopper.update(row) and run_dir is not None:
-                run_dir.write_atomic(BEST, checkpoint_bytes(plan, dataset, snap))  # before the row that names it
-            if run_dir is not None:
-                run_dir.write_metrics(rows)
-            if reporter:
-                reporter.epoch_end(row)
+            row = _metrics_row(plan, executor, log, snap, evaluation, rate, time.perf_counter() - started)
+            _keep_row(plan, dataset, run_dir, rows, row, snap, stopper, reporter)
             epoch_t0 = time.perf_counter()
-            if reporter and step < plan.total_steps:
-                reporter.epoch_start(step // spe + 1, min(spe, plan.total_steps - step), 0)
         every = plan.config.checkpoint_every
-        if (every is None and epoch_done) or (every and step % every == 0):
+        if (every is None and step % spe == 0) or (every and step % every == 0):
             last_good = snap
             if run_dir is not None:
                 if log is not None:  # the record first: a checkpoint always has its updates recorded
@@ -383,14 +363,72 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
     return _finish(plan, dataset, run_dir, executor, rows, snap, log, stopper, train_seconds)
 
 
+def _run_chunk(plan: Plan, executor: Executor, step: int, stop: int, log: staleness.UpdateLog | None,
+               ) -> tuple[Snapshot, float, tuple[float, Array] | None]:  # fmt: skip
+    """Steps step..stop-1: (the server's state after them, seconds, the test split's
+    evaluation where an epoch or the run ends there)."""
+    t0 = time.perf_counter()
+    executor.run(step, stop)
+    snap = executor.snapshot()
+    if log is not None:  # bounded/async: which batch and parameter version each update used
+        log.add(step, executor.updates())
+    took = time.perf_counter() - t0
+    ends = stop % plan.steps_per_epoch == 0 or stop == plan.total_steps
+    return snap, took, executor.evaluate("test") if ends else None
+
+
+def _metrics_row(plan: Plan, executor: Executor, log: staleness.UpdateLog | None, snap: Snapshot,
+                 evaluation: tuple[float, Array], rate: float, seconds: float) -> dict[str, Any]:  # fmt: skip
+    """metrics.jsonl's row for the epoch ending at snap.step (partial if the run ends mid-epoch)."""
+    spe, step = plan.steps_per_epoch, snap.step
+    cost, correct, examples = snap.epoch_sums
+    test_cost, confusion = evaluation
+    n_test = int(confusion.sum())
+    row: dict[str, Any] = {
+        "epoch": (step - 1) // spe + 1,
+        "step": step,
+        "train_cost": cost / max(examples, 1),
+        "train_accuracy": correct / max(examples, 1),
+        "test_cost": test_cost / n_test,
+        "test_accuracy": float(np.trace(confusion)) / n_test,
+        "examples_per_s": rate,
+        "seconds": seconds,
+    }
+    if (channels := executor.channels()) is not None:
+        row["channels"] = channels  # how the steps went so far (Ray executors)
+    if log is not None:
+        row["staleness"] = staleness.describe(plan.config, log, (row["epoch"] - 1) * spe, step)
+    if step % spe:
+        row["partial"] = True
+    return row
+
+
+def _keep_row(plan: Plan, dataset: Dataset, run_dir: RunDir | None, rows: list[dict[str, Any]], row: dict[str, Any],
+              snap: Snapshot, stopper: EarlyStopping | None, reporter: Reporter | None) -> None:  # fmt: skip
+    """Add the row to metrics.jsonl, with what goes beside it: W^1's snapshot, best.npz."""
+    epoch_done = not row.get("partial")
+    if epoch_done and run_dir is not None and plan.config.snapshot_weights:
+        run_dir.save_weight_snapshot(row["epoch"], plan.network.layout.views(snap.params)[0][0])
+    rows.append(row)
+    if stopper is not None and epoch_done and stopper.update(row) and run_dir is not None:
+        run_dir.write_atomic(BEST, checkpoint_bytes(plan, dataset, snap))  # before the row that names it
+    if run_dir is not None:
+        run_dir.write_metrics(rows)
+    if reporter:
+        reporter.epoch_end(row)
+        if row["step"] < plan.total_steps:
+            reporter.epoch_start(row["step"] // plan.steps_per_epoch + 1,
+                                 min(plan.steps_per_epoch, plan.total_steps - row["step"]), 0)  # fmt: skip
+
+
 def _finish(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Executor, rows: list[dict[str, Any]],
             snap: Snapshot, log: staleness.UpdateLog | None, stopper: EarlyStopping | None,
             train_seconds: float) -> dict[str, Any]:  # fmt: skip
     """The run's summary, and final.npz: the last step's weights, or the best epoch's under early stopping."""
     summary: dict[str, Any] = {"step": snap.step, "epochs": rows[-1]["epoch"] if rows else 0,
                                "metrics": rows[-1] if rows else None, "train_seconds": train_seconds}  # fmt: skip
-    if (channels := getattr(executor, "channels", None)) is not None:
-        summary["channels"] = channels()  # what carried the steps (Ray executors)
+    if (channels := executor.channels()) is not None:
+        summary["channels"] = channels  # what carried the steps (Ray executors)
     if log is not None:
         summary["staleness"] = staleness.describe(plan.config, log, plan.start.step, snap.step)
         if run_dir is not None:
@@ -399,13 +437,12 @@ def _finish(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Exec
         summary.update(stopped_early=stopper.stop, best_epoch=stopper.best_epoch)
         best = [r for r in rows if r["epoch"] == stopper.best_epoch and not r.get("partial")]
         summary["metrics"] = best[-1] if best else summary["metrics"]  # final.npz's epoch
-    kept = None
+    summary["params"] = snap.params
     if run_dir is not None:
         kept = run_dir.read(BEST) if stopper is not None and run_dir.exists(BEST) else None
         run_dir.write_atomic("final.npz", kept or checkpoint_bytes(plan, dataset, snap))  # the best epoch's, if kept
         summary["final"] = run_dir.uri_of("final.npz")
         summary["run_dir"] = run_dir.uri
-    summary["params"] = snap.params
-    if kept:
-        summary["params"] = checkpoint.from_bytes(kept, run_dir.uri_of(BEST)).params  # type: ignore[union-attr]
+        if kept:
+            summary["params"] = checkpoint.from_bytes(kept, run_dir.uri_of(BEST)).params
     return summary
