@@ -167,20 +167,20 @@ def warn_if_slower(config: TrainConfig, dataset: Dataset, say: Callable[[str], N
 
 
 def replay(run_dir: RunDir) -> dict[str, Any]:
-    """Recompute a bounded or async run from its record in one process (core/staleness.py),
+    """Recompute a bounded or async run from its record in one process (core/record.py),
     as a check: the record must be one the run could have made, its config the checkpoint's,
     and the weights must come out as the run's (ReplayMismatch names where they part).
     Writes replay.npz beside final.npz."""
     import numpy as np
 
-    from nnps.core import staleness
+    from nnps.core import record
     from nnps.core.training import checkpoint_bytes, plan_run
 
     config, log, final = _replay_inputs(run_dir)
     kept = {step: name for step, name in run_dir.checkpoints() if step < final.step}
     dataset = load_data(config)
     plan = plan_run(config.replace(steps=final.step), dataset, None, False)
-    snap, at = staleness.replay(config, plan.network, dataset, plan.start, log, set(kept))
+    snap, at = record.replay(config, plan.network, dataset, plan.start, log, set(kept))
     run_dir.write_atomic("replay.npz", checkpoint_bytes(plan, dataset, snap))
     diff = float(np.max(np.abs(snap.params - final.params)))
     tol = REPLAY_TOLERANCE[config.dtype]
@@ -204,7 +204,7 @@ class ReplayMismatch(ConfigError):
 
 def _replay_inputs(run_dir: RunDir) -> tuple[TrainConfig, Any, Any]:
     """(config, record, final checkpoint) of a run to replay, each checked, or ConfigError."""
-    from nnps.core import staleness
+    from nnps.core import record
 
     if not run_dir.exists("config.json"):
         raise ConfigError(f"replay: {run_dir.uri_of('config.json')} is missing: not a run directory")
@@ -212,12 +212,12 @@ def _replay_inputs(run_dir: RunDir) -> tuple[TrainConfig, Any, Any]:
     if config.consistency == "sync":
         raise ConfigError(f"replay: {run_dir.uri} is a sync run, a pure function of its config: train it again "
                           f"with the same flags to reproduce it")  # fmt: skip
-    for name in (staleness.RECORD, "final.npz"):
+    for name in (record.RECORD, "final.npz"):
         if not run_dir.exists(name):
             raise ConfigError(f"replay: {run_dir.uri_of(name)} is missing (the run did not finish?)")
     try:
-        log = staleness.UpdateLog.from_bytes(run_dir.read(staleness.RECORD), run_dir.uri_of(staleness.RECORD))
-        staleness.check_record(log, config, run_dir.uri_of(staleness.RECORD))
+        log = record.UpdateLog.from_bytes(run_dir.read(record.RECORD), run_dir.uri_of(record.RECORD))
+        record.check_record(log, config, run_dir.uri_of(record.RECORD))
     except (ValueError, DataError) as e:
         raise ConfigError(f"replay: {e}") from None
     final = checkpoint.from_bytes(run_dir.read("final.npz"), run_dir.uri_of("final.npz"))

@@ -5,7 +5,7 @@ epoch's running metrics, and it runs the steps itself: for each step of a chunk 
 the mini-batch from the sampler (a pure function of seed and step), hands each worker its
 shard through the run's transport, waits for the replies and applies them:
 
-    for step in range(self.step, stop):                              # on the server
+    for step in range(self.step, stop):                     # on the server: core/steps.py's sync_steps
         shards = split(sampler.batch(step), k)
         replies = transport.step(params, shards)     # unix, tcp or ray: cluster/transport.py
         server.apply(*replies)                       # sum, / m, optimizer step
@@ -15,7 +15,7 @@ result, off the critical path. In bounded and asynchronous training (core/stalen
 each worker's batch is an update of its own instead, applied as it arrives, and a free
 worker is sent the next step's batch as soon as the staleness bound lets it:
 
-    while applied < stop:                                   # core/staleness.py: run_updates
+    while applied < stop:                                   # core/steps.py: run_updates
         while a worker is free and gate.may_start(version): transport.send(worker, params, batch(t)); t += 1
         worker, reply = transport.receive();  server.apply(reply);  record (t, worker, d)
 
@@ -39,9 +39,9 @@ import ray
 from nnps.cluster.transport import Transport, chain
 from nnps.core.config import TrainConfig
 from nnps.core.network import Network
-from nnps.core.sampler import Sampler, split
+from nnps.core.sampler import Sampler
 from nnps.core.server import Server, Snapshot
-from nnps.core.staleness import run_updates
+from nnps.core.steps import run_updates, sync_steps
 from nnps.worker.channels.base import StepChannel
 from nnps.worker.channels.ray_calls import RayCalls
 from nnps.worker.channels.tcp import TcpChannel
@@ -86,12 +86,7 @@ class ParameterServer:
         if self.asynchronous:
             rows = run_updates(self._transport(), self.server, self.sampler, len(self.workers), self.tau, stop)
             return {"channels": self.channels(), "updates": rows}
-        transport, server = self._transport(), self.server
-        server.params = transport.params(server.params, server.step)
-        while server.step < stop and server.diverged_at is None:
-            shards = split(self.sampler.batch(server.step), len(self.workers))
-            server.params, replies = transport.step(server.params, shards, server.step)
-            server.apply(*replies)
+        sync_steps(self._transport(), self.server, self.sampler, len(self.workers), stop)
         return {"channels": self.channels(), "updates": []}
 
     def channels(self) -> dict[str, Any]:

@@ -200,7 +200,7 @@ class RayExecutor:
             return False
 
     def updates(self) -> list[tuple[int, int, int]]:
-        """Bounded/async: (step, worker, version) of each update of the last chunk (core/staleness.py)."""
+        """Bounded/async: (step, worker, version) of each update of the last chunk (core/record.py)."""
         return self.chunk_updates
 
     def channels(self) -> dict[str, Any]:

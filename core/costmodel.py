@@ -34,6 +34,7 @@ import numpy as np
 
 from nnps.core.config import TrainConfig
 from nnps.core.network import Network
+from nnps.core.steps import InProcessCarrier, sync_steps
 from nnps.core.threads import blas_threads, threads_for, worker_threads
 
 # Coordination per step (seconds) by number of workers and batch, where `nnps bench` has
@@ -117,14 +118,24 @@ def step_seconds(network: Network, batch: int, threads: int | None, steps: int =
     y = rng.integers(0, network.sizes[-1], batch).astype(np.uint8)
     worker = ShardWorker(network, x, y, x[:1], y[:1])
     server = Server(TrainConfig(lr=1e-9), network, Snapshot(np.zeros(network.layout.size, network.np_dtype)), 1)
-    idx = np.arange(batch)
+    same = SameBatch(np.arange(batch))
     steps = steps or max(3, min(50, 20000 // batch))
+    carrier = InProcessCarrier(worker)
     with blas_threads(threads):
-        server.apply(worker.gradient_sums(server.params, idx))
+        sync_steps(carrier, server, same, 1, 1)  # the first step pays for allocations: not timed
         t0 = time.perf_counter()
-        for _ in range(steps):
-            server.apply(worker.gradient_sums(server.params, idx))
+        sync_steps(carrier, server, same, 1, 1 + steps)
         return (time.perf_counter() - t0) / steps
+
+
+@dataclass(frozen=True)
+class SameBatch:
+    """Every step on the same examples: a step's time without the sampler's."""
+
+    indices: np.ndarray
+
+    def batch(self, step: int) -> np.ndarray:
+        return self.indices
 
 
 @dataclass

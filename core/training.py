@@ -18,16 +18,17 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from nnps.core import checkpoint, memory, runlock, staleness
+from nnps.core import checkpoint, memory, record, runlock
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.early_stopping import BEST, EarlyStopping
 from nnps.core.errors import CheckpointError, ClusterError, ConfigError, DataError, DivergenceError, NnpsError
-from nnps.core.network import N_STATS, Network, initial_params
+from nnps.core.network import Network, initial_params
 from nnps.core.rundir import RunDir
-from nnps.core.sampler import Sampler, split
+from nnps.core.sampler import Sampler
 from nnps.core.server import Server, Snapshot
 from nnps.core.shard import ShardWorker, unpack_evaluation
+from nnps.core.steps import InProcessCarrier, sync_steps
 from nnps.core.threads import blas_threads, threads_for
 
 Array = np.ndarray
@@ -80,22 +81,11 @@ class InProcess:
                  shards: int = 1) -> None:  # fmt: skip
         self.server, self.worker, self.sampler, self.threads = server, worker, sampler, threads
         self.shards = shards
-        self.replies: list[Array] = []  # one buffer per shard, reused every step
+        self.carrier = InProcessCarrier(worker)
 
     def run(self, start: int, stop: int) -> None:
         with blas_threads(self.threads):
-            for step in range(start, stop):
-                self.server.apply(*self._sums(self.sampler.batch(step)))
-                if self.server.diverged_at is not None:
-                    break
-
-    def _sums(self, batch: Array) -> list[Array]:
-        if self.shards == 1:
-            return [self.worker.gradient_sums(self.server.params, batch)]
-        parts = split(batch, self.shards)
-        while len(self.replies) < len(parts):
-            self.replies.append(np.empty(self.server.network.layout.size + N_STATS, self.server.network.np_dtype))
-        return [self.worker.gradient_sums(self.server.params, part, out) for part, out in zip(parts, self.replies)]
+            sync_steps(self.carrier, self.server, self.sampler, self.shards, stop)
 
     def snapshot(self) -> Snapshot:
         return self.server.snapshot()
@@ -294,7 +284,7 @@ def _train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume
         # On resume, keep the epochs the checkpoint covers; later rows are produced again.
         rows = [r for r in run_dir.read_metrics() if r["step"] <= plan.start.step] if resume else []
     try:
-        log = staleness.open_log(config, run_dir, resume, plan.start.step)
+        log = record.open_log(config, run_dir, resume, plan.start.step)
     except (ValueError, DataError) as e:
         raise ConfigError(str(e)) from None
     executor = make_executor(plan, dataset)
@@ -305,7 +295,7 @@ def _train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume
 
 
 def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Executor, reporter: Reporter | None,
-          rows: list[dict[str, Any]], log: staleness.UpdateLog | None = None) -> dict[str, Any]:  # fmt: skip
+          rows: list[dict[str, Any]], log: record.UpdateLog | None = None) -> dict[str, Any]:  # fmt: skip
     """Run chunks of steps to the end: evaluate and write a metrics row at each epoch's end,
     a checkpoint at each checkpoint step, and rebuild the server from the last one if it is lost."""
     spe, step = plan.steps_per_epoch, plan.start.step
@@ -358,12 +348,12 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
             last_good = snap
             if run_dir is not None:
                 if log is not None:  # the record first: a checkpoint always has its updates recorded
-                    run_dir.write_atomic(staleness.RECORD, log.to_bytes())
+                    run_dir.write_atomic(record.RECORD, log.to_bytes())
                 last_ckpt = run_dir.save_checkpoint(step, checkpoint_bytes(plan, dataset, snap))
     return _finish(plan, dataset, run_dir, executor, rows, snap, log, stopper, train_seconds)
 
 
-def _run_chunk(plan: Plan, executor: Executor, step: int, stop: int, log: staleness.UpdateLog | None,
+def _run_chunk(plan: Plan, executor: Executor, step: int, stop: int, log: record.UpdateLog | None,
                ) -> tuple[Snapshot, float, tuple[float, Array] | None]:  # fmt: skip
     """Steps step..stop-1: (the server's state after them, seconds, the test split's
     evaluation where an epoch or the run ends there)."""
@@ -377,7 +367,7 @@ def _run_chunk(plan: Plan, executor: Executor, step: int, stop: int, log: stalen
     return snap, took, executor.evaluate("test") if ends else None
 
 
-def _metrics_row(plan: Plan, executor: Executor, log: staleness.UpdateLog | None, snap: Snapshot,
+def _metrics_row(plan: Plan, executor: Executor, log: record.UpdateLog | None, snap: Snapshot,
                  evaluation: tuple[float, Array], rate: float, seconds: float) -> dict[str, Any]:  # fmt: skip
     """metrics.jsonl's row for the epoch ending at snap.step (partial if the run ends mid-epoch)."""
     spe, step = plan.steps_per_epoch, snap.step
@@ -397,7 +387,7 @@ def _metrics_row(plan: Plan, executor: Executor, log: staleness.UpdateLog | None
     if (channels := executor.channels()) is not None:
         row["channels"] = channels  # how the steps went so far (Ray executors)
     if log is not None:
-        row["staleness"] = staleness.describe(plan.config, log, (row["epoch"] - 1) * spe, step)
+        row["staleness"] = record.describe(plan.config, log, (row["epoch"] - 1) * spe, step)
     if step % spe:
         row["partial"] = True
     return row
@@ -422,7 +412,7 @@ def _keep_row(plan: Plan, dataset: Dataset, run_dir: RunDir | None, rows: list[d
 
 
 def _finish(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Executor, rows: list[dict[str, Any]],
-            snap: Snapshot, log: staleness.UpdateLog | None, stopper: EarlyStopping | None,
+            snap: Snapshot, log: record.UpdateLog | None, stopper: EarlyStopping | None,
             train_seconds: float) -> dict[str, Any]:  # fmt: skip
     """The run's summary, and final.npz: the last step's weights, or the best epoch's under early stopping."""
     summary: dict[str, Any] = {"step": snap.step, "epochs": rows[-1]["epoch"] if rows else 0,
@@ -430,9 +420,9 @@ def _finish(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Exec
     if (channels := executor.channels()) is not None:
         summary["channels"] = channels  # what carried the steps (Ray executors)
     if log is not None:
-        summary["staleness"] = staleness.describe(plan.config, log, plan.start.step, snap.step)
+        summary["staleness"] = record.describe(plan.config, log, plan.start.step, snap.step)
         if run_dir is not None:
-            run_dir.write_atomic(staleness.RECORD, log.to_bytes())
+            run_dir.write_atomic(record.RECORD, log.to_bytes())
     if stopper is not None:
         summary.update(stopped_early=stopper.stop, best_epoch=stopper.best_epoch)
         best = [r for r in rows if r["epoch"] == stopper.best_epoch and not r.get("partial")]

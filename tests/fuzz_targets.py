@@ -22,7 +22,7 @@ from nnps.core.errors import CheckpointError, ConfigError, DataError, NnpsError
 from nnps.core.idx import read_images, read_labels
 from nnps.core.images import decode
 from nnps.core.rundir import RunDir
-from nnps.core.staleness import UpdateLog
+from nnps.core.record import UpdateLog
 
 CORPUS = Path(__file__).parent / "data" / "fuzz"
 

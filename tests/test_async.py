@@ -23,7 +23,7 @@ from nnps.core import checkpoint
 from nnps.core.config import TrainConfig
 from nnps.core.progress import parse_last
 from nnps.core.rundir import RunDir
-from nnps.core.staleness import RECORD, UpdateLog
+from nnps.core.record import RECORD, UpdateLog
 from nnps.core.training import train
 from tests.conftest import MNIST_10K
 from tests.test_distributed import CFG, KillAfter, actor_pids

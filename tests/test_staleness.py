@@ -11,7 +11,8 @@ from nnps.core.errors import ConfigError, DataError
 from nnps.core.sampler import Sampler
 from nnps.core.server import Server
 from nnps.core.shard import ShardWorker
-from nnps.core.staleness import Gate, UpdateLog, replay
+from nnps.core.record import UpdateLog, replay
+from nnps.core.staleness import Gate
 from nnps.core.training import plan_run
 
 

@@ -149,7 +149,8 @@ class Queued(InProcess):
 def test_an_async_channel_that_breaks_resends_every_task_out(mnist10k) -> None:
     """Two tasks out when the channel breaks: the next channel computes both again, each on
     the parameters it was first sent with, so the result equals the replay of the record."""
-    from nnps.core.staleness import UpdateLog, replay, run_updates
+    from nnps.core.record import UpdateLog, replay
+    from nnps.core.steps import run_updates
 
     cfg = CFG.replace(workers=2, consistency="async")
     plan = plan_run(cfg, mnist10k, None, False)
