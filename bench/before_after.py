@@ -12,6 +12,8 @@ which code it ran). Rows are matched by what carried the steps:
     tcp                       link       (a TCP link per node, relayed)
     ray                       plain      (Ray calls, the vectors inline or in the object store)
 
+A ref that has the channels already (cluster/transport.py) runs with the same --transports.
+
 Run: .venv/bin/python bench/before_after.py [--ref e02a38a] [--rounds 2] [--hidden 30] [--batches 100]
 """
 
@@ -69,9 +71,12 @@ def main() -> None:
         before_tree = checkout(ref, Path(tmp))
         try:
             best: dict[str, dict] = {"before": {}, "after": {}}
+            channels = (before_tree / "cluster" / "transport.py").exists()  # the ref takes --transports too
+            pairs = {name: name for name in PAIRS} if channels else PAIRS
+            old_flags = ["--transports", ",".join(PAIRS)] if channels else ["--modes", ",".join(PAIRS.values())]
             for r in range(rounds):
                 for name, tree, path, args in (
-                    ("before", before_tree, str(Path(tmp) / "path"), [*common, "--modes", ",".join(PAIRS.values())]),
+                    ("before", before_tree, str(Path(tmp) / "path"), [*common, *old_flags]),
                     ("after", REPO, None, [*common, "--transports", ",".join(PAIRS)]),
                 ):  # fmt: skip
                     used, rows = run(tree, path, args)
@@ -84,9 +89,9 @@ def main() -> None:
     print(f"\n784-{hidden.replace(',', '-')}-10, best ms/step of {rounds} rounds: {ref} (before) and {head} + tree (after)")
     print(f"{'batch':>6} {'N':>2} {'channel':>8} {'before':>8} {'after':>8} {'after/before':>12}")
     for (batch, k, mode), ms in sorted(best["after"].items()):
-        if k == 0 or mode not in PAIRS:
+        if k == 0 or mode not in pairs:
             continue
-        old = best["before"].get((batch, k, PAIRS[mode]))
+        old = best["before"].get((batch, k, pairs[mode]))
         ratio = f"{ms / old:>11.2f}x" if old else f"{'-':>12}"
         print(f"{batch:>6} {k:>2} {mode:>8} {old or float('nan'):>8.2f} {ms:>8.2f} {ratio}")
 

@@ -2,7 +2,7 @@
 
 What is left of a step's cost at batch 1000 on 2 cores once Ray is out of the picture:
 k plain processes (multiprocessing) map a step file and serve their shards over the
-step sockets (worker/channels/unix.py), the parent drives the steps (ServerSockets.step;
+step sockets (worker/channels/unix.py), the parent drives the steps (the channel's sends and receives;
 no update, the parameters stay put), against the same backprop of the whole batch in
 this process on one BLAS thread and on two, and two processes running their shards
 independently (no lockstep): the last is the ceiling for k workers on this machine, whatever
@@ -27,6 +27,14 @@ from nnps.core.shard import ShardWorker
 from nnps.core.training import build_network
 from nnps.worker.channels.step_file import Mapped, NodeBuffers
 from nnps.worker.channels.unix import ServerSockets, serve
+
+
+def exchange(server: ServerSockets, shards: list) -> None:
+    """One step's messages as the unix channel sends them: every shard, then every answer."""
+    for i, shard in enumerate(shards):
+        server.send_one(i, shard)
+    for i in range(len(shards)):
+        server.answer(i)
 
 def arg(name: str, default: str) -> str:
     return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
@@ -87,7 +95,7 @@ def main() -> None:
         for p in procs:
             p.start()
         server.accept(30)
-        lockstep = best(lambda: [server.step(split(b[:batch], k)) for b in BATCHES])
+        lockstep = best(lambda: [exchange(server, split(b[:batch], k)) for b in BATCHES])
     finally:
         server.close()
         for p in procs:

@@ -41,6 +41,14 @@ from nnps.worker.channels.unix import ServerSockets, UnixChannel, serve
 from nnps.worker.gradient_worker import GradientWorker
 
 
+
+def exchange(server: ServerSockets, shards: list) -> None:
+    """One step's messages as the unix channel sends them: every shard, then every answer."""
+    for i, shard in enumerate(shards):
+        server.send_one(i, shard)
+    for i in range(len(shards)):
+        server.answer(i)
+
 def arg(name: str, default: str) -> str:
     return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
@@ -77,10 +85,10 @@ def plain_processes(batch: int, backprop: bool, steps: int) -> float:
             p.start()
         server.accept(60)
         for s in range(20):
-            server.step(split(sampler.batch(s), K))
+            exchange(server, split(sampler.batch(s), K))
         t0 = time.perf_counter()
         for s in range(steps):
-            server.step(split(sampler.batch(s), K))
+            exchange(server, split(sampler.batch(s), K))
         return (time.perf_counter() - t0) / steps
     finally:
         server.close()

@@ -17,8 +17,9 @@ reply; `ray` always works, and Ray restarts a dead worker and retries its call.
 (docs/architecture.md has this table; tests/test_transport.py holds it to `chain`.)
 
 `Transport` runs the chain inside the parameter server: the first channel is opened at the
-first step; a channel that raises `ChannelBroken` (at open or at a step) is closed and the
-SAME step goes to the next one, so no step is lost or applied twice. Synchronous steps try
+first step; a channel that raises `ChannelBroken` (at open, at a step, a send or a receive)
+is closed and the SAME step, or every task out, goes to the next one, so no step is lost
+or applied twice (`_carry`, the one fallback path). Synchronous steps try
 the first channel again REOPEN_AFTER steps later (then at doubling intervals while it
 fails) when it broke mid-run (a worker lost; one refused at open is not tried again): a
 worker Ray restarted serves it again, and the steps return to it. It records
@@ -29,7 +30,7 @@ continuously; they stay on the next channel).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from nnps.worker.channels.base import StepChannel
 from nnps.worker.channels.wire import ChannelBroken
 
 Array = np.ndarray
+T = TypeVar("T")
 REOPEN_AFTER, REOPEN_MAX = 20, 5000  # steps after a fall back before the first channel is tried again; at most
 
 
@@ -68,6 +70,7 @@ class Transport:
         self.retry_at: int | None = None  # sync steps after a channel broke mid-run: when to try the first again
         self.retry_every = REOPEN_AFTER
         self.out: dict[int, tuple[Array, Array]] = {}  # worker -> (params, indices) of its task out (send)
+        self.sent: set[int] = set()  # the tasks out sent on the channel in use
 
     def _opened(self, params: Array, step: int) -> StepChannel:
         """The current channel, opened now if it is not (falling back as it must)."""
@@ -97,16 +100,12 @@ class Transport:
         """One step's replies; returns the parameters' home too, which changes when a
         channel that kept them breaks and the step goes to the next (cf. `params`)."""
         self._reopen(params, step)
-        while True:
-            params = self.params(params, step)
-            assert self.channel is not None
-            try:
-                replies = self.channel.step(params, shards)
-            except ChannelBroken as e:
-                self._broke(step, e)
-                continue
-            self.steps[self.channel.name] += 1
-            return params, replies
+
+        def on(channel: StepChannel) -> tuple[Array, list[Array]]:
+            home = self.params(params, step)
+            return home, channel.step(home, shards)
+
+        return self._carry(step, params, on)
 
     # Bounded and asynchronous training: one worker's batch at a time. Each task out is kept
     # (its parameters copied) until its reply is in, so that a channel that breaks with
@@ -115,33 +114,38 @@ class Transport:
     def send(self, i: int, params: Array, indices: Array, step: int) -> None:
         """Start worker i on `indices` with (a copy of) `params`."""
         self.out[i] = (params.copy(), indices)
-        self._deliver([i], step)
+        self._carry(step, self.out[i][0], self._send_unsent, count=False)
 
     def receive(self, step: int) -> tuple[int, Array]:
         """The first reply in from the tasks out: (worker, reply)."""
-        while True:
-            channel = self._opened(next(iter(self.out.values()))[0], step)
-            try:
-                i, reply = channel.receive()
-            except ChannelBroken as e:
-                self._broke(step, e)
-                self._deliver(list(self.out), step)  # every task out, again, on the next channel
-                continue
-            del self.out[i]
-            self.steps[channel.name] += 1
-            return i, reply
 
-    def _deliver(self, workers: list[int], step: int) -> None:
-        todo = list(workers)
-        while todo:
-            channel = self._opened(self.out[todo[0]][0], step)
+        def on(channel: StepChannel) -> tuple[int, Array]:
+            self._send_unsent(channel)  # after a fall back: every task out, again, on this channel
+            return channel.receive()
+
+        i, reply = self._carry(step, next(iter(self.out.values()))[0], on)
+        del self.out[i]
+        self.sent.discard(i)
+        return i, reply
+
+    def _send_unsent(self, channel: StepChannel) -> None:
+        for i in [i for i in self.out if i not in self.sent]:
+            channel.send(i, *self.out[i])
+            self.sent.add(i)
+
+    def _carry(self, step: int, params: Array, action: Callable[[StepChannel], T], count: bool = True) -> T:
+        """`action` on the channel in use, opened if it is not; where it raises ChannelBroken,
+        the channel is closed and the same action runs on the next: the one fallback path.
+        `count`: a step (or an update's reply) done, counted on the channel that carried it."""
+        while True:
+            channel = self._opened(params, step)
             try:
-                while todo:
-                    channel.send(todo[0], *self.out[todo[0]])
-                    todo.pop(0)
+                result = action(channel)
             except ChannelBroken as e:
                 self._broke(step, e)
-                todo = list(self.out)  # those sent before the break are lost with the channel too
+                continue
+            self.steps[channel.name] += count
+            return result
 
     def _reopen(self, params: Array, step: int) -> None:
         """After a fall back, try the first channel again now and then (REOPEN_AFTER steps,
@@ -168,6 +172,7 @@ class Transport:
         assert self.channel is not None
         self.channel.close()
         self.channel = None
+        self.sent.clear()  # the tasks it had are lost with it
         self._fall_back(step, error)
         if self.at == 1:  # the first channel broke mid-run (a worker lost): worth trying again later
             self.retry_at, self.retry_every = step + REOPEN_AFTER, REOPEN_AFTER

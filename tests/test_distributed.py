@@ -291,10 +291,12 @@ def test_worker_steps_reuse_their_memory(mnist10k) -> None:
         sockets.accept()
         shard = np.arange(128)
         for _ in range(2):  # warm
-            sockets.step([shard])
+            sockets.send_one(0, shard)
+            sockets.answer(0)
         before = minor_faults(pid)
         for _ in range(5):
-            sockets.step([shard])
+            sockets.send_one(0, shard)
+            sockets.answer(0)
         assert (minor_faults(pid) - before) / 5 < 100
     finally:
         sockets.close()

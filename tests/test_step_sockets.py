@@ -18,6 +18,15 @@ from nnps.worker.channels.unix import ServerSockets, serve, socket_path
 from nnps.worker.channels.wire import ChannelBroken
 
 
+def exchange(server: ServerSockets, shards: list[np.ndarray]) -> None:
+    """One synchronous step as UnixChannel takes it: every shard sent, then every answer."""
+    for i, shard in enumerate(shards):
+        server.send_one(i, shard)
+    waiting = set(range(len(shards)))
+    while waiting:
+        waiting.discard(server.first_answer(waiting))
+
+
 @pytest.fixture
 def spec():
     s = NodeBuffers.create(size=4, workers=2, dtype="float64")
@@ -40,8 +49,8 @@ def test_each_worker_gets_its_shard_and_the_server_waits_for_both(spec: NodeBuff
 
     threads = [serve(spec, i, compute_for(i)) for i in (1, 0)]  # the order they connect does not matter
     server.accept(timeout_s=10)
-    server.step([np.array([3, 1, 4]), np.array([1, 5], np.int32)])
-    server.step([np.array([9]), np.array([], np.int64)])  # an empty shard is still a message
+    exchange(server, [np.array([3, 1, 4]), np.array([1, 5], np.int32)])
+    exchange(server, [np.array([9]), np.array([], np.int64)])  # an empty shard is still a message
     assert seen == [[[3, 1, 4], [9]], [[1, 5], []]]
     server.close()
     for t in threads:
@@ -60,7 +69,7 @@ def test_a_failed_step_breaks_the_channel(spec: NodeBuffers) -> None:
     serve(spec, 1, fails)
     server.accept(timeout_s=10)
     with pytest.raises(ChannelBroken, match=r"^worker 1 failed the step: ValueError: bad shard$"):  # its cause kept
-        server.step([np.array([0]), np.array([1])])
+        exchange(server, [np.array([0]), np.array([1])])
     server.close()
 
 
@@ -76,7 +85,7 @@ def test_a_worker_that_dies_breaks_the_channel(spec: NodeBuffers) -> None:
         proc.kill()
         proc.wait()
         with pytest.raises(ChannelBroken) as e:
-            server.step([np.array([0]), np.array([1])])
+            exchange(server, [np.array([0]), np.array([1])])
         assert re.fullmatch(r"worker 1 closed its socket( \(.+\))?", str(e.value))
     finally:
         proc.kill()

@@ -50,12 +50,16 @@ class InProcess(StepChannel):
 
     def __init__(self, name: str, worker: ShardWorker) -> None:
         self.name, self.worker, self.closed = name, worker, False
+        self.done: list[tuple[int, np.ndarray]] = []  # replies in the order they were sent
 
     def open(self, params: np.ndarray) -> None:
         return None
 
-    def step(self, params: np.ndarray, shards: list[np.ndarray]) -> list[np.ndarray]:
-        return [self.worker.gradient_sums(params, s) for s in shards]
+    def send(self, i: int, params: np.ndarray, indices: np.ndarray) -> None:
+        self.done.append((i, self.worker.gradient_sums(params, indices)))
+
+    def receive(self) -> tuple[int, np.ndarray]:
+        return self.done.pop(0)
 
     def close(self) -> None:
         self.closed = True

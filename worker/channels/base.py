@@ -1,17 +1,17 @@
 """`StepChannel`: how one step's messages travel between the parameter server and its workers.
 
-The server's loop is the same whatever carries the step (cluster/parameter_server.py):
+A channel is four operations:
 
-    channel.open(params)                   # once: connect the workers' ends
-    replies = channel.step(params, shards) # per step: shard i to worker i, the replies back
+    channel.open(params)              # once: connect the workers' ends
+    channel.send(i, params, indices)  # worker i starts on its indices with these parameters
+    channel.receive() -> (i, reply)   # the first reply in from the workers sent work
     channel.close()
 
-or, for bounded and asynchronous training, `send(i, params, indices)` to one worker and
-`receive() -> (i, reply)` from whichever answers first.
-
-`step` returns the replies to add up (one per worker, or one per node where a relay has
-summed its node's: wire.py gives their layout). A channel that cannot carry a step raises
-`ChannelBroken`, from `open` or from `step`; the step was not applied, so the transport
+A synchronous step is the sends, then the receives (`step`, written once here: the
+replies to add up, in worker order); a channel that can do better overrides that one
+method (tcp's links add up a node's replies before they travel; ray puts the parameters
+in the object store once for all of a step's calls). A channel that cannot carry a step
+raises `ChannelBroken`, from any of them; the step was not applied, so the transport
 (cluster/transport.py) closes it and gives the same step to the next channel of its chain.
 
 A channel's worker end is a small picklable object (`WorkerEnd`) that the server hands to
@@ -40,19 +40,21 @@ class StepChannel(ABC):
         them from now on; the others return None. ChannelBroken if it cannot."""
 
     @abstractmethod
-    def step(self, params: Array, shards: list[Array]) -> list[Array]:
-        """Shard i (non-empty) to worker i; the replies to add up. ChannelBroken if it broke."""
-
-    # Bounded and asynchronous training (core/staleness.py): each worker on its own.
-
     def send(self, i: int, params: Array, indices: Array) -> None:
-        """Start worker i on one batch with these parameters (taken now: the server goes on
+        """Start worker i on `indices` with these parameters (taken now: the server goes on
         updating its own). ChannelBroken if it broke."""
-        raise NotImplementedError(f"the {self.name} channel has no asynchronous steps")
 
+    @abstractmethod
     def receive(self) -> tuple[int, Array]:
         """The first reply to arrive from the workers sent work: (i, reply). ChannelBroken if it broke."""
-        raise NotImplementedError(f"the {self.name} channel has no asynchronous steps")
+
+    def step(self, params: Array, shards: list[Array]) -> list[Array]:
+        """One synchronous step: shard i (non-empty) to worker i, the replies back in worker
+        order, to add up in that order. ChannelBroken if it broke."""
+        for i, shard in enumerate(shards):
+            self.send(i, params, shard)
+        replies = dict(self.receive() for _ in shards)
+        return [replies[i] for i in range(len(shards))]
 
     @abstractmethod
     def close(self) -> None:

@@ -44,8 +44,9 @@ from typing import Callable
 
 import numpy as np
 
-from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, OK, ChannelBroken, accept_workers, failure, read_answer,
-                                       read_shard, recv_exact, recv_into, reply_size, send_shard)  # fmt: skip
+from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, OK, ChannelBroken, accept_workers, broken, failure,
+                                       read_answer, read_shard, recv_exact, recv_into, reply_size,
+                                       send_shard)  # fmt: skip
 
 Array = np.ndarray
 TOKEN_BYTES = 16
@@ -121,7 +122,7 @@ class ServerLinks:
                 if not recv_into(conn, self.replies[g]):
                     raise ChannelBroken(f"{self.who(g)} closed its link mid-reply")
         except OSError as e:  # reset, unreachable or timed out: the worker or its node is gone
-            raise ChannelBroken(f"{self.who(g)}'s link failed ({e.strerror or type(e).__name__})") from None
+            raise broken(f"{self.who(g)}'s link failed", e) from None
         return [self.replies[g] for g in asked]
 
     def send_one(self, g: int, params: Array, shard: Array) -> None:
@@ -132,7 +133,7 @@ class ServerLinks:
             send_shard(conn, shard)
             conn.sendall(memoryview(params).cast("B"))
         except OSError as e:
-            raise ChannelBroken(f"{self.who(g)}'s link failed ({e.strerror or type(e).__name__})") from None
+            raise broken(f"{self.who(g)}'s link failed", e) from None
 
     def first_reply(self, waiting: set[int]) -> tuple[int, Array]:
         """The first of the `waiting` links to answer, and its reply."""
@@ -148,7 +149,7 @@ class ServerLinks:
             if not recv_into(conn, self.replies[g]):
                 raise ChannelBroken(f"{self.who(g)} closed its link mid-reply")
         except OSError as e:
-            raise ChannelBroken(f"{self.who(g)}'s link failed ({e.strerror or type(e).__name__})") from None
+            raise broken(f"{self.who(g)}'s link failed", e) from None
         return g, self.replies[g]
 
     def who(self, g: int) -> str:

@@ -31,6 +31,7 @@ class RayCalls(StepChannel):
         return None
 
     def step(self, params: Array, shards: list[Array]) -> list[Array]:
+        """Every call of the step reads the same parameters: put in the object store once."""
         arg = ray.put(params) if params.nbytes > self.inline_bytes else params
         return ray.get([w.gradient_sums.remote(arg, s) for w, s in zip(self.workers, shards)])
 

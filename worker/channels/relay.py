@@ -71,9 +71,11 @@ class NodeRelay:
         """shards[0] is the relay's own, shards[1:] its members' (non-empty first): the
         node's sum of all their replies into `out`. ChannelBroken if a member fails."""
         others = [s for s in shards[1:] if len(s)]
-        self.sockets.send(others)  # the members start on their shards
+        for i, shard in enumerate(others):  # the members start on their shards
+            self.sockets.send_one(i, shard)
         sums(self.mapped.params, shards[0], out)  # (P + N_STATS,) and the relay on its own
-        for i in self.sockets.answers(len(others)):
+        for i in range(len(others)):  # in member order, so the sum's rounding is the same every run
+            self.sockets.answer(i)
             out += self.mapped.replies[i]  # the node's sum, added while slower members still compute
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ from nnps.worker.channels import links
 from nnps.worker.channels.base import StepChannel, Sums
 from nnps.worker.channels.relay import NodeRelay, relay_sums
 from nnps.worker.channels.unix import UnixEnd
-from nnps.worker.channels.wire import CONNECT_TIMEOUT_S, ChannelBroken
+from nnps.worker.channels.wire import CONNECT_TIMEOUT_S, ChannelBroken, broken
 
 Array = np.ndarray
 
@@ -102,7 +102,7 @@ class TcpChannel(StepChannel):
             self.links = links.ServerLinks(ray.util.get_node_ip_address(), self.groups, size, params.dtype,
                                            LINK_PORT.port())  # fmt: skip
         except OSError as e:  # NNPS_LINK_PORT taken, say
-            raise ChannelBroken(f"cannot listen for links ({e.strerror or type(e).__name__})") from None
+            raise broken("cannot listen for links", e) from None
         except ConfigError as e:  # a bad NNPS_LINK_PORT on the server's node
             raise ChannelBroken(str(e)) from None
         relays = [self.workers[members[0]] for members in self.groups]
@@ -123,6 +123,8 @@ class TcpChannel(StepChannel):
         return None
 
     def step(self, params: Array, shards: list[Array]) -> list[Array]:
+        """The parameters once per node's link, the node's replies summed by its relay: one
+        reply per node (the default sends and receives would merge nothing)."""
         assert self.links is not None  # opened
         return self.links.step(params, shards)
 

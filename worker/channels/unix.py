@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import ray
@@ -37,8 +37,8 @@ from ray.exceptions import RayError
 
 from nnps.worker.channels.base import StepChannel, Sums
 from nnps.worker.channels.step_file import Mapped, NodeBuffers
-from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, OK, ChannelBroken, accept_workers, failure, read_answer,
-                                       read_shard, recv_exact, send_shard)  # fmt: skip
+from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, OK, ChannelBroken, accept_workers, broken, failure,
+                                       read_answer, read_shard, recv_exact, send_shard)  # fmt: skip
 
 Array = np.ndarray
 
@@ -69,51 +69,30 @@ class ServerSockets:
 
         accept_workers(self.listener, self.conns, timeout_s, read_slot)
 
-    def step(self, shards: list[Array]) -> None:
-        """Send shard i to worker i, then wait for every one's answer."""
-        self.send(shards)
-        for _ in self.answers(len(shards)):
-            pass
-
-    def send(self, shards: list[Array]) -> None:
-        """Send shard i to worker i (the first len(shards) workers)."""
-        i = 0
-        try:
-            for i, (conn, shard) in enumerate(zip(self.conns, shards)):
-                assert conn is not None  # accept() filled every slot
-                send_shard(conn, shard)
-        except OSError as e:  # reset mid-send: the worker died
-            raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
-
     def send_one(self, i: int, shard: Array) -> None:
-        """Shard i to worker i alone (bounded/async)."""
+        """Shard i to worker i."""
         conn = self.conns[i]
         assert conn is not None
         try:
             send_shard(conn, shard)
         except OSError as e:
-            raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
+            raise broken(f"worker {i} closed its socket", e) from None
 
     def first_answer(self, waiting: set[int]) -> int:
         """The first of the `waiting` workers to answer (its sums are in its slot)."""
         by_fd = {self.conns[i].fileno(): i for i in waiting}  # type: ignore[union-attr]
         ready, _, _ = select.select(list(by_fd), [], [])
-        i = by_fd[ready[0]]
-        try:
-            read_answer(self.conns[i], f"worker {i}", "socket")  # type: ignore[arg-type]
-        except OSError as e:
-            raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
-        return i
+        self.answer(by_fd[ready[0]])
+        return by_fd[ready[0]]
 
-    def answers(self, n: int) -> Iterator[int]:
-        """i = 0 .. n-1, each once worker i has answered (its sums are in slot i)."""
-        for i, conn in enumerate(self.conns[:n]):
-            assert conn is not None
-            try:
-                read_answer(conn, f"worker {i}", "socket")
-            except OSError as e:  # reset mid-read: the worker died
-                raise ChannelBroken(f"worker {i} closed its socket ({e.strerror or type(e).__name__})") from None
-            yield i
+    def answer(self, i: int) -> None:
+        """Wait for worker i's answer: its sums are in its slot. ChannelBroken if it failed or died."""
+        conn = self.conns[i]
+        assert conn is not None
+        try:
+            read_answer(conn, f"worker {i}", "socket")
+        except OSError as e:  # reset mid-read: the worker died
+            raise broken(f"worker {i} closed its socket", e) from None
 
     def close(self) -> None:
         for conn in self.conns:
@@ -194,7 +173,7 @@ class UnixChannel(StepChannel):
         try:
             self.mapped = Mapped(NodeBuffers.create(params.size, k, params.dtype.name, k if self.own_params else 1))
         except OSError as e:  # no /dev/shm, or no room in it
-            raise ChannelBroken(f"no step file in /dev/shm ({e.strerror or type(e).__name__})") from None
+            raise broken("no step file in /dev/shm", e) from None
         spec = self.mapped.spec
         try:
             self.sockets = ServerSockets(spec)
@@ -203,15 +182,20 @@ class UnixChannel(StepChannel):
         except RayError as e:
             raise ChannelBroken(f"a worker could not serve its socket ({type(e).__name__})") from None
         except OSError as e:
-            raise ChannelBroken(f"the step socket failed ({e.strerror or type(e).__name__})") from None
+            raise broken("the step socket failed", e) from None
         if self.own_params:
             return None
         self.mapped.params[...] = params
         return self.mapped.params
 
     def send(self, i: int, params: Array, indices: Array) -> None:
-        assert self.sockets is not None and self.mapped is not None and self.own_params  # opened for it
-        self.mapped.param_slots[i][...] = params
+        """Sync: every worker reads the one set of parameters in the file in place, which the
+        server keeps there (`open` returned it); bounded/async: worker i's own slot, filled now."""
+        assert self.sockets is not None and self.mapped is not None  # opened
+        if self.own_params:
+            self.mapped.param_slots[i][...] = params
+        elif params is not self.mapped.params:  # the server kept them elsewhere (the transport's job)
+            raise ValueError("the unix channel's steps read the parameters from its step file")
         self.sockets.send_one(i, indices)
         self.waiting.add(i)
 
@@ -220,13 +204,6 @@ class UnixChannel(StepChannel):
         i = self.sockets.first_answer(self.waiting)
         self.waiting.discard(i)
         return i, self.mapped.replies[i]
-
-    def step(self, params: Array, shards: list[Array]) -> list[Array]:
-        assert self.sockets is not None and self.mapped is not None  # opened
-        if params is not self.mapped.params:  # the server kept them elsewhere (the transport's job)
-            raise ValueError("the unix channel's steps read the parameters from its step file")
-        self.sockets.step(shards)
-        return self.mapped.replies[: len(shards)]
 
     def close(self) -> None:
         if self.sockets is not None:

@@ -31,6 +31,11 @@ class ChannelBroken(Exception):
     a step file): the transport closes it and gives the same step to the next channel."""
 
 
+def broken(what: str, e: OSError) -> ChannelBroken:
+    """ChannelBroken for an OS error: "worker 1 closed its socket (Connection reset by peer)"."""
+    return ChannelBroken(f"{what} ({e.strerror or type(e).__name__})")
+
+
 def reply_size(params: int) -> int:
     """A reply's length for P parameters: the sums, then cost, correct and examples."""
     return params + N_STATS
