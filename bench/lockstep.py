@@ -24,7 +24,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.sampler import split
 from nnps.core.shard import ShardWorker
-from nnps.core.training import build_network
+from nnps.core.plan import build_network
 from nnps.worker.channels.step_file import Mapped, NodeBuffers
 from nnps.worker.channels.unix import ServerSockets, serve
 

@@ -34,7 +34,8 @@ from nnps.core.datasets import Dataset
 from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server
 from nnps.core.shard import ShardWorker
-from nnps.core.training import plan_run, train
+from nnps.core.plan import plan_run
+from nnps.core.training import train
 from nnps.worker import training_data
 from nnps.worker.channels.step_file import Mapped, NodeBuffers
 from nnps.worker.channels.unix import ServerSockets, UnixChannel, serve

@@ -19,7 +19,7 @@ import ray
 from nnps.cluster.calibrate import random_dataset
 from nnps.cluster.ray_executor import RayExecutor
 from nnps.core.config import TrainConfig
-from nnps.core.training import plan_run
+from nnps.core.plan import plan_run
 
 
 def rollup(pid: int) -> dict[str, int]:

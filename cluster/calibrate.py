@@ -19,7 +19,8 @@ from nnps.cluster.ray_executor import RayExecutor, threads_per_worker
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.threads import threads_for
-from nnps.core.training import CHUNK_SECONDS, Plan, make_in_process, plan_run
+from nnps.core.plan import Plan, plan_run
+from nnps.core.training import CHUNK_SECONDS, make_in_process
 
 
 @dataclass

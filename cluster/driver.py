@@ -14,7 +14,8 @@ from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.rundir import RunDir
 from nnps.core.errors import ClusterError, ConfigError, DataError
-from nnps.core.training import Plan, Reporter, build_network, check_batch, make_in_process, nothing_left, train
+from nnps.core.plan import Plan, build_network, check_batch, nothing_left
+from nnps.core.training import Reporter, make_in_process, train
 
 SLOWER_WARNING = 1.5  # warn when the chosen workers are predicted this many times slower than in-process
 
@@ -174,7 +175,7 @@ def replay(run_dir: RunDir) -> dict[str, Any]:
     import numpy as np
 
     from nnps.core import record
-    from nnps.core.training import checkpoint_bytes, plan_run
+    from nnps.core.plan import checkpoint_bytes, plan_run
 
     config, log, final = _replay_inputs(run_dir)
     kept = {step: name for step, name in run_dir.checkpoints() if step < final.step}

@@ -37,7 +37,8 @@ from nnps.core.errors import ClusterError
 from nnps.core.server import Snapshot
 from nnps.core.shard import unpack_evaluation
 from nnps.core.threads import worker_threads
-from nnps.core.training import MAX_SERVER_LOSSES, ExecutorFactory, Plan, ServerLost
+from nnps.core.plan import Plan
+from nnps.core.training import MAX_SERVER_LOSSES, ExecutorFactory, ServerLost
 from nnps.worker import training_data
 from nnps.worker.channels import step_file
 from nnps.worker.gradient_worker import GradientWorker, worker_options

@@ -44,7 +44,8 @@ from nnps.cluster.connect import ray_connection
 from nnps.core.datasets import Dataset
 from nnps.core.server import Snapshot
 from nnps.core.threads import blas_cap
-from nnps.core.training import Executor, Plan, make_in_process
+from nnps.core.plan import Plan
+from nnps.core.training import Executor, make_in_process
 
 if TYPE_CHECKING:
     from nnps.cluster.ray_executor import RayExecutor

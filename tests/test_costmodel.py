@@ -10,7 +10,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.network import Network
 from nnps.core.threads import worker_threads
-from nnps.core.training import build_network
+from nnps.core.plan import build_network
 
 
 def network(hidden: tuple[int, ...], dtype: str = "float32") -> Network:

@@ -26,7 +26,8 @@ from nnps.cluster.transport import REOPEN_AFTER
 from nnps.core.config import TrainConfig
 from nnps.core.errors import ConfigError, DivergenceError
 from nnps.core.rundir import RunDir
-from nnps.core.training import plan_run, train
+from nnps.core.plan import plan_run
+from nnps.core.training import train
 from nnps.worker import training_data
 from nnps.worker.channels.step_file import PREFIX, SHM_DIR, Mapped, NodeBuffers
 from nnps.worker.channels.unix import ServerSockets, UnixEnd

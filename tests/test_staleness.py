@@ -13,7 +13,7 @@ from nnps.core.server import Server
 from nnps.core.shard import ShardWorker
 from nnps.core.record import UpdateLog, replay
 from nnps.core.staleness import Gate
-from nnps.core.training import plan_run
+from nnps.core.plan import plan_run
 
 
 def simulate(tau: int | None, k: int, updates: int, speeds: list[int]) -> list[tuple[int, int, int]]:

@@ -14,7 +14,8 @@ from nnps.core.config import TRANSPORTS, TrainConfig
 from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server
 from nnps.core.shard import ShardWorker
-from nnps.core.training import plan_run, train
+from nnps.core.plan import plan_run
+from nnps.core.training import train
 from nnps.worker.channels.base import StepChannel
 from nnps.worker.channels.wire import ChannelBroken
 from tests.conftest import REPO

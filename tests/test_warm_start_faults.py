@@ -117,7 +117,7 @@ def test_fault_in_each_window_equals_an_uninterrupted_run(window: str, who: str,
 def test_server_that_never_starts_is_one_error(mnist10k) -> None:
     """A server that dies every time it starts: a ClusterError saying so, not Ray's traceback."""
     from nnps.core.errors import ClusterError
-    from nnps.core.training import plan_run
+    from nnps.core.plan import plan_run
 
     class Doomed(RayExecutor):
         def _start_server(self, snapshot):
