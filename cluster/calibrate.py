@@ -47,11 +47,9 @@ def per_step(executor, steps: int, blocks: int = 3) -> float:  # type: ignore[no
     """Seconds per step: the best of `blocks` runs of steps each, after two warm-up steps.
     A block is at least steps/blocks steps and at least ~CHUNK_SECONDS of them, as long as
     a chunk of training (core/training.py): between chunks the driver waits on the server
-    (a Ray round trip or two), which training pays once per chunk. Before d8f10cd blocks
-    were steps/blocks long: 6 steps at batch 1000, so that wait was spread over 6 steps
-    and overstated every distributed row at large batches. The best block, because on a
-    small machine a transient neighbour (Ray starting a fresh worker process to replace a
-    killed actor takes ~1 s of a core) lands in one block, not in all."""
+    (a Ray round trip or two), which training pays once per chunk, not once per few steps.
+    The best block, because on a small machine a transient neighbour (Ray starting a
+    process to replace a killed actor) lands in one block, not in all."""
     executor.run(0, 2)  # warm up: first-step costs (actors' imports, the channel's open)
     executor.snapshot()
     t0 = time.perf_counter()

@@ -1,8 +1,8 @@
 """Warm start: train in the driver while Ray starts, then hand the run to the workers.
 
-An embedded Ray takes 5-6 s to start on a 2-core laptop (`ray.init` alone: its GCS,
-raylet, API server and agents are processes that import Ray one after another), and the
-actors 1.5 s more; a run that waited for them did nothing for its first ~8 s. But
+An embedded Ray takes seconds to start (`ray.init` alone: its GCS, raylet, API server and
+agents are processes that import Ray one after another), and the actors more; a run that
+waited for them would do nothing meanwhile (docs/results.md has the times). But
 synchronous SGD with k workers computes the same steps as one process (the k shard sums
 add up to the batch's sum, and step t's batch is `Sampler.batch(t)` either way), so the
 steps before the workers are up can run in the driver without changing the result:
@@ -69,7 +69,7 @@ class RayStart:
         self.t0 = time.perf_counter()
         self.stack = ExitStack()  # undone on the caller's thread
         self._ray = ExitStack()  # undone on the start thread: ray.shutdown() from another thread
-        #                          than ray.init()'s waited 15 s for a timeout (Ray 2.60), 1.3 s from its own
+        #                          than ray.init()'s waits for a timeout instead
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="nnps-ray-start")
         if threading.current_thread() is threading.main_thread():
             # What ray.init does on the main thread: SIGTERM (`ray job stop`, kill) exits
@@ -117,9 +117,8 @@ WARM_NICE = 10  # the in-process steps' niceness while Ray starts (Linux: per th
 
 class Background:
     """An in-process executor whose work runs on a thread of lower priority (nice +10 on
-    Linux), so that Ray's starting processes come first where cores are few: on 2 cores,
-    at equal priority, the workers' first step came 12.0 s after launch against 7.7 s
-    without a warm start. The thread ends with the warm phase; the driver's own thread
+    Linux), so that Ray's starting processes come first where cores are few: at equal
+    priority the warm steps delay the workers' start by more than they gain. The thread ends with the warm phase; the driver's own thread
     keeps its priority (an unprivileged process cannot raise a priority it lowered)."""
 
     def __init__(self, inner: Executor) -> None:

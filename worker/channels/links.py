@@ -1,9 +1,8 @@
 """TCP links: the framing of the `tcp` channel (tcp.py) on each end of a link.
 
 Across nodes the workers cannot map the server's step file, and a step through Ray is a
-`.remote` call per worker carrying the parameters and the reply through the object store:
-1.1-3.8 Ray round trips of coordination a step with 2 workers on nodes simulated on one
-machine. Here the server instead listens on a TCP port of its node, a thread of one worker
+`.remote` call per worker carrying the parameters and the reply through the object store,
+with the task machinery's round trips around each. Here the server instead listens on a TCP port of its node, a thread of one worker
 per node (its relay, relay.py) connects to it, and a step is one message each way:
 
     g times: int64 n, then n int64 indices (shard of each worker)  (server -> relay)
