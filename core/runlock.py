@@ -60,13 +60,18 @@ def alive(h: dict[str, object]) -> bool | None:
 
 
 def _create(run: RunDir, data: bytes) -> bool:
-    """Make the lock on a local disk unless one is there; False if one is."""
+    """Make the lock on a local disk unless one is there; False if one is. It appears whole
+    (written under a name of its own, then linked, which fails where the lock exists): a
+    rival never reads a lock half-written by a live holder and takes it for a dead one's."""
+    mine = run.join(f"{LOCK}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    with open(mine, "wb") as f:
+        f.write(data)
     try:
-        fd = os.open(run.join(LOCK), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.link(mine, run.join(LOCK))
     except FileExistsError:
         return False
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    finally:
+        os.unlink(mine)
     return True
 
 
