@@ -13,8 +13,9 @@ from rich.table import Table
 
 from nnps.cli.errors import handle_errors
 from nnps.cli.options import JsonOut
-from nnps.core import catalog, checkpoint, validation
+from nnps.core import catalog, checkpoint, table_rows, validation
 from nnps.core.config import TrainConfig
+from nnps.core.datasets import Dataset
 from nnps.core.images import box_for, read_image
 from nnps.core.errors import ConfigError, DataError
 from nnps.core.shard import ShardWorker, unpack_evaluation
@@ -34,18 +35,18 @@ def evaluate(
     ck = checkpoint.load(ckpt)
     trained = trained_with(ck)
     data = data or (trained.data if trained else "mnist")
-    ds, asked = catalog.load(data), split
+    ds, asked = _dataset(ck, trained, data, split), split
     if split == "validation":  # the examples the run held out, carved again as it carved them
         if trained is None or not trained.validation_fraction:
             raise DataError(f"{ckpt}: its run held out no validation split (--validation-fraction)")
         ds, split = validation.for_config(trained, ds), "test"
     if ds.num_inputs != ck.network.sizes[0]:
-        raise DataError(f"{data}: images have {ds.num_inputs} pixels, the checkpoint's network takes {ck.network.sizes[0]}")
+        raise DataError(f"{data}: {ds.num_inputs} inputs a row, the checkpoint's network takes {ck.network.sizes[0]}")
     worker = ShardWorker(ck.network, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
     n = ck.network.sizes[-1]
     cost, confusion = unpack_evaluation(worker.evaluate(ck.params, split), n)
     count = int(confusion.sum())
-    names = catalog.class_names(data, n)
+    names = list(ck.table.classes) if ck.table else catalog.class_names(data, n)
     result = {"checkpoint": ckpt, "data": data, "split": asked, "examples": count,
               "accuracy": float(np.trace(confusion)) / count, "cost": cost / count,
               "confusion": confusion.tolist(), "classes": names}  # fmt: skip
@@ -63,6 +64,22 @@ def evaluate(
     console.print(table)
 
 
+def _dataset(ck: checkpoint.Checkpoint, trained: TrainConfig | None, data: str, split: str) -> Dataset:
+    """The rows to evaluate on: images by name or path; for a network trained on a table, its
+    run's table read as it was trained, or every row of another table with the same columns."""
+    if ck.table is None:
+        return catalog.load(data)
+    label = trained.label if trained else "label"
+    if trained is not None and data == trained.data:
+        return table_rows.load(trained, info=ck.table)
+    if split != "test":
+        raise DataError(f"--split {split}: {data} is not the table the network was trained on; all its rows are tested")
+    x, y = table_rows.rows(ck.table, data, label)
+    if y is None:
+        raise DataError(f"{data}: no label column {label!r} to evaluate against (nnps predict needs none)")
+    return Dataset(data.rstrip("/").rsplit("/", 1)[-1], x[:0], y[:0], x, y, table=ck.table)
+
+
 def trained_with(ck: checkpoint.Checkpoint) -> TrainConfig | None:
     """The config a checkpoint's run had (None for one whose meta holds no config this nnps reads)."""
     try:
@@ -74,11 +91,35 @@ def trained_with(ck: checkpoint.Checkpoint) -> TrainConfig | None:
 @handle_errors
 def predict(
     ckpt: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A checkpoint .npz or a run directory (its newest checkpoint)")],
-    images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="PNG/PGM/... files, or IDXFILE:INDEX")],
+    images: Annotated[list[str], typer.Argument(metavar="INPUT...", help="PNG/PGM/... files, or IDXFILE:INDEX; for a network trained on a table: CSV or Parquet files of rows")],
     json_out: JsonOut = False,
 ) -> None:
-    """Print the predicted class and the output activations for each image."""
+    """Print the predicted class and the output activations for each image, or each row of a table."""
     ck = checkpoint.load(checkpoint.resolve(ckpt))
+    results = _predict_rows(ck, images) if ck.table else _predict_images(ck, images)
+    if json_out:
+        sys.stdout.write(json.dumps(results) + "\n")
+        return
+    for r in results:
+        acts = " ".join(f"{v:.3f}" for v in r["activations"])
+        named = "" if r["label"] == str(r["prediction"]) else f" {r['label']}"
+        print(f"{r.get('image') or r['input']}: {r['prediction']}{named}   [{acts}]" + (f"  ({r['note']})" if r.get("note") else ""))
+
+
+def _predict_rows(ck: checkpoint.Checkpoint, paths: list[str]) -> list[dict]:
+    """Each row of each table: its predicted class index and name, and the output activations."""
+    assert ck.table is not None
+    results = []
+    for path in paths:
+        x, _ = table_rows.rows(ck.table, path, None)
+        a = ck.network.last_layer(ck.params, x.astype(ck.network.np_dtype, copy=False))[1]  # (m, n_L)
+        for r, (j, acts) in enumerate(zip(a.argmax(axis=1), a)):
+            results.append({"input": f"{path} row {r + 1}", "prediction": int(j), "label": ck.table.classes[int(j)],
+                            "activations": [float(v) for v in acts]})  # fmt: skip
+    return results
+
+
+def _predict_images(ck: checkpoint.Checkpoint, images: list[str]) -> list[dict]:
     side = int(round(np.sqrt(ck.network.sizes[0])))
     names = catalog.class_names(str(ck.meta.get("config", {}).get("data", "")), ck.network.sizes[-1])
     results = []
@@ -90,10 +131,4 @@ def predict(
         a = ck.network.last_layer(ck.params, x)[1][0]
         results.append({"image": spec, "prediction": int(a.argmax()), "label": names[int(a.argmax())],
                         "activations": [float(v) for v in a], "note": note})  # fmt: skip
-    if json_out:
-        sys.stdout.write(json.dumps(results) + "\n")
-        return
-    for r in results:
-        acts = " ".join(f"{v:.3f}" for v in r["activations"])
-        named = "" if r["label"] == str(r["prediction"]) else f" {r['label']}"
-        print(f"{r['image']}: {r['prediction']}{named}   [{acts}]" + (f"  ({r['note']})" if r["note"] else ""))
+    return results

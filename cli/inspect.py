@@ -51,6 +51,7 @@ def inspect(
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     ck, rd = _open(target)
+    checkpoint.images_only(ck, target, "nnps inspect")
     net, params = ck.network, ck.params
     config = ck.meta.get("config", {})
     ds = catalog.load(data or config.get("data") or "mnist")

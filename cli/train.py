@@ -15,7 +15,7 @@ from nnps.cli.errors import handle_errors
 from nnps.cli.formatting import consistency_note, download_progress, steps_by_channel
 from nnps.cli.options import JsonOut, RayAddress
 from nnps.cli.progress import RichReporter
-from nnps.core.config import TrainConfig, parse_hidden
+from nnps.core.config import TrainConfig, parse_features, parse_hidden
 from nnps.core.errors import ConfigError
 from nnps.core.progress import LineReporter
 from nnps.core.rundir import RunDir
@@ -30,7 +30,7 @@ def default_run_dir() -> str:
 @handle_errors
 def train(
     ctx: typer.Context,
-    data: Annotated[str, typer.Option(help="Catalog name (mnist, fashion-mnist, kmnist) or a path: IDX dir, Parquet dir, .npz")] = DEFAULTS.data,
+    data: Annotated[str, typer.Option(help="Catalog name (mnist, fashion-mnist, kmnist), an image path (IDX dir, Parquet dir, .npz), or a table: a CSV or Parquet file, directory or glob, local or s3://...")] = DEFAULTS.data,
     hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated: 30 or 16,16")] = "30",
     activation: Annotated[str, typer.Option(help="Hidden activation: sigmoid, relu, tanh")] = DEFAULTS.activation,
     output: Annotated[str, typer.Option(help="Output activation: sigmoid, softmax")] = DEFAULTS.output,
@@ -59,19 +59,31 @@ def train(
     snapshot_weights: Annotated[bool, typer.Option(help="Keep W^1 after every epoch in the run directory (nnps inspect RUN_DIR animates it)")] = DEFAULTS.snapshot_weights,
     validation_fraction: Annotated[float, typer.Option(help="Hold out this part of the training set (seeded by --seed); per-epoch metrics are on it")] = DEFAULTS.validation_fraction,
     early_stopping: Annotated[Optional[int], typer.Option(help="Stop after PATIENCE epochs without a better validation cost; final.npz is the best epoch's", metavar="PATIENCE")] = None,
+    label: Annotated[str, typer.Option(help="Table: the column of classes (integers or strings)")] = DEFAULTS.label,
+    features: Annotated[str, typer.Option(help="Table: the feature columns, comma-separated (default: every column but the label)")] = "",
+    test_data: Annotated[Optional[str], typer.Option(help="Table: the test rows, a table with the same columns")] = None,
+    test_fraction: Annotated[Optional[float], typer.Option(help="Table: test on this part of the rows, chosen by --seed (default 0.2 without --test-data)")] = None,
+    standardize: Annotated[bool, typer.Option(help="Table: scale each feature to mean 0, deviation 1 over the training rows")] = DEFAULTS.standardize,
+    drop_missing: Annotated[bool, typer.Option(help="Table: leave out rows with a missing value instead of refusing the table")] = DEFAULTS.drop_missing,
     run_dir: Annotated[Optional[str], typer.Option(help="Run directory: local path or a pyarrow URI (s3://...). Default runs/<time>")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint")] = False,
     json_out: JsonOut = False,
     log_progress: Annotated[bool, typer.Option(help="Print NNPS_PROGRESS lines instead of a progress bar (for jobs)")] = False,
 ) -> None:  # fmt: skip
     """Train a network by mini-batch SGD; writes config, metrics and checkpoints to a run directory."""
+    options = {k: v for k, v in locals().items() if k != "ctx"}
+    given = {k for k in options if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+    _train(options, given)
+
+
+def _train(options: dict, given: set[str]) -> None:
+    """Run what the options say (`given`: the flags on the command line, which a --resume changes)."""
     from nnps.cluster import driver  # imported here: `nnps --help` stays fast
 
+    run_dir, resume = options["run_dir"], options["resume"]
     if resume and not run_dir:
         raise ConfigError("--resume needs --run-dir, the run to continue")
-    options = {k: v for k, v in locals().items() if k != "ctx"}
     rd = RunDir(run_dir or default_run_dir())
-    given = {k for k in options if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     if resume and rd.exists("config.json"):
         # Resume the saved run; only flags given on this command line change it (e.g. --epochs).
         saved = TrainConfig.from_json(rd.read("config.json"), rd.uri_of("config.json"))
@@ -81,14 +93,14 @@ def train(
         config = config_from_options(options)
     config.refuse_ignored(given)
     console = Console(stderr=True)
-    if log_progress:
+    if options["log_progress"]:
         summary = driver.run(config, rd, resume=resume, reporter=LineReporter(), say=print)
     else:
         with RichReporter(console, config.epochs) as reporter:
             summary = driver.run(config, rd, resume=resume, reporter=reporter, progress=download_progress(console),
                                  say=lambda line: print(line, file=sys.stderr))
     summary.pop("params")
-    if json_out:
+    if options["json_out"]:
         sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
     else:
         say_done(console, config, summary)
@@ -114,4 +126,5 @@ def config_from_options(options: dict) -> TrainConfig:
     """The TrainConfig that `nnps train`'s options describe (also used by `nnps submit`)."""
     values = {k: v for k, v in options.items() if k not in NOT_CONFIG and k in TrainConfig.__dataclass_fields__}
     values["hidden"] = parse_hidden(options["hidden"])
+    values["features"] = parse_features(options.get("features") or "")
     return TrainConfig(**values)

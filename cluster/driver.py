@@ -55,7 +55,7 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
 
 def load_data(config: TrainConfig, progress: catalog.Progress | None = None) -> Dataset:
     """The run's data: the dataset, less its validation split where the config holds one out."""
-    return validation.for_config(config, catalog.load(config.data, progress=progress))
+    return validation.data_for(config, progress)
 
 
 def noted(summary: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class Weights:
 
     @classmethod
     def of(cls, ck: checkpoint.Checkpoint, source: str) -> "Weights":
+        checkpoint.images_only(ck, source, "nnps serve")
         data = str(ck.meta.get("config", {}).get("data", ""))
         names = tuple(catalog.class_names(data, ck.network.sizes[-1]))
         return cls(ck.network, ck.params, ck.step, source, names)

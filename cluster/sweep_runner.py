@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from nnps.core import catalog, environment, space, validation
+from nnps.core import environment, space, validation
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
+from nnps.core.tables import TableInfo
 from nnps.core.errors import ClusterError, ConfigError
 from nnps.core.rundir import RunDir
 
@@ -103,7 +104,7 @@ def domains(spec: SweepSpec) -> dict[str, Any]:
 def sweep_data(spec: SweepSpec) -> Dataset:
     """The data every trial trains on: the dataset less its validation split."""
     base = TrainConfig.from_dict({**spec.base, "workers": 0})
-    return validation.for_config(base, catalog.load(base.data))
+    return validation.data_for(base)
 
 
 def largest_trial(spec: SweepSpec) -> TrainConfig:
@@ -160,7 +161,7 @@ def shared_data(data: Dataset) -> Iterator["DataHolder"]:
 
     name, holder = training_data.share((data.x_train, data.y_train, data.x_test, data.y_test))
     try:
-        yield DataHolder(name, data.name, data.image_shape)
+        yield DataHolder(name, data.name, data.image_shape, data.table)
     finally:
         ray.kill(holder, no_restart=True)
 
@@ -172,12 +173,13 @@ class DataHolder:
     holder: str
     name: str
     image_shape: tuple[int, int]
+    table: TableInfo | None
 
     def dataset(self) -> Dataset:
         """The arrays mapped read-only from this node's store: no copy of the trial's own."""
         from nnps.worker import training_data
 
-        return Dataset(self.name, *training_data.fetch(self.holder), image_shape=self.image_shape)
+        return Dataset(self.name, *training_data.fetch(self.holder), image_shape=self.image_shape, table=self.table)
 
 
 def tuner(spec: SweepSpec, data: DataHolder, sweep_dir: Path, concurrency: int, workers: int, resume: bool,
@@ -309,7 +311,8 @@ def finish(sweep_dir: Path, spec: SweepSpec, seen: Any = None) -> dict[str, Any]
         result["data"] = {"results_seen": seen.results, "trials_with_a_copy": sorted(seen.copies)}
     if best is not None:
         ck = checkpoint.load(str(sweep_dir / "trials" / best["trial"] / "final.npz"))
-        ds = catalog.load(spec.base["data"])
+        base = TrainConfig.from_dict({**spec.base, "workers": 0, "validation_fraction": 0.0, "early_stopping": None})
+        ds = validation.data_for(base, info=ck.table)
         worker = ShardWorker(ck.network, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
         _, confusion = unpack_evaluation(worker.evaluate(ck.params, "test"), ck.network.sizes[-1])
         best["test_accuracy"] = float(np.trace(confusion)) / float(confusion.sum())

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from nnps.core.errors import CheckpointError
+from nnps.core.errors import CheckpointError, DataError
 from nnps.core.network import Network
+from nnps.core.tables import TableInfo
 
 FORMAT = 1
 META_KEYS = ("format", "sizes", "activation", "output", "cost", "dtype", "step", "epoch", "seed")
@@ -34,6 +35,7 @@ class Checkpoint:
     params: np.ndarray  # flat, network.layout
     opt_state: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    table: TableInfo | None = None  # a table's features, classes and standardization (meta's "table"); None: images
 
     @property
     def step(self) -> int:
@@ -103,7 +105,28 @@ def from_bytes(data: bytes, where: str) -> Checkpoint:
         raise CheckpointError(f"{where}: unexpected arrays {sorted(arrays)} (more layers than meta's sizes?)")
     if not np.all(np.isfinite(params)):
         raise CheckpointError(f"{where}: parameters contain NaN or inf")
-    return Checkpoint(net, params, opt_state, meta)
+    return Checkpoint(net, params, opt_state, meta, _table(meta, net, where))
+
+
+def images_only(ck: Checkpoint, where: str, what: str) -> None:
+    """DataError where `what` (a picture of images, an image to classify) meets a network
+    trained on a table's rows."""
+    if ck.table is not None:
+        raise DataError(f"{where}: its network reads rows of a table ({len(ck.table.features)} features); "
+                        f"{what} works on networks trained on images")  # fmt: skip
+
+
+def _table(meta: dict[str, Any], net: Network, where: str) -> TableInfo | None:
+    if "table" not in meta:
+        return None
+    try:
+        table = TableInfo.from_meta(meta["table"], where)
+    except DataError as e:
+        raise CheckpointError(str(e))
+    if (len(table.features), len(table.classes)) != (net.sizes[0], net.sizes[-1]):
+        raise CheckpointError(f"{where}: its table has {len(table.features)} features and {len(table.classes)} "
+                              f"classes, its network {net.sizes[0]} inputs and {net.sizes[-1]} outputs")  # fmt: skip
+    return table
 
 
 def load(path: str) -> Checkpoint:

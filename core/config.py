@@ -17,6 +17,7 @@ from nnps.core.costs import COSTS
 from nnps.core.errors import ConfigError
 from nnps.core.network import DTYPES
 from nnps.core.optimizers import OPTIMIZERS, SCHEDULES
+from nnps.core.tables import is_table
 
 WEIGHT_INITS = ("normal", "scaled")
 TRANSPORTS = ("auto", "unix", "tcp", "ray")  # what carries a step: cluster/transport.py
@@ -37,6 +38,14 @@ def parse_hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def parse_features(text: str) -> tuple[str, ...]:
+    """'a,b' -> ('a', 'b'); '' -> () (every column but the label)."""
+    names = tuple(part.strip() for part in text.split(",")) if text.strip() else ()
+    if any(not n for n in names):
+        raise ConfigError(f"--features must be comma-separated column names like a,b, got {text!r}")
+    return names
+
+
 def _choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
@@ -50,6 +59,8 @@ NEEDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "transport": (lambda c: c.workers != 0, "Ray workers (--workers N, or auto)"),
     "warm_start": (lambda c: c.workers != 0 and c.address is None and c.consistency == "sync",
                    "sync steps on Ray workers of an embedded Ray (no --address)"),
+    **{name: (lambda c: is_table(c.data), "a table: --data a CSV or Parquet source")
+       for name in ("label", "features", "test_data", "test_fraction", "standardize", "drop_missing")},
 }
 
 
@@ -84,6 +95,13 @@ class TrainConfig:
     snapshot_weights: bool = False  # keep W^1 after every epoch in the run directory (nnps inspect animates it)
     validation_fraction: float = 0.0  # >0: hold out this part of the training set; per-epoch metrics are on it
     early_stopping: int | None = None  # stop after this many epochs without a better validation cost
+    # A table (--data a CSV or Parquet source: core/tables.py): its columns and test split
+    label: str = "label"  # the column of classes
+    features: tuple[str, ...] = ()  # the feature columns; (): every column but the label
+    test_data: str | None = None  # the test rows, with the same columns
+    test_fraction: float | None = None  # else this part of the rows, seeded; 0.2 where neither is given
+    standardize: bool = True  # each feature to mean 0, deviation 1 over the training split
+    drop_missing: bool = False  # leave out rows with a missing value instead of refusing the table
     extra: dict[str, Any] = field(default_factory=dict)  # room for later versions' keys
 
     def __post_init__(self) -> None:
@@ -141,6 +159,20 @@ class TrainConfig:
                               f"split to watch (--validation-fraction F)")  # fmt: skip
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"--seed must be in [0, 2^63), got {self.seed!r}")
+        self._check_table()
+
+    def _check_table(self) -> None:
+        object.__setattr__(self, "features", tuple(str(f) for f in self.features))
+        if not self.label:
+            raise ConfigError("--label must name a column, got ''")
+        if len(set(self.features)) != len(self.features):
+            raise ConfigError(f"--features names a column twice: {','.join(self.features)!r}")
+        if self.test_fraction is not None and not 0 < self.test_fraction < 1:
+            raise ConfigError(f"--test-fraction must be in (0, 1), got {self.test_fraction!r}")
+        if self.test_fraction is not None and self.test_data:
+            raise ConfigError(f"--test-data {self.test_data} and --test-fraction {self.test_fraction}: give one")
+        if is_table(self.data) and self.test_fraction is None and not self.test_data:
+            object.__setattr__(self, "test_fraction", 0.2)
 
     def refuse_ignored(self, given: set[str]) -> None:
         """A flag given (on the command line) that this config would ignore is refused in one
@@ -158,7 +190,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
+        d["hidden"], d["features"] = list(self.hidden), list(self.features)
         return d
 
     def to_json(self) -> str:
@@ -193,5 +225,6 @@ class TrainConfig:
     RESULT_KEYS = (
         "data", "hidden", "activation", "output", "cost", "weight_init", "optimizer", "lr", "momentum",
         "l2", "schedule", "lr_step_epochs", "lr_gamma", "batch_size", "seed", "dtype", "init", "consistency",
-        "staleness", "validation_fraction", "early_stopping",
+        "staleness", "validation_fraction", "early_stopping", "label", "features", "test_data", "test_fraction",
+        "standardize", "drop_missing",
     )  # fmt: skip

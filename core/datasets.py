@@ -1,4 +1,5 @@
-"""Datasets: train and test splits of uint8 images with integer labels.
+"""Datasets: train and test splits of uint8 images with integer labels, or of a table's
+standardized float32 rows with class indices (`table`: tables.py, table_rows.py).
 
 Sources, told apart by what the path is:
 - a directory holding the four MNIST-format IDX files (gzip'd or raw);
@@ -23,6 +24,7 @@ import numpy as np
 
 from nnps.core import idx
 from nnps.core.errors import DataError
+from nnps.core.tables import TableInfo
 
 IDX_FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -36,11 +38,12 @@ NUM_CLASSES = 10
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    x_train: np.ndarray  # (n, rows*cols) uint8
-    y_train: np.ndarray  # (n,) uint8
+    x_train: np.ndarray  # (n, rows*cols) uint8; a table's: (n, features) float32, standardized
+    y_train: np.ndarray  # (n,) uint8; a table's: int32 indices into table.classes
     x_test: np.ndarray
     y_test: np.ndarray
     image_shape: tuple[int, int] = (28, 28)
+    table: TableInfo | None = None  # a table's features, classes and standardization; None: images
 
     @property
     def num_inputs(self) -> int:
@@ -48,7 +51,7 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
-        return NUM_CLASSES
+        return len(self.table.classes) if self.table else NUM_CLASSES
 
     @cached_property
     def fingerprint(self) -> str:

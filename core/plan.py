@@ -143,5 +143,7 @@ def checkpoint_bytes(plan: Plan, dataset: Dataset, snap: Snapshot) -> bytes:
         "config": plan.config.to_dict(),
         "progress": list(snap.epoch_sums),
     }
+    if dataset.table is not None:  # what a reader needs to turn a table's rows into inputs
+        meta["table"] = dataset.table.to_meta()
     return checkpoint.to_bytes(checkpoint.Checkpoint(plan.network, snap.params, snap.opt_state, meta))
 

@@ -29,14 +29,15 @@ class ShardWorker:
     def __init__(self, network: Network, x_train: Array, y_train: Array, x_test: Array, y_test: Array) -> None:
         self.network = network
         self.data = {"train": (x_train, y_train), "test": (x_test, y_test)}
-        self.scale = network.np_dtype.type(1.0 / 255.0)  # a dtype scalar keeps the product in dtype
+        # uint8 images to [0, 1]; a table's rows come standardized. A dtype scalar keeps the product in dtype.
+        self.scale = network.np_dtype.type(1.0 / 255.0 if x_train.dtype == np.uint8 else 1.0)
 
     def gradient_sums(self, params: Array, indices: Array, out: Array | None = None) -> Array:
         x, labels = self.data["train"]
         P = self.network.layout.size
         if out is None:
             out = np.empty(P + N_STATS, dtype=self.network.np_dtype)
-        shard = x[indices] * self.scale  # (m, n_0), scaled from uint8 where it is used
+        shard = x[indices] * self.scale  # (m, n_0), scaled where it is used
         # A diverging run overflows; the server sees the non-finite cost and stops it.
         with np.errstate(over="ignore", invalid="ignore"):
             cost, correct = self.network.gradient_sums(params, shard, labels[indices], out[:P])

@@ -10,8 +10,11 @@ the validation split's.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
+from nnps.core import catalog, table_rows, tables
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.errors import ConfigError
@@ -27,8 +30,19 @@ def carve(dataset: Dataset, fraction: float, seed: int) -> Dataset:
         raise ConfigError(f"--validation-fraction {fraction}: {k} of {n} training examples; leaves no split")
     order = np.random.default_rng([seed, SPLIT_SALT]).permutation(n)
     held, kept = np.sort(order[:k]), np.sort(order[k:])
-    return Dataset(f"{dataset.name} (validation {fraction:g})", dataset.x_train[kept], dataset.y_train[kept],
-                   dataset.x_train[held], dataset.y_train[held], dataset.image_shape)  # fmt: skip
+    return dataclasses.replace(dataset, name=f"{dataset.name} (validation {fraction:g})", x_train=dataset.x_train[kept],
+                               y_train=dataset.y_train[kept], x_test=dataset.x_train[held],
+                               y_test=dataset.y_train[held])  # fmt: skip
+
+
+def data_for(config: TrainConfig, progress: catalog.Progress | None = None,
+             info: tables.TableInfo | None = None) -> Dataset:  # fmt: skip
+    """What `--data` names, read as the config says (a table, or images by name or path),
+    less its validation split where the config holds one out. `info`: a checkpoint's table
+    description, to read the table as that network was trained (table_rows.load)."""
+    if tables.is_table(config.data):
+        return for_config(config, table_rows.load(config, info))
+    return for_config(config, catalog.load(config.data, progress=progress))
 
 
 def for_config(config: TrainConfig, dataset: Dataset) -> Dataset:

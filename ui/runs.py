@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from nnps.core import catalog, checkpoint
+from nnps.core import catalog, checkpoint, tables
 from nnps.core.datasets import Dataset
-from nnps.core.errors import NnpsError
+from nnps.core.errors import DataError, NnpsError
 from nnps.core.images import box_for, centred
 from nnps.core.inspect import Mistakes, forward_one, mistakes, side_of
 from nnps.core.rundir import RunDir
@@ -77,6 +77,8 @@ class Run:
     def dataset(self) -> Dataset:
         with self._lock:
             if "data" not in self._cache:
+                if tables.is_table(str(self.config().get("data") or "")):
+                    raise DataError(f"{self.uri}: trained on a table; the page draws test images of image runs")
                 self._cache["data"] = catalog.load(self.config().get("data") or "mnist")
             return self._cache["data"]
 
@@ -87,6 +89,7 @@ class Run:
         """The network's answer for a square image drawn on the pad (any size: it is fitted
         and centred as `nnps predict` does an image file)."""
         name, ck = self.latest()
+        checkpoint.images_only(ck, self.uri, "the drawing pad")
         side, inputs = int(round(drawn.size**0.5)), ck.network.sizes[0]
         if side * side != drawn.size:
             raise ValueError(f"{drawn.size} pixels: not a square image")
