@@ -201,3 +201,24 @@ def test_image_tools_refuse_a_table_network_in_one_line(tmp_path: Path, capsys) 
     rc, _, err = run_main(["inspect", str(rd), "--out", str(tmp_path / "pics")], capsys)
     assert (rc, err) == (1, f"error: {rd}: its network reads rows of a table (13 features); nnps inspect works on "
                             f"networks trained on images\n")  # fmt: skip
+
+
+def test_the_readme_table_block_runs_as_written(tmp_path: Path) -> None:
+    """README.md's "Your own tables" block, in an empty directory, with the venv's commands
+    on PATH as `source .venv/bin/activate` puts them."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text[text.index("\n## Your own tables\n") :], re.S)
+    assert block
+    script = block.group(1).replace("source .venv/bin/activate\n", "")
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert re.fullmatch(r"new\.csv row 1: \d (high|low|mid)   \[[0-9. ]+\]", lines[-2]), lines[-2:]
+    assert (tmp_path / "runs" / "measures" / "final.npz").exists()
