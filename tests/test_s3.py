@@ -111,3 +111,35 @@ def test_two_trains_racing_for_one_run_directory_on_s3(aws) -> None:
         assert err.startswith(f"error: {uri} is in use by process {winner} on ") and err.count("\n") == 1, err
         claims = [v for k, v in objects(aws, f"race-{race}/").items() if k.startswith("run.lock-")]
         assert [json.loads(c)["pid"] for c in claims] == [winner]  # the holder's claim alone (it was killed)
+
+
+def test_a_table_on_s3_trains_as_the_same_files_on_disk(aws, tmp_path) -> None:
+    """A directory of Parquet files on the S3 API, read by pyarrow's S3 filesystem: the same
+    rows, split and weights as the same files in a local directory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    local = tmp_path / "houses"
+    local.mkdir()
+    client = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name=aws["AWS_DEFAULT_REGION"],
+                          aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+    for part in range(2):
+        x = rng.normal(size=(150, 3))
+        table = pa.table({"rooms": x[:, 0], "area": x[:, 1] * 50 + 100, "age": x[:, 2] * 10 + 30,
+                          "band": np.where(x[:, 0] + x[:, 1] > 0, "upper", "lower")})  # fmt: skip
+        pq.write_table(table, local / f"part-{part}.parquet")
+        client.put_object(Bucket=S3_BUCKET, Key=f"houses/part-{part}.parquet",
+                          Body=(local / f"part-{part}.parquet").read_bytes())  # fmt: skip
+    args = ["train", "--label", "band", "--hidden", "6", "--epochs", "2", "--lr", "0.5", "--dtype", "float64",
+            "--workers", "0", "--json"]  # fmt: skip
+    on_s3 = runner.invoke(app, [*args, "--data", f"s3://{S3_BUCKET}/houses/", "--run-dir", str(tmp_path / "a")])
+    on_disk = runner.invoke(app, [*args, "--data", str(local), "--run-dir", str(tmp_path / "b")])
+    assert on_s3.exit_code == 0 and on_disk.exit_code == 0, on_s3.output + on_disk.output
+    a = checkpoint.load(str(tmp_path / "a" / "final.npz"))
+    b = checkpoint.load(str(tmp_path / "b" / "final.npz"))
+    assert a.table == b.table and a.table.classes == ("lower", "upper")
+    assert np.array_equal(a.params, b.params)
+    rc_err = runner.invoke(app, [*args, "--data", f"s3://{S3_BUCKET}/no-such/", "--run-dir", str(tmp_path / "c")])
+    assert rc_err.exit_code == 1 and rc_err.stderr == f"error: s3://{S3_BUCKET}/no-such/: no such file or directory\n"
