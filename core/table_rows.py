@@ -82,8 +82,7 @@ def read(source: Any, where: str, features: list[str], label: str | None, to_tes
     columns = features + ([label] if label else [])
     try:
         for batch in source.to_batches(columns=columns):
-            block, labels = _block(batch, where, features, label, offset, drop_missing)
-            keep = ~np.isnan(block).any(axis=1)
+            block, labels, keep = _block(batch, where, features, label, offset, drop_missing)
             for s in (0, 1):
                 chosen = keep & (to_test[offset : offset + batch.num_rows] == bool(s))
                 k = int(chosen.sum())
@@ -101,31 +100,29 @@ def read(source: Any, where: str, features: list[str], label: str | None, to_tes
 
 
 def _block(batch: Any, where: str, features: list[str], label: str | None, offset: int,
-           drop_missing: bool) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """A batch's features as float32 (m, d), rows with a missing value NaN throughout, and its labels."""
+           drop_missing: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """A batch's features as float32 (m, d), its labels, and which rows are whole (no null,
+    NaN or empty cell); DataError at the first gap unless `drop_missing`."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     m = batch.num_rows
     block = np.empty((m, len(features)), np.float32)
-    for j, name in enumerate(features):
+    for j in range(len(features)):
         block[:, j] = pc.cast(batch.column(j), pa.float32()).to_numpy(zero_copy_only=False)
-    labels = batch.column(len(features)).to_numpy(zero_copy_only=False) if label else np.zeros(m)
-    missing = np.isnan(block).any(axis=1) | (_nulls(labels) if label else False)
-    if missing.any():
+    gaps = np.isnan(block)  # (m, d): a null cast to float32 is NaN
+    labels = np.zeros(m)
+    missing = gaps.any(axis=1)
+    if label:
+        column = batch.column(len(features))
+        missing |= pc.is_null(column, nan_is_null=True).to_numpy(zero_copy_only=False)
+        labels = column.to_numpy(zero_copy_only=False)
+    if missing.any() and not drop_missing:
         r = int(np.argmax(missing))
-        if not drop_missing:
-            bad = [features[j] for j in range(len(features)) if np.isnan(block[r, j])] or [label]
-            raise DataError(f"{where}: a missing value in column {bad[0]!r} at row {offset + r + 1} "
-                            f"(--drop-missing leaves such rows out)")  # fmt: skip
-        block[missing] = np.nan
-    return block, labels
-
-
-def _nulls(labels: np.ndarray) -> np.ndarray:
-    if labels.dtype == object:
-        return np.array([v is None for v in labels], dtype=bool)
-    return np.isnan(labels) if labels.dtype.kind == "f" else np.zeros(len(labels), dtype=bool)
+        bad = [features[j] for j in np.flatnonzero(gaps[r])] or [label]
+        raise DataError(f"{where}: a missing value in column {bad[0]!r} at row {offset + r + 1} "
+                        f"(--drop-missing leaves such rows out)")  # fmt: skip
+    return block, labels, ~missing
 
 
 def _keys(labels: np.ndarray) -> np.ndarray:
