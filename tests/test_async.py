@@ -91,7 +91,9 @@ def test_a_worker_killed_stalls_nobody_and_its_update_is_recomputed(transport: s
     batch is applied once, and the replay, which computes each update on its recorded
     version, equals the run."""
     cfg = ASYNC.replace(transport=transport, steps=300, epochs=2)
-    killer = KillAfter("GradientWorker", after=100)
+    # killed before the next chunk's first update, not a few ms after: on a fast run those ms
+    # can take the run near its end, leaving the survivor no updates to go on with
+    killer = KillAfter("GradientWorker", after=100, delay_s=0)
     summary = run_async(cfg, tmp_path, mnist10k, reporter=killer)
     assert killer.killed and killer.killed[0] not in actor_pids("GradientWorker")
     log = record(tmp_path)
