@@ -18,7 +18,8 @@ from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.images import box_for, read_image
 from nnps.core.errors import ConfigError, DataError
-from nnps.core.shard import ShardWorker, unpack_evaluation
+from nnps.core.metrics import Evaluation, describe, unpack
+from nnps.core.shard import ShardWorker
 
 
 @handle_errors
@@ -28,7 +29,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="test, train, or validation (a run that held one out)")] = "test",
     json_out: JsonOut = False,
 ) -> None:
-    """Accuracy, mean cost and confusion matrix of a checkpoint on a dataset."""
+    """Accuracy, mean cost and confusion matrix of a checkpoint on a dataset (a regression's: MSE, MAE, R^2)."""
     if split not in ("test", "train", "validation"):
         raise DataError(f"--split must be test, train or validation, got {split!r}")
     ckpt = checkpoint.resolve(ckpt)
@@ -44,17 +45,24 @@ def evaluate(
         raise DataError(f"{data}: {ds.num_inputs} inputs a row, the checkpoint's network takes {ck.network.sizes[0]}")
     worker = ShardWorker(ck.network, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
     n = ck.network.sizes[-1]
-    cost, confusion = unpack_evaluation(worker.evaluate(ck.params, split), n)
-    count = int(confusion.sum())
-    names = list(ck.table.classes) if ck.table else catalog.class_names(data, n)
-    result = {"checkpoint": ckpt, "data": data, "split": asked, "examples": count,
-              "accuracy": float(np.trace(confusion)) / count, "cost": cost / count,
-              "confusion": confusion.tolist(), "classes": names}  # fmt: skip
+    e = unpack(worker.evaluate(ck.params, split), ck.network, ck.table.target_std if ck.table else None)
+    names = list(ck.table.targets or ck.table.classes) if ck.table else catalog.class_names(data, n)
+    result = {"checkpoint": ckpt, "data": data, "split": asked, **describe(e),
+              ("targets" if ck.network.regression else "classes"): names}  # fmt: skip
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")
         return
+    _show(ds.name, asked, e, names)
+
+
+def _show(name: str, split: str, e: Evaluation, names: list[str]) -> None:
     console = Console()
-    console.print(f"{ds.name} {asked}: {count} examples, accuracy {result['accuracy']:.2%}, mean cost {result['cost']:.4f}")
+    if e.confusion is None:
+        console.print(f"{name} {split}: {e.examples} examples, MSE {e.mse:.6g}, MAE {e.mae:.6g}, R^2 {e.r2:.4f} "
+                      f"({', '.join(names)}), mean cost {e.cost:.4f}")  # fmt: skip
+        return
+    console.print(f"{name} {split}: {e.examples} examples, accuracy {e.accuracy:.2%}, mean cost {e.cost:.4f}")
+    n, confusion = len(e.confusion), e.confusion
     table = Table(title="confusion (rows: true label, columns: predicted)")
     table.add_column("")
     for j in range(n):
@@ -101,18 +109,27 @@ def predict(
         sys.stdout.write(json.dumps(results) + "\n")
         return
     for r in results:
+        if "values" in r:  # a regression's row
+            print(f"{r['input']}: " + "  ".join(f"{k} {v:.6g}" for k, v in r["values"].items()))
+            continue
         acts = " ".join(f"{v:.3f}" for v in r["activations"])
         named = "" if r["label"] == str(r["prediction"]) else f" {r['label']}"
         print(f"{r.get('image') or r['input']}: {r['prediction']}{named}   [{acts}]" + (f"  ({r['note']})" if r.get("note") else ""))
 
 
 def _predict_rows(ck: checkpoint.Checkpoint, paths: list[str]) -> list[dict]:
-    """Each row of each table: its predicted class index and name, and the output activations."""
+    """Each row of each table: its predicted class index and name, and the output activations;
+    a regression's: its targets' predicted values, in their units."""
     assert ck.table is not None
     results = []
     for path in paths:
         x, _ = table_rows.rows(ck.table, path, None)
         a = ck.network.last_layer(ck.params, x.astype(ck.network.np_dtype, copy=False))[1]  # (m, n_L)
+        if ck.table.targets:
+            values = ck.table.unscale_targets(a)
+            results += [{"input": f"{path} row {r + 1}", "values": dict(zip(ck.table.targets, map(float, v)))}
+                        for r, v in enumerate(values)]  # fmt: skip
+            continue
         for r, (j, acts) in enumerate(zip(a.argmax(axis=1), a)):
             results.append({"input": f"{path} row {r + 1}", "prediction": int(j), "label": ck.table.classes[int(j)],
                             "activations": [float(v) for v in acts]})  # fmt: skip

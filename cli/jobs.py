@@ -111,6 +111,8 @@ def _print_status(s: dict) -> None:
                  f"  train cost {p.get('train_cost', float('nan')):.4f}")  # fmt: skip
         if "test_accuracy" in p:
             line += f"  test acc {p['test_accuracy']:.2%}"
+        elif "test_r2" in p:
+            line += f"  test R^2 {p['test_r2']:.4f}"
         line += f"  {p.get('examples_per_s', 0):,.0f} ex/s  elapsed {_hms(p.get('elapsed'))}"
         if "eta_s" in s:
             line += f"  ETA {_hms(s['eta_s'])}"

@@ -36,9 +36,12 @@ def plot(
         epochs = [r["epoch"] for r in rows]
         line = ax_cost.plot(epochs, [r["train_cost"] for r in rows], label=f"{name} train")[0]
         ax_cost.plot(epochs, [r["test_cost"] for r in rows], "--", color=line.get_color(), label=f"{name} test")
-        ax_acc.plot(epochs, [100 * r["test_accuracy"] for r in rows], color=line.get_color(), label=name)
+        score = [100 * r["test_accuracy"] if "test_accuracy" in r else r.get("test_r2") for r in rows]
+        ax_acc.plot(epochs, score, color=line.get_color(), label=name)
+    regression = all("test_r2" in rows[-1] for _, rows in runs)  # R^2 in place of accuracy
     ax_cost.set(xlabel="epoch", ylabel="mean cost", title="cost", yscale="log")
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
+    ax_acc.set(xlabel="epoch", ylabel="test R^2" if regression else "test accuracy (%)",
+               title="test R^2" if regression else "test accuracy")  # fmt: skip
     for ax in (ax_cost, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -17,7 +17,7 @@ class RichReporter:
             TextColumn("epoch {task.fields[epoch]}/{task.fields[of]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("cost {task.fields[cost]:.4f}  acc {task.fields[acc]:.2%}  {task.fields[rate]:,.0f} ex/s"),
+            TextColumn("{task.fields[text]}"),
             TimeElapsedColumn(),
             console=console,
             transient=True,
@@ -40,10 +40,12 @@ class RichReporter:
         else:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task("", total=steps + done, completed=done, epoch=epoch,
-                                           of=self.total_epochs, cost=0.0, acc=0.0, rate=0.0)  # fmt: skip
+                                           of=self.total_epochs, text="")  # fmt: skip
 
     def advance(self, steps: int, cost: float, accuracy: float, examples_per_s: float) -> None:
-        self.progress.update(self.task, advance=steps, cost=cost, acc=accuracy, rate=examples_per_s)
+        """`accuracy` NaN: a regression, which has none."""
+        acc = f"  acc {accuracy:.2%}" if accuracy == accuracy else ""
+        self.progress.update(self.task, advance=steps, text=f"cost {cost:.4f}{acc}  {examples_per_s:,.0f} ex/s")
 
     def epoch_end(self, row: dict[str, Any]) -> None:
         self.console.print(epoch_text(row["epoch"], row, " (partial)" if row.get("partial") else ""))
@@ -90,8 +92,12 @@ def epoch_line(record: dict[str, Any]) -> str:
 
 
 def epoch_text(epoch: int, r: dict[str, Any], note: str = "") -> str:
-    """"epoch   3  step    1800  train cost 0.0712  acc 91.20%  test cost ...": one epoch's numbers."""
+    """"epoch   3  step    1800  train cost 0.0712  acc 91.20%  test cost ...": one epoch's numbers
+    (a regression's: its test R^2 and MAE in place of the accuracies)."""
     nan = float("nan")
+    if "test_r2" in r:
+        train, test = "", f"test R^2 {r['test_r2']:.4f}  MAE {r.get('test_mae', nan):.4g}"
+    else:
+        train, test = f"acc {r.get('train_accuracy', nan):.2%}  ", f"test acc {r.get('test_accuracy', nan):.2%}"
     return (f"epoch {epoch:>3}{note}  step {r.get('step', 0):>7}  train cost {r.get('train_cost', nan):.4f}  "
-            f"acc {r.get('train_accuracy', nan):.2%}  test cost {r.get('test_cost', nan):.4f}  "
-            f"test acc {r.get('test_accuracy', nan):.2%}  {r.get('examples_per_s', 0):,.0f} ex/s")
+            f"{train}test cost {r.get('test_cost', nan):.4f}  {test}  {r.get('examples_per_s', 0):,.0f} ex/s")

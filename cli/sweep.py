@@ -65,6 +65,8 @@ def base_config(fixed: list[str], validation_fraction: float) -> dict[str, Any]:
     workers = params["workers"]  # the trials' workers: auto (the cost model) or N, kept in the base
     params.update(workers="0", address=None, validation_fraction=params["validation_fraction"] or validation_fraction)
     base = config_from_options(params).replace(workers=0).to_dict()
+    if base["task"] == "regress":
+        raise ConfigError("--task regress: nnps sweep picks trials by validation accuracy, so it sweeps classifiers only")
     if workers != "auto" and not (workers.isdigit()):
         raise ConfigError(f"--workers must be a count or auto, got {workers!r}")
     return {**base, "workers": workers if workers == "auto" else int(workers)}

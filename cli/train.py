@@ -33,7 +33,7 @@ def train(
     data: Annotated[str, typer.Option(help="Catalog name (mnist, fashion-mnist, kmnist), an image path (IDX dir, Parquet dir, .npz), or a table: a CSV or Parquet file, directory or glob, local or s3://...")] = DEFAULTS.data,
     hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated: 30 or 16,16")] = "30",
     activation: Annotated[str, typer.Option(help="Hidden activation: sigmoid, relu, tanh")] = DEFAULTS.activation,
-    output: Annotated[str, typer.Option(help="Output activation: sigmoid, softmax")] = DEFAULTS.output,
+    output: Annotated[Optional[str], typer.Option(help="Output activation: sigmoid, softmax; linear for --task regress (its default)")] = None,
     cost: Annotated[str, typer.Option(help="quadratic or cross-entropy")] = DEFAULTS.cost,
     weight_init: Annotated[str, typer.Option(help="normal: N(0,1) as the seed; scaled: Xavier/He")] = DEFAULTS.weight_init,
     optimizer: Annotated[str, typer.Option(help="sgd, momentum, nesterov, adam")] = DEFAULTS.optimizer,
@@ -59,7 +59,8 @@ def train(
     snapshot_weights: Annotated[bool, typer.Option(help="Keep W^1 after every epoch in the run directory (nnps inspect RUN_DIR animates it)")] = DEFAULTS.snapshot_weights,
     validation_fraction: Annotated[float, typer.Option(help="Hold out this part of the training set (seeded by --seed); per-epoch metrics are on it")] = DEFAULTS.validation_fraction,
     early_stopping: Annotated[Optional[int], typer.Option(help="Stop after PATIENCE epochs without a better validation cost; final.npz is the best epoch's", metavar="PATIENCE")] = None,
-    label: Annotated[str, typer.Option(help="Table: the column of classes (integers or strings)")] = DEFAULTS.label,
+    task: Annotated[str, typer.Option(help="Table: classify (the label is classes) or regress (the label is numeric targets)")] = DEFAULTS.task,
+    label: Annotated[str, typer.Option(help="Table: the column of classes (integers or strings); regress: the target columns, comma-separated")] = DEFAULTS.label,
     features: Annotated[str, typer.Option(help="Table: the feature columns, comma-separated (default: every column but the label)")] = "",
     test_data: Annotated[Optional[str], typer.Option(help="Table: the test rows, a table with the same columns")] = None,
     test_fraction: Annotated[Optional[float], typer.Option(help="Table: test on this part of the rows, chosen by --seed (default 0.2 without --test-data)")] = None,
@@ -110,7 +111,9 @@ def say_done(console: Console, config: TrainConfig, summary: dict) -> None:
     """The run's last line: steps by channel, consistency, accuracy, where the weights are."""
     m = summary["metrics"]
     split = "validation" if config.validation_fraction else "test"
-    tail = f"; {split} accuracy {m['test_accuracy']:.2%}" if m else ""
+    score = (f"R^2 {m['test_r2']:.4f}, MAE {m['test_mae']:.4g}" if "test_r2" in m
+             else f"accuracy {m['test_accuracy']:.2%}") if m else ""  # fmt: skip
+    tail = f"; {split} {score}" if m else ""
     channels, mode = steps_by_channel(summary.get("channels")), consistency_note(summary.get("staleness"))
     if summary.get("stopped_early"):
         console.print(f"stopped early at epoch {summary['epochs']}: no better validation cost for "

@@ -35,7 +35,6 @@ from nnps.core.datasets import Dataset
 from nnps.core.environment import WORKER_THREADS
 from nnps.core.errors import ClusterError
 from nnps.core.server import Snapshot
-from nnps.core.shard import unpack_evaluation
 from nnps.core.threads import worker_threads
 from nnps.core.plan import Plan
 from nnps.core.training import MAX_SERVER_LOSSES, ExecutorFactory, ServerLost
@@ -179,7 +178,7 @@ class RayExecutor:
             raise ServerLost(f"parameter server lost: {type(e).__name__}")
         return snap
 
-    def evaluate(self, which: str) -> tuple[float, Array]:
+    def evaluate(self, which: str) -> Array:
         params_ref = self.server.params.remote()
         bounds = np.linspace(0, self.n_rows[which], len(self.workers) + 1).astype(int)
         parts = [w.evaluate.remote(params_ref, which, int(lo), int(hi))
@@ -192,7 +191,7 @@ class RayExecutor:
             if isinstance(e, RayTaskError):
                 raise ClusterError(f"evaluation failed on a worker: {cause_of(e)}")
             raise ClusterError(f"a worker died during evaluation, past Ray's restarts ({type(e).__name__})")
-        return unpack_evaluation(total, self.plan.network.sizes[-1])
+        return total
 
     def _server_alive(self) -> bool:
         try:

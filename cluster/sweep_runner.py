@@ -295,10 +295,8 @@ def best_of(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def finish(sweep_dir: Path, spec: SweepSpec, seen: Any = None) -> dict[str, Any]:
     """result.json: the trials, the best, and the best's accuracy on the test set, read once here."""
-    import numpy as np
-
-    from nnps.core import checkpoint
-    from nnps.core.shard import ShardWorker, unpack_evaluation
+    from nnps.core import checkpoint, metrics
+    from nnps.core.shard import ShardWorker
 
     rows = outcomes(sweep_dir, spec)
     if not rows:
@@ -314,8 +312,7 @@ def finish(sweep_dir: Path, spec: SweepSpec, seen: Any = None) -> dict[str, Any]
         base = TrainConfig.from_dict({**spec.base, "workers": 0, "validation_fraction": 0.0, "early_stopping": None})
         ds = validation.data_for(base, info=ck.table)
         worker = ShardWorker(ck.network, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
-        _, confusion = unpack_evaluation(worker.evaluate(ck.params, "test"), ck.network.sizes[-1])
-        best["test_accuracy"] = float(np.trace(confusion)) / float(confusion.sum())
+        best["test_accuracy"] = metrics.unpack(worker.evaluate(ck.params, "test"), ck.network).accuracy
     tmp = sweep_dir / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, sweep_dir / "result.json")

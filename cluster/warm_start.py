@@ -131,7 +131,7 @@ class Background:
     def snapshot(self) -> Snapshot:
         return self.pool.submit(self.inner.snapshot).result()
 
-    def evaluate(self, split: str) -> tuple[float, np.ndarray]:
+    def evaluate(self, split: str) -> np.ndarray:
         return self.pool.submit(self.inner.evaluate, split).result()
 
     def restore(self, snapshot: Snapshot) -> None:
@@ -201,7 +201,7 @@ class WarmStart:
     def snapshot(self) -> Snapshot:
         return self.active.snapshot()
 
-    def evaluate(self, split: str) -> tuple[float, np.ndarray]:
+    def evaluate(self, split: str) -> np.ndarray:
         return self.active.evaluate(split)
 
     def restore(self, snapshot: Snapshot) -> None:

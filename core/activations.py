@@ -6,7 +6,8 @@ already computed in the forward pass (sigmoid' = a (1 - a), tanh' = 1 - a^2), wh
 an exp per element in backprop.
 
 Softmax is an output-only activation: its Jacobian is not diagonal, so it has no
-element-wise sigma'; `network.output_error` handles it (see BP1 there).
+element-wise sigma'; `network.output_error` handles it (see BP1 there). The linear output
+(a^L = z^L) is a regression's: with the quadratic cost, BP1 is delta^L = a - y.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def tanh_prime(z: Array, a: Array) -> Array:
     return 1.0 - a * a
 
 
+def linear(z: Array) -> Array:
+    # A regression's output layer: a^L = z^L, any real number.
+    return z
+
+
+def linear_prime(z: Array, a: Array) -> Array:
+    return np.ones_like(z)
+
+
 def softmax(z: Array) -> Array:
     # Subtracting the row max changes nothing mathematically and keeps exp from overflowing.
     e = np.exp(z - z.max(axis=1, keepdims=True))
@@ -69,4 +79,5 @@ HIDDEN: dict[str, Activation] = {
 OUTPUT: dict[str, Activation] = {
     "sigmoid": HIDDEN["sigmoid"],
     "softmax": Activation("softmax", softmax, None),
+    "linear": Activation("linear", linear, linear_prime),  # regression (--task regress) only
 }

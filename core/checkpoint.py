@@ -123,9 +123,13 @@ def _table(meta: dict[str, Any], net: Network, where: str) -> TableInfo | None:
         table = TableInfo.from_meta(meta["table"], where)
     except DataError as e:
         raise CheckpointError(str(e))
-    if (len(table.features), len(table.classes)) != (net.sizes[0], net.sizes[-1]):
-        raise CheckpointError(f"{where}: its table has {len(table.features)} features and {len(table.classes)} "
-                              f"classes, its network {net.sizes[0]} inputs and {net.sizes[-1]} outputs")  # fmt: skip
+    if (len(table.features), table.outputs) != (net.sizes[0], net.sizes[-1]):
+        outputs = f"{len(table.targets)} targets" if table.targets else f"{len(table.classes)} classes"
+        raise CheckpointError(f"{where}: its table has {len(table.features)} features and {outputs}, "
+                              f"its network {net.sizes[0]} inputs and {net.sizes[-1]} outputs")  # fmt: skip
+    if bool(table.targets) != net.regression:
+        raise CheckpointError(f"{where}: its table's {'targets' if table.targets else 'classes'} do not go with "
+                              f"its {net.output} output layer")  # fmt: skip
     return table
 
 

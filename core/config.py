@@ -22,6 +22,7 @@ from nnps.core.tables import is_table
 WEIGHT_INITS = ("normal", "scaled")
 TRANSPORTS = ("auto", "unix", "tcp", "ray")  # what carries a step: cluster/transport.py
 CONSISTENCIES = ("sync", "bounded", "async")  # how updates wait for each other: core/staleness.py
+TASKS = ("classify", "regress")  # a table's label: classes, or numeric targets (a linear output layer)
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -60,7 +61,7 @@ NEEDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "warm_start": (lambda c: c.workers != 0 and c.address is None and c.consistency == "sync",
                    "sync steps on Ray workers of an embedded Ray (no --address)"),
     **{name: (lambda c: is_table(c.data), "a table: --data a CSV or Parquet source")
-       for name in ("label", "features", "test_data", "test_fraction", "standardize", "drop_missing")},
+       for name in ("label", "features", "test_data", "test_fraction", "standardize", "drop_missing", "task")},
 }
 
 
@@ -69,7 +70,7 @@ class TrainConfig:
     data: str = "mnist"
     hidden: tuple[int, ...] = (30,)
     activation: str = "sigmoid"
-    output: str = "sigmoid"
+    output: str | None = None  # None: sigmoid, or linear for --task regress
     cost: str = "quadratic"
     weight_init: str = "normal"  # the seed's N(0, 1); "scaled": Xavier (He for relu)
     optimizer: str = "sgd"
@@ -96,7 +97,8 @@ class TrainConfig:
     validation_fraction: float = 0.0  # >0: hold out this part of the training set; per-epoch metrics are on it
     early_stopping: int | None = None  # stop after this many epochs without a better validation cost
     # A table (--data a CSV or Parquet source: core/tables.py): its columns and test split
-    label: str = "label"  # the column of classes
+    task: str = "classify"  # or regress: --label names numeric target columns (a,b for several)
+    label: str = "label"  # the column of classes, or the target columns
     features: tuple[str, ...] = ()  # the feature columns; (): every column but the label
     test_data: str | None = None  # the test rows, with the same columns
     test_fraction: float | None = None  # else this part of the rows, seeded; 0.2 where neither is given
@@ -111,6 +113,9 @@ class TrainConfig:
         if any(n < 1 for n in self.hidden):
             raise ConfigError(f"--hidden layer widths must be positive, got {self.hidden!r}")
         _choice("--activation", self.activation, sorted(HIDDEN))
+        _choice("--task", self.task, TASKS)
+        if self.output is None:
+            object.__setattr__(self, "output", "linear" if self.task == "regress" else "sigmoid")
         _choice("--output", self.output, sorted(OUTPUT))
         _choice("--cost", self.cost, COSTS)
         _choice("--weight-init", self.weight_init, WEIGHT_INITS)
@@ -163,8 +168,16 @@ class TrainConfig:
 
     def _check_table(self) -> None:
         object.__setattr__(self, "features", tuple(str(f) for f in self.features))
-        if not self.label:
-            raise ConfigError("--label must name a column, got ''")
+        if not self.label or (self.task == "regress" and not all(self.label.split(","))):
+            raise ConfigError(f"--label must name a column (--task regress: columns a,b), got {self.label!r}")
+        if self.task == "regress":
+            if not is_table(self.data):
+                raise ConfigError(f"--task regress predicts a table's numeric columns; --data {self.data} is images")
+            if self.output != "linear" or self.cost != "quadratic":
+                raise ConfigError(f"--task regress trains a linear output layer on the quadratic cost; got --output "
+                                  f"{self.output} --cost {self.cost}")  # fmt: skip
+        elif self.output == "linear":
+            raise ConfigError("--output linear is a regression's output layer: use it with --task regress")
         if len(set(self.features)) != len(self.features):
             raise ConfigError(f"--features names a column twice: {','.join(self.features)!r}")
         if self.test_fraction is not None and not 0 < self.test_fraction < 1:
@@ -226,5 +239,5 @@ class TrainConfig:
         "data", "hidden", "activation", "output", "cost", "weight_init", "optimizer", "lr", "momentum",
         "l2", "schedule", "lr_step_epochs", "lr_gamma", "batch_size", "seed", "dtype", "init", "consistency",
         "staleness", "validation_fraction", "early_stopping", "label", "features", "test_data", "test_fraction",
-        "standardize", "drop_missing",
+        "standardize", "drop_missing", "task",
     )  # fmt: skip

@@ -115,7 +115,8 @@ def step_seconds(network: Network, batch: int, threads: int | None, steps: int =
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch, network.sizes[0]), dtype=np.uint8)
-    y = rng.integers(0, network.sizes[-1], batch).astype(np.uint8)
+    y = (rng.standard_normal((batch, network.sizes[-1])).astype(np.float32) if network.regression
+         else rng.integers(0, network.sizes[-1], batch).astype(np.uint8))  # fmt: skip
     worker = ShardWorker(network, x, y, x[:1], y[:1])
     server = Server(TrainConfig(lr=1e-9), network, Snapshot(np.zeros(network.layout.size, network.np_dtype)), 1)
     same = SameBatch(np.arange(batch))

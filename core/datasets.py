@@ -39,7 +39,7 @@ NUM_CLASSES = 10
 class Dataset:
     name: str
     x_train: np.ndarray  # (n, rows*cols) uint8; a table's: (n, features) float32, standardized
-    y_train: np.ndarray  # (n,) uint8; a table's: int32 indices into table.classes
+    y_train: np.ndarray  # (n,) uint8; a table's: int32 indices into table.classes, or (n, T) float32 targets
     x_test: np.ndarray
     y_test: np.ndarray
     image_shape: tuple[int, int] = (28, 28)
@@ -50,8 +50,9 @@ class Dataset:
         return self.x_train.shape[1]
 
     @property
-    def num_classes(self) -> int:
-        return len(self.table.classes) if self.table else NUM_CLASSES
+    def num_outputs(self) -> int:
+        """Output units: the classes, or a regression's targets."""
+        return self.table.outputs if self.table else NUM_CLASSES
 
     @cached_property
     def fingerprint(self) -> str:

@@ -33,6 +33,7 @@ Array = np.ndarray
 
 # A worker's reply is the gradient sums followed by these three numbers, so that one flat
 # vector travels per worker per step: [nabla_w1, nabla_b1, ..., cost_sum, n_correct, m].
+# A regression (linear output) has no correct predictions: n_correct is 0 there.
 N_STATS = 3
 
 
@@ -106,10 +107,21 @@ class Network:
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
 
+    @property
+    def regression(self) -> bool:
+        """A linear output layer: labels are targets (m, n_L) floats, not class indices."""
+        return self.output == "linear"
+
     @cached_property
     def _eye(self) -> Array:
         # One-hot rows for the labels: y = eye[labels] is one gather per shard.
         return np.eye(self.sizes[-1], dtype=self.np_dtype)
+
+    def desired(self, labels: Array) -> Array:
+        """y, (m, n_L): class indices one-hot, or a regression's targets as they are."""
+        if self.regression:
+            return np.asarray(labels, dtype=self.np_dtype).reshape(len(labels), self.sizes[-1])
+        return self._eye[labels]
 
     def forward(self, params: Array, x: Array) -> tuple[list[Array], list[Array]]:
         """Forward pass keeping every z^l and a^l for backprop. x: (m, n_0)."""
@@ -130,6 +142,8 @@ class Network:
             # 1/(a(1-a)) (resp. the softmax Jacobian) in grad_a C, leaving a - y.
             return a - y
         g = grad_a(self.cost, a, y)  # (m, n_L)
+        if self.regression:  # linear output: sigma' = 1, so delta^L = a - y
+            return g
         if self.output == "softmax":
             # Softmax's Jacobian is diag(a) - a a^T, so J^T g = a (.) (g - <g, a>).
             return a * (g - np.sum(g * a, axis=1, keepdims=True))
@@ -140,9 +154,9 @@ class Network:
         """Backprop over a shard: writes sum_x dC_x/dparams into `out` (flat, same layout
         as params) and returns (sum of C_x, number of correct predictions).
 
-        x: (m, n_0) in [0, 1], labels: (m,) ints. `trace`, if given, receives the pass's
+        x: (m, n_0), labels: (m,) class indices or (m, n_L) targets. `trace`, if given, receives the pass's
         own "zs", "activations" and "deltas" (delta^1 .. delta^L), for nnps inspect."""
-        y = self._eye[labels]  # (m, n_L)
+        y = self.desired(labels)  # (m, n_L)
         zs, activations = self.forward(params, x)
         ws, _ = self.layout.views(params)
         nabla_w, nabla_b = self.layout.views(out)
@@ -160,7 +174,7 @@ class Network:
                 delta = delta @ ws[l]
                 delta *= prime(zs[l - 1], activations[l])
         a_out = activations[-1]
-        correct = int(np.count_nonzero(a_out.argmax(axis=1) == labels))
+        correct = 0 if self.regression else int(np.count_nonzero(a_out.argmax(axis=1) == labels))
         return cost_sum(self.cost, self.output, zs[-1], a_out, y), correct
 
     def last_layer(self, params: Array, x: Array) -> tuple[Array, Array]:

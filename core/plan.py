@@ -15,6 +15,7 @@ from nnps.core.network import Network, initial_params
 from nnps.core.rundir import RunDir
 from nnps.core.sampler import Sampler
 from nnps.core.server import Snapshot
+from nnps.core.tables import TableInfo
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Plan:
     sampler: Sampler
     start: Snapshot
     total_steps: int
+    table: TableInfo | None = None  # a table's features, classes or targets, and scaling
 
     @property
     def steps_per_epoch(self) -> int:
@@ -36,7 +38,7 @@ class Plan:
 def build_network(config: TrainConfig, dataset: Dataset) -> Network:
     """The run's network; ConfigError, before anything of its size is allocated, if training
     it cannot fit in this machine's memory."""
-    sizes = (dataset.num_inputs, *config.hidden, dataset.num_classes)
+    sizes = (dataset.num_inputs, *config.hidden, dataset.num_outputs)
     network = Network(sizes, config.activation, config.output, config.cost, config.dtype)
     memory.check_network(network, config.batch_size, config.optimizer)
     return network
@@ -75,7 +77,7 @@ def plan_run(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resu
         start = Snapshot(ck.params.astype(network.np_dtype))
     else:
         start = Snapshot(initial_params(network, config.weight_init, config.seed))
-    return Plan(config, network, sampler, start, total)
+    return Plan(config, network, sampler, start, total, dataset.table)
 
 
 def newest_readable(run_dir: RunDir, say: Callable[[str], None]) -> checkpoint.Checkpoint | None:

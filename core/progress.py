@@ -43,13 +43,14 @@ class LineReporter:
         self.state["epoch"] = epoch
 
     def advance(self, steps: int, cost: float, accuracy: float, examples_per_s: float) -> None:
-        self.state.update(step=self.state.get("step", 0) + steps, train_cost=cost, train_accuracy=accuracy,
-                          examples_per_s=examples_per_s)  # fmt: skip
+        self.state.update(step=self.state.get("step", 0) + steps, train_cost=cost, examples_per_s=examples_per_s)
+        if accuracy == accuracy:  # NaN: a regression's, which has no accuracy
+            self.state["train_accuracy"] = accuracy
         if time.time() - self.last >= self.every_s:
             self.emit()
 
     def epoch_end(self, row: dict[str, Any]) -> None:
-        self.state.update(step=row["step"], test_accuracy=row["test_accuracy"], test_cost=row["test_cost"],
+        self.state.update({k: v for k, v in row.items() if k.startswith("test_")}, step=row["step"],
                           epochs_done=row["epoch"] - (1 if row.get("partial") else 0))  # fmt: skip
         for key in ("channels", "staleness"):  # what carried the steps, and a bounded or async run's mode
             if key in row:

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnps.core.costs import cost_sum
+from nnps.core.metrics import evaluation_size, target_sums
 from nnps.core.network import N_STATS, Network
 
 Array = np.ndarray
 EVAL_CHUNK = 5000  # rows per forward pass when evaluating: bounds memory for wide nets
-
-
-def unpack_evaluation(total: Array, n_outputs: int) -> tuple[float, Array]:
-    """(sum of C_x, confusion matrix) from `ShardWorker.evaluate`'s vector, or a sum of several."""
-    return float(total[0]), total[1:].reshape(n_outputs, n_outputs).astype(np.int64)
 
 
 class ShardWorker:
@@ -45,17 +42,24 @@ class ShardWorker:
         return out
 
     def evaluate(self, params: Array, split: str = "test", lo: int = 0, hi: int | None = None) -> Array:
-        """[sum of C_x, confusion matrix (n_L x n_L) flattened] over rows lo:hi of a split."""
+        """Sums over rows lo:hi of a split that add across chunks and workers (core/metrics.py):
+        [sum of C_x, confusion matrix (n_L x n_L) flattened], or a regression's target sums."""
         x, labels = self.data[split]
         hi = len(labels) if hi is None else hi
-        n = self.network.sizes[-1]
-        total = np.zeros(1 + n * n, dtype=np.float64)
+        net = self.network
+        total = np.zeros(evaluation_size(net), dtype=np.float64)
         for start in range(lo, hi, EVAL_CHUNK):
             stop = min(start + EVAL_CHUNK, hi)
             with np.errstate(over="ignore", invalid="ignore"):
-                cost, confusion = self.network.cost_and_confusion(
-                    params, x[start:stop] * self.scale, labels[start:stop].astype(np.intp)
-                )
+                if net.regression:
+                    z, a = net.last_layer(params, x[start:stop] * self.scale)
+                    y = net.desired(labels[start:stop])
+                    total[0] += cost_sum(net.cost, net.output, z, a, y)
+                    total[1] += stop - start
+                    total[2:] += target_sums(a.astype(np.float64), y.astype(np.float64))
+                    continue
+                cost, confusion = net.cost_and_confusion(params, x[start:stop] * self.scale,
+                                                         labels[start:stop].astype(np.intp))  # fmt: skip
             total[0] += cost
             total[1:] += confusion.ravel()
         return total

@@ -1,7 +1,8 @@
-"""A table's rows as a Dataset: float32 features, class indices, and its TableInfo.
+"""A table's rows as a Dataset: float32 features, class indices or targets, and its TableInfo.
 
 `load(config)` reads `--data` (and `--test-data`) for training: the classes are the
-sorted distinct training labels, the standardization is the training split's. Given a
+sorted distinct training labels (or, for --task regress, the --label columns are numeric
+targets, standardized like the features), the standardization is the training split's. Given a
 checkpoint's `TableInfo` (`info=`), the same reading uses its features, classes and
 statistics instead: what evaluate and predict do with new rows.
 """
@@ -24,40 +25,61 @@ def load(config: TrainConfig, info: TableInfo | None = None) -> Dataset:
     """The training and test rows of a table run (`info`: a checkpoint's, to read as it was trained)."""
     source = open_source(config.data)
     n = _count(source, config.data)
-    features = list(info.features) if info else columns_of(source, config.data, config.label, config.features)
+    labels, targets = label_columns(config), config.task == "regress"
+    features = list(info.features) if info else columns_of(source, config.data, labels, config.features, targets)
     to_test = np.zeros(n, dtype=bool)
     if config.test_fraction:
         k = int(round(n * config.test_fraction))
         if not 0 < k < n:
             raise DataError(f"{config.data}: --test-fraction {config.test_fraction} of {n} rows leaves no split")
         to_test[np.random.default_rng([config.seed, TEST_SALT]).choice(n, k, replace=False)] = True
-    (x_train, y_train), (x_test, y_test) = read(source, config.data, features, config.label, to_test,
-                                                config.drop_missing)  # fmt: skip
+    (x_train, y_train), (x_test, y_test) = read(source, config.data, features, labels, to_test, config.drop_missing,
+                                                targets)  # fmt: skip
     if config.test_data:
         test_source = open_source(config.test_data)
         to_test = np.zeros(_count(test_source, config.test_data), dtype=bool)
-        columns_of(test_source, config.test_data, config.label, tuple(features))
-        (x_test, y_test), _ = read(test_source, config.test_data, features, config.label, to_test, config.drop_missing)
+        columns_of(test_source, config.test_data, labels, tuple(features), targets)
+        (x_test, y_test), _ = read(test_source, config.test_data, features, labels, to_test, config.drop_missing,
+                                   targets)  # fmt: skip
     if info is None:
-        names = class_names(y_train, config.data, config.label)
-        mean, std = standardization(x_train) if config.standardize else (None, None)
-        info = TableInfo(tuple(features), names, mean, std)
-    y_train = class_indices(info, y_train, config.data)
-    y_test = class_indices(info, y_test, config.test_data or config.data)
+        info = _describe(config, features, labels, x_train, y_train)
+    y_train = outputs_of(info, y_train, config.data)
+    y_test = outputs_of(info, y_test, config.test_data or config.data)
     name = config.data.rstrip("/").rsplit("/", 1)[-1]
     return Dataset(name, info.scale(x_train), y_train, info.scale(x_test), y_test, table=info)
 
 
+def label_columns(config: TrainConfig) -> list[str]:
+    """The column of classes, or a regression's target columns (--label a,b)."""
+    return config.label.split(",") if config.task == "regress" else [config.label]
+
+
+def _describe(config: TrainConfig, features: list[str], labels: list[str], x: np.ndarray, y: np.ndarray) -> TableInfo:
+    """The TableInfo of a run's training rows: its classes or targets, and their standardization."""
+    mean, std = standardization(x) if config.standardize else (None, None)
+    if config.task == "classify":
+        return TableInfo(tuple(features), class_names(y, config.data, config.label), mean, std)
+    target_mean, target_std = standardization(y) if config.standardize else (None, None)
+    return TableInfo(tuple(features), (), mean, std, tuple(labels), target_mean, target_std)
+
+
+def outputs_of(info: TableInfo, y: np.ndarray, where: str) -> np.ndarray:
+    """What the network is taught to output for labels `y`: class indices, or scaled targets."""
+    return info.scale_targets(y.astype(np.float32)) if info.targets else class_indices(info, y, where)
+
+
 def rows(info: TableInfo, path: str, label: str | None, drop_missing: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Every row of `path` scaled for a network trained with `info`: (x, class indices, or
-    None where the file has no `label` column)."""
+    """Every row of `path` scaled for a network trained with `info`: (x, class indices or
+    scaled targets, or None where the file lacks the label column(s))."""
     source = open_source(path)
     n = _count(source, path)
-    has_label = label is not None and label in source.schema.names
-    columns_of(source, path, label if has_label else None, info.features)
-    (x, y), _ = read(source, path, list(info.features), label if has_label else None,
-                     np.zeros(n, dtype=bool), drop_missing)  # fmt: skip
-    return info.scale(x), class_indices(info, y, path) if has_label else None
+    labels = list(info.targets) if info.targets else [label] if label else []
+    has_label = bool(labels) and all(c in source.schema.names for c in labels)
+    labels = labels if has_label else []
+    columns_of(source, path, labels, info.features, bool(info.targets))
+    (x, y), _ = read(source, path, list(info.features), labels, np.zeros(n, dtype=bool), drop_missing,
+                     bool(info.targets))  # fmt: skip
+    return info.scale(x), outputs_of(info, y, path) if has_label else None
 
 
 def _count(source: Any, where: str) -> int:
@@ -71,23 +93,23 @@ def _count(source: Any, where: str) -> int:
     return n
 
 
-def read(source: Any, where: str, features: list[str], label: str | None, to_test: np.ndarray,
-         drop_missing: bool) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+def read(source: Any, where: str, features: list[str], labels: list[str], to_test: np.ndarray,
+         drop_missing: bool, targets: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """((x, labels) of the rows not in `to_test`, (x, labels) of those in it), a batch at a
-    time into arrays made at their final size: the float32 rows plus one batch in memory."""
+    time into arrays made at their final size: the float32 rows plus one batch in memory.
+    A regression's labels (`targets`) are float32 (n, T); a classifier's as the file has them."""
     n, d = len(to_test), len(features)
     xs = [np.empty((n - int(to_test.sum()), d), np.float32), np.empty((int(to_test.sum()), d), np.float32)]
     ys: list[list[np.ndarray]] = [[], []]
     filled, offset = [0, 0], 0
-    columns = features + ([label] if label else [])
     try:
-        for batch in source.to_batches(columns=columns):
-            block, labels, keep = _block(batch, where, features, label, offset, drop_missing)
+        for batch in source.to_batches(columns=features + labels):
+            block, y, keep = _block(batch, where, features, labels, offset, drop_missing, targets)
             for s in (0, 1):
                 chosen = keep & (to_test[offset : offset + batch.num_rows] == bool(s))
                 k = int(chosen.sum())
                 xs[s][filled[s] : filled[s] + k] = block[chosen]
-                ys[s].append(labels[chosen])
+                ys[s].append(y[chosen])
                 filled[s] += k
             offset += batch.num_rows
     except DataError:
@@ -96,33 +118,44 @@ def read(source: Any, where: str, features: list[str], label: str | None, to_tes
         raise DataError(f"{where}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
     if filled[0] == 0:
         raise DataError(f"{where}: no rows left to read" + (" (--drop-missing left out every row)" if drop_missing else ""))
-    return tuple((xs[s][: filled[s]], np.concatenate(ys[s]) if ys[s] else np.empty(0)) for s in (0, 1))  # type: ignore[return-value]
+    empty = np.empty((0, len(labels)) if targets else 0, np.float32)
+    return tuple((xs[s][: filled[s]], np.concatenate(ys[s]) if ys[s] else empty) for s in (0, 1))  # type: ignore[return-value]
 
 
-def _block(batch: Any, where: str, features: list[str], label: str | None, offset: int,
-           drop_missing: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """A batch's features as float32 (m, d), its labels, and which rows are whole (no null,
-    NaN or empty cell); DataError at the first gap unless `drop_missing`."""
+def _floats(column: Any) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    m = batch.num_rows
-    block = np.empty((m, len(features)), np.float32)
-    for j in range(len(features)):
-        block[:, j] = pc.cast(batch.column(j), pa.float32()).to_numpy(zero_copy_only=False)
+    return pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
+
+
+def _block(batch: Any, where: str, features: list[str], labels: list[str], offset: int, drop_missing: bool,
+           targets: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """A batch's features as float32 (m, d), its labels (targets: float32 (m, T)), and which
+    rows are whole (no null, NaN or empty cell); DataError at the first gap unless `drop_missing`."""
+    import pyarrow.compute as pc
+
+    m, d = batch.num_rows, len(features)
+    block = np.empty((m, d), np.float32)
+    for j in range(d):
+        block[:, j] = _floats(batch.column(j))
     gaps = np.isnan(block)  # (m, d): a null cast to float32 is NaN
-    labels = np.zeros(m)
     missing = gaps.any(axis=1)
-    if label:
-        column = batch.column(len(features))
+    y: np.ndarray = np.zeros(m)
+    if targets:
+        y = np.stack([_floats(batch.column(d + t)) for t in range(len(labels))], axis=1) if labels else y
+        missing |= np.isnan(y).any(axis=1) if labels else False
+    elif labels:
+        column = batch.column(d)
         missing |= pc.is_null(column, nan_is_null=True).to_numpy(zero_copy_only=False)
-        labels = column.to_numpy(zero_copy_only=False)
+        y = column.to_numpy(zero_copy_only=False)
     if missing.any() and not drop_missing:
         r = int(np.argmax(missing))
-        bad = [features[j] for j in np.flatnonzero(gaps[r])] or [label]
+        bad = [features[j] for j in np.flatnonzero(gaps[r])]
+        bad += [labels[t] for t in np.flatnonzero(np.isnan(y[r]))] if targets and labels else labels
         raise DataError(f"{where}: a missing value in column {bad[0]!r} at row {offset + r + 1} "
                         f"(--drop-missing leaves such rows out)")  # fmt: skip
-    return block, labels, ~missing
+    return block, y, ~missing
 
 
 def _keys(labels: np.ndarray) -> np.ndarray:
@@ -140,7 +173,7 @@ def class_names(labels: np.ndarray, where: str, label: str) -> tuple[str, ...]:
     distinct = np.unique(keys)
     if keys.dtype.kind == "f" and len(distinct) > MAX_FLOAT_CLASSES:
         raise DataError(f"{where}: label column {label!r} holds {len(distinct)} distinct fractional values in its training rows: a "
-                        f"numeric target, not classes; nnps trains classifiers (--label names a column of classes)")  # fmt: skip
+                        f"numeric target, not classes: train a regression with --task regress")  # fmt: skip
     if len(distinct) < 2:
         raise DataError(f"{where}: label column {label!r} holds one class only ({str(distinct[0])!r}); a classifier needs two")
     return tuple(str(v) for v in distinct)

@@ -50,41 +50,73 @@ def is_table(source: str) -> bool:
 @dataclass(frozen=True)
 class TableInfo:
     """What a network trained on a table needs to read rows: the features' names in input
-    order, the class names in output order, and the standardization (None: off)."""
+    order, the class names in output order (a classifier) or the target columns (a
+    regression: `classes` empty), and the standardization of each (None: off)."""
 
     features: tuple[str, ...]
     classes: tuple[str, ...]
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    targets: tuple[str, ...] = ()  # a regression's target columns, in output order
+    target_mean: tuple[float, ...] | None = None
+    target_std: tuple[float, ...] | None = None
+
+    @property
+    def outputs(self) -> int:
+        return len(self.targets) if self.targets else len(self.classes)
 
     def scale(self, x: np.ndarray) -> np.ndarray:
         """Standardize rows (n, features) in place, a chunk at a time; returns x."""
-        if self.mean is not None and self.std is not None:
-            mean, std = np.asarray(self.mean, x.dtype), np.asarray(self.std, x.dtype)
-            for lo in range(0, len(x), CHUNK_ROWS):
-                x[lo : lo + CHUNK_ROWS] -= mean
-                x[lo : lo + CHUNK_ROWS] /= std
-        return x
+        return _standardize(x, self.mean, self.std)
+
+    def scale_targets(self, y: np.ndarray) -> np.ndarray:
+        """A regression's targets (n, T) to the units the network learns, in place."""
+        return _standardize(y, self.target_mean, self.target_std)
+
+    def unscale_targets(self, a: np.ndarray) -> np.ndarray:
+        """The network's outputs (n, T) in the targets' own units (a new array)."""
+        if self.target_mean is None or self.target_std is None:
+            return np.array(a, dtype=np.float64)
+        return a * np.asarray(self.target_std) + np.asarray(self.target_mean)
 
     def to_meta(self) -> dict[str, Any]:
-        return {"features": list(self.features), "classes": list(self.classes),
-                "mean": None if self.mean is None else list(self.mean),
-                "std": None if self.std is None else list(self.std)}  # fmt: skip
+        listed = {k: None if v is None else list(v) for k, v in
+                  (("mean", self.mean), ("std", self.std), ("target_mean", self.target_mean),
+                   ("target_std", self.target_std))}  # fmt: skip
+        return {"features": list(self.features), "classes": list(self.classes), "targets": list(self.targets),
+                **listed}  # fmt: skip
 
     @classmethod
     def from_meta(cls, d: Any, where: str) -> TableInfo:
         """A checkpoint's `table` entry, checked."""
         try:
             features, classes = tuple(str(f) for f in d["features"]), tuple(str(c) for c in d["classes"])
-            mean = None if d.get("mean") is None else tuple(float(v) for v in d["mean"])
-            std = None if d.get("std") is None else tuple(float(v) for v in d["std"])
+            targets = tuple(str(t) for t in d.get("targets") or ())
+            stats = {k: None if d.get(k) is None else tuple(float(v) for v in d[k])
+                     for k in ("mean", "std", "target_mean", "target_std")}  # fmt: skip
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise DataError(f"{where}: its table description is damaged ({type(e).__name__}: {e})")
-        if (mean is None) != (std is None) or (mean is not None and not len(mean) == len(std or ()) == len(features)):
-            raise DataError(f"{where}: its standardization does not match its {len(features)} features")
-        if std is not None and not all(s > 0 and np.isfinite(s) for s in std):
-            raise DataError(f"{where}: its standardization holds a deviation that is not a positive number")
-        return cls(features, classes, mean, std)
+        if bool(classes) == bool(targets):
+            raise DataError(f"{where}: its table names {len(classes)} classes and {len(targets)} targets; one of them")
+        _check_stats(stats["mean"], stats["std"], len(features), f"{where}: its standardization", "features")
+        _check_stats(stats["target_mean"], stats["target_std"], len(targets), f"{where}: its target scaling", "targets")
+        return cls(features, classes, targets=targets, **stats)
+
+
+def _standardize(x: np.ndarray, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> np.ndarray:
+    if mean is not None and std is not None:
+        m, s = np.asarray(mean, x.dtype), np.asarray(std, x.dtype)
+        for lo in range(0, len(x), CHUNK_ROWS):
+            x[lo : lo + CHUNK_ROWS] -= m
+            x[lo : lo + CHUNK_ROWS] /= s
+    return x
+
+
+def _check_stats(mean: tuple[float, ...] | None, std: tuple[float, ...] | None, n: int, what: str, of: str) -> None:
+    if (mean is None) != (std is None) or (mean is not None and not len(mean) == len(std or ()) == n):
+        raise DataError(f"{what} does not match its {n} {of}")
+    if std is not None and not all(s > 0 and np.isfinite(s) for s in std):
+        raise DataError(f"{what} holds a deviation that is not a positive number")
 
 
 def standardization(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -166,28 +198,34 @@ def _reason(e: BaseException) -> str:
     return text.split("': ", 1)[1] if text.startswith("'") and "': " in text else text
 
 
-def columns_of(dataset: Any, source: str, label: str | None, features: tuple[str, ...]) -> list[str]:
-    """The feature columns to read, checked against the schema before any row is read
-    (`label` None: rows to predict, which need no label column)."""
+def columns_of(dataset: Any, source: str, labels: list[str], features: tuple[str, ...],
+               targets: bool = False) -> list[str]:  # fmt: skip
+    """The feature columns to read, checked against the schema before any row is read.
+    `labels`: the class column, or a regression's target columns (`targets`, numeric too);
+    [] for rows to predict, which need none."""
     import pyarrow as pa
 
     names = dataset.schema.names
-    if label is not None and label not in names:
-        shown = ", ".join(names[:30]) + (" ..." if len(names) > 30 else "")
-        raise DataError(f"{source}: no label column {label!r} (--label COL); its columns are {shown}")
-    chosen = list(features) or [c for c in names if c != label]
+    for label in labels:
+        if label not in names:
+            shown = ", ".join(names[:30]) + (" ..." if len(names) > 30 else "")
+            raise DataError(f"{source}: no label column {label!r} (--label COL); its columns are {shown}")
+    chosen = list(features) or [c for c in names if c not in labels]
     missing = [c for c in chosen if c not in names]
     if missing:
         raise DataError(f"{source}: no column {missing[0]!r} of --features; its columns are {', '.join(names[:30])}")
-    if label in chosen:
-        raise DataError(f"{source}: --features names the label column {label!r}")
+    if both := [c for c in chosen if c in labels]:
+        raise DataError(f"{source}: --features names the label column {both[0]!r}")
     if not chosen:
-        raise DataError(f"{source}: no feature column beside the label {label!r}")
-    for c in chosen:
+        raise DataError(f"{source}: no feature column beside the label {','.join(labels)!r}")
+    for c in chosen + (labels if targets else []):
         kind = dataset.schema.field(c).type
         if pa.types.is_null(kind):
             raise DataError(f"{source}: column {c!r} holds no value at all")
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+            if c in labels:
+                raise DataError(f"{source}: target column {c!r} holds {kind}, not numbers; --task regress "
+                                f"predicts numbers (classes are --task classify)")  # fmt: skip
             others = ",".join(x for x in chosen if x != c)
             raise DataError(f"{source}: column {c!r} holds {kind}, not numbers; leave it out with "
                             f"--features {others[:200]}{'...' if len(others) > 200 else ''}")  # fmt: skip

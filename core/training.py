@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from nnps.core import checkpoint, record, runlock
+from nnps.core import checkpoint, metrics, record, runlock
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.early_stopping import BEST, EarlyStopping
@@ -26,7 +26,7 @@ from nnps.core.plan import Plan, checkpoint_bytes, plan_run
 from nnps.core.rundir import RunDir
 from nnps.core.sampler import Sampler
 from nnps.core.server import Server, Snapshot
-from nnps.core.shard import ShardWorker, unpack_evaluation
+from nnps.core.shard import ShardWorker
 from nnps.core.steps import InProcessCarrier, sync_steps
 from nnps.core.threads import blas_threads, threads_for
 
@@ -40,8 +40,8 @@ class Executor(Protocol):
     def snapshot(self) -> Snapshot:
         """The server's state after every step submitted so far."""
 
-    def evaluate(self, split: str) -> tuple[float, Array]:
-        """(sum of C_x, confusion matrix) of the current parameters on a split."""
+    def evaluate(self, split: str) -> Array:
+        """The current parameters' evaluation sums on a split (core/metrics.py)."""
 
     def restore(self, snapshot: Snapshot) -> None:
         """Rebuild the server from a snapshot (after a ServerLost)."""
@@ -92,8 +92,8 @@ class InProcess:
     def restore(self, snapshot: Snapshot) -> None:
         self.server.restore(snapshot)
 
-    def evaluate(self, split: str) -> tuple[float, Array]:
-        return unpack_evaluation(self.worker.evaluate(self.server.params, split), self.server.network.sizes[-1])
+    def evaluate(self, split: str) -> Array:
+        return self.worker.evaluate(self.server.params, split)
 
     def updates(self) -> list[tuple[int, int, int]]:
         return []
@@ -209,7 +209,8 @@ def _loop(plan: Plan, dataset: Dataset, run_dir: RunDir | None, executor: Execut
         cost, correct, examples = snap.epoch_sums
         rate = examples / max(time.perf_counter() - epoch_t0, 1e-9)
         if reporter:
-            reporter.advance(advanced, cost / max(examples, 1), correct / max(examples, 1), rate)
+            accuracy = float("nan") if plan.network.regression else correct / max(examples, 1)
+            reporter.advance(advanced, cost / max(examples, 1), accuracy, rate)
         if evaluation is not None:
             row = _metrics_row(plan, executor, log, snap, evaluation, rate, time.perf_counter() - started)
             _keep_row(plan, dataset, run_dir, rows, row, snap, stopper, reporter)
@@ -239,22 +240,16 @@ def _run_chunk(plan: Plan, executor: Executor, step: int, stop: int, log: record
 
 
 def _metrics_row(plan: Plan, executor: Executor, log: record.UpdateLog | None, snap: Snapshot,
-                 evaluation: tuple[float, Array], rate: float, seconds: float) -> dict[str, Any]:  # fmt: skip
+                 evaluation: Array, rate: float, seconds: float) -> dict[str, Any]:  # fmt: skip
     """metrics.jsonl's row for the epoch ending at snap.step (partial if the run ends mid-epoch)."""
     spe, step = plan.steps_per_epoch, snap.step
     cost, correct, examples = snap.epoch_sums
-    test_cost, confusion = evaluation
-    n_test = int(confusion.sum())
-    row: dict[str, Any] = {
-        "epoch": (step - 1) // spe + 1,
-        "step": step,
-        "train_cost": cost / max(examples, 1),
-        "train_accuracy": correct / max(examples, 1),
-        "test_cost": test_cost / n_test,
-        "test_accuracy": float(np.trace(confusion)) / n_test,
-        "examples_per_s": rate,
-        "seconds": seconds,
-    }
+    row: dict[str, Any] = {"epoch": (step - 1) // spe + 1, "step": step, "train_cost": cost / max(examples, 1)}
+    if not plan.network.regression:
+        row["train_accuracy"] = correct / max(examples, 1)
+    target_std = plan.table.target_std if plan.table else None
+    row.update(metrics.unpack(evaluation, plan.network, target_std).scores("test"))
+    row.update(examples_per_s=rate, seconds=seconds)
     if (channels := executor.channels()) is not None:
         row["channels"] = channels  # how the steps went so far (Ray executors)
     if log is not None:

@@ -11,11 +11,13 @@ from nnps.core.costs import cost_sum
 from nnps.core.network import N_STATS, Network, initial_params
 
 COMBOS = list(itertools.product(["sigmoid", "relu", "tanh"], ["sigmoid", "softmax"], ["quadratic", "cross-entropy"]))
+COMBOS += [(hidden, "linear", "quadratic") for hidden in ("sigmoid", "relu", "tanh")]  # a regression's
 
 
 def total_cost(net: Network, params: np.ndarray, x: np.ndarray, labels: np.ndarray) -> float:
     z, a = net.last_layer(params, x)
-    return cost_sum(net.cost, net.output, z, a, np.eye(net.sizes[-1])[labels])
+    y = labels if labels.ndim == 2 else np.eye(net.sizes[-1])[labels]  # targets as they are; classes one-hot
+    return cost_sum(net.cost, net.output, z, a, y)
 
 
 @pytest.mark.parametrize("activation,output,cost", COMBOS)
@@ -24,7 +26,7 @@ def test_backprop_matches_central_differences(activation: str, output: str, cost
     net = Network((5, 4, 3, 4), activation, output, cost, "float64")
     params = initial_params(net, "normal", seed=3) * 0.7
     x = rng.random((6, 5))
-    labels = rng.integers(0, 4, 6)
+    labels = rng.standard_normal((6, 4)) if output == "linear" else rng.integers(0, 4, 6)
     grad = np.empty(net.layout.size)
     net.gradient_sums(params, x, labels, grad)
     numeric = np.empty_like(grad)

@@ -52,7 +52,7 @@ def test_rows_are_standardized_and_labelled_as_scikit_learn_does(tmp_path: Path)
     assert np.allclose(ds.x_test, scaler.transform(features(test_t, "cultivar")), atol=2e-5)  # the training stats
     assert list(ds.y_train) == list(encoder.transform(train_t.column("cultivar").to_numpy(zero_copy_only=False)))
     assert list(ds.y_test) == list(encoder.transform(test_t.column("cultivar").to_numpy(zero_copy_only=False)))
-    assert (ds.num_inputs, ds.num_classes) == (13, 3)
+    assert (ds.num_inputs, ds.num_outputs) == (13, 3)
 
 
 def test_a_test_fraction_splits_every_row_once_by_the_seed(tmp_path: Path) -> None:
@@ -151,11 +151,15 @@ BAD = [
     ("t.csv", "a,b,y\n", ["--label", "y"], "{t}: no rows"),
     ("t.csv", "a,b,y\n1,2,0\n3,4,1,9\n", ["--label", "y"], "{t}: cannot read it as a table (CSV parse error: Row #3: Expected 3 columns, got 4: 3,4,1,9)"),
     ("t.csv", "a,y\n" + "".join(f"{i},{i / 7:.4f}\n" for i in range(40)), ["--label", "y"],
-     "{t}: label column 'y' holds 32 distinct fractional values in its training rows: a numeric target, not classes; nnps trains classifiers (--label names a column of classes)"),
+     "{t}: label column 'y' holds 32 distinct fractional values in its training rows: a numeric target, not classes: train a regression with --task regress"),
     ("t.csv", "a,b,y\n1,2,0\n3,4,1\n", ["--label", "y", "--features", "a,z"], "{t}: no column 'z' of --features; its columns are a, b, y"),
     ("t.parquet", None, ["--label", "y"], "{t}: cannot read it as a table (Parquet magic bytes not found in footer. Either the file is corrupted or this is not a parquet file.)"),
     ("t.csv", "a,b,y\n1,2,0\n3,4,1\n", ["--label", "y", "--test-data", "{u}"], "{u}: class '7' is not one the network was trained on (0, 1)"),
     ("t.csv", ",".join(f"c{i}" for i in range(100_001)) + "\n", ["--label", "c0"], "{t}: 100,001 columns; nnps reads tables of at most 100,000"),
+    ("t.csv", "a,y\n1,x\n2,z\n", ["--label", "y", "--task", "regress"], "{t}: target column 'y' holds string, not numbers; --task regress predicts numbers (classes are --task classify)"),
+    ("t.csv", "a,y,v\n1,2,3\n2,3,4\n3,4,\n", ["--label", "y,v", "--task", "regress"], "{t}: a missing value in column 'v' at row 3 (--drop-missing leaves such rows out)"),
+    ("t.csv", "a,y\n1,2\n2,3\n", ["--label", "y", "--task", "regress", "--output", "softmax"], "--task regress trains a linear output layer on the quadratic cost; got --output softmax --cost quadratic"),
+    ("t.csv", "a,y\n1,2\n2,3\n", ["--label", "y", "--output", "linear"], "--output linear is a regression's output layer: use it with --task regress"),
 ]  # fmt: skip
 
 

@@ -1,0 +1,101 @@
+"""Regression on a table (--task regress): MSE, MAE and R^2 against scikit-learn's metrics on
+predictions computed here from the checkpoint's arrays, standardization against
+scikit-learn's StandardScaler, k Ray workers against one process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.datasets import load_diabetes
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+from sklearn.preprocessing import StandardScaler
+from typer.testing import CliRunner
+
+from nnps.cli.main import app
+from nnps.core import checkpoint
+
+runner = CliRunner()
+
+
+def diabetes(rows: np.ndarray) -> pa.Table:
+    """scikit-learn's diabetes data, unscaled, with a second target: BMI."""
+    d = load_diabetes(scaled=False)
+    columns = {name: d.data[rows, j] for j, name in enumerate(d.feature_names) if name != "bmi"}
+    return pa.table({**columns, "progression": d.target[rows], "bmi": d.data[rows, 2]})
+
+
+def forward(final: Path, x: np.ndarray, activation: str) -> np.ndarray:
+    """The network's linear output in float64, from the file's arrays: hidden s(W a + b), then W a + b."""
+    with np.load(final) as z:
+        layers = sum(1 for name in z.files if name.startswith("w"))
+        ws, bs = [z[f"w{l}"] for l in range(1, layers + 1)], [z[f"b{l}"] for l in range(1, layers + 1)]
+    hidden = {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0)}[activation]
+    a = x.astype(np.float64)
+    for l, (w, b) in enumerate(zip(ws, bs), start=1):
+        a = a @ w.T + b
+        a = a if l == layers else hidden(a)
+    return a
+
+
+@pytest.mark.parametrize("targets", [["progression"], ["progression", "bmi"]])
+def test_regression_scores_are_scikit_learns_on_the_same_predictions(tmp_path: Path, targets: list[str]) -> None:
+    order = np.random.default_rng(3).permutation(442)
+    train_t, test_t = diabetes(order[:350]), diabetes(order[350:])
+    pq.write_table(train_t, tmp_path / "train.parquet")
+    pq.write_table(test_t, tmp_path / "test.parquet")
+    rd = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--data", str(tmp_path / "train.parquet"), "--test-data",
+                              str(tmp_path / "test.parquet"), "--task", "regress", "--label", ",".join(targets),
+                              "--hidden", "16", "--activation", "tanh", "--weight-init", "scaled", "--optimizer", "adam",
+                              "--lr", "0.01", "--batch-size", "32", "--epochs", "30", "--workers", "0",
+                              "--run-dir", str(rd)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "test R^2" in res.output
+    names = [c for c in train_t.column_names if c not in targets]
+    x_scaler = StandardScaler().fit(np.column_stack([train_t.column(c).to_numpy() for c in names]))
+    y_train = np.column_stack([train_t.column(c).to_numpy() for c in targets])
+    y_scaler = StandardScaler().fit(y_train)
+    ck = checkpoint.load(str(rd / "final.npz"))
+    assert ck.table is not None and ck.table.targets == tuple(targets) and ck.table.features == tuple(names)
+    assert np.allclose(ck.table.target_mean, y_scaler.mean_) and np.allclose(ck.table.target_std, y_scaler.scale_)
+    x_test = x_scaler.transform(np.column_stack([test_t.column(c).to_numpy() for c in names]))
+    y_test = np.column_stack([test_t.column(c).to_numpy() for c in targets])
+    predicted = y_scaler.inverse_transform(forward(rd / "final.npz", x_test, "tanh"))
+    ev = runner.invoke(app, ["evaluate", str(rd), "--json"])
+    assert ev.exit_code == 0, ev.output
+    got = json.loads(ev.stdout)
+    assert (got["examples"], got["targets"]) == (92, targets)
+    assert got["r2"] == pytest.approx(r2_score(y_test, predicted), abs=1e-4)
+    assert got["mse"] == pytest.approx(mean_squared_error(y_test, predicted), rel=1e-4)
+    assert got["mae"] == pytest.approx(mean_absolute_error(y_test, predicted), rel=1e-4)
+    assert got["r2"] > 0.3  # it learned: a constant prediction scores 0
+    last = json.loads((rd / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["test_r2"] == pytest.approx(got["r2"]) and "test_accuracy" not in last
+    # predict: each row's targets in their own units
+    pq.write_table(test_t.drop(targets).slice(0, 3), tmp_path / "new.parquet")
+    pred = runner.invoke(app, ["predict", str(rd), str(tmp_path / "new.parquet"), "--json"])
+    assert pred.exit_code == 0, pred.output
+    values = [[r["values"][t] for t in targets] for r in json.loads(pred.stdout)]
+    assert np.allclose(values, predicted[:3], rtol=1e-5)
+
+
+def test_a_regression_trains_on_ray_workers_as_in_one_process(tmp_path: Path) -> None:
+    pq.write_table(diabetes(np.arange(442)), tmp_path / "d.parquet")
+    common = ["train", "--data", str(tmp_path / "d.parquet"), "--task", "regress", "--label", "progression,bmi",
+              "--hidden", "8", "--activation", "relu", "--epochs", "2", "--batch-size", "40", "--lr", "0.05",
+              "--dtype", "float64", "--json"]  # fmt: skip
+    serial = runner.invoke(app, [*common, "--workers", "0", "--run-dir", str(tmp_path / "serial")])
+    ray = runner.invoke(app, [*common, "--workers", "2", "--no-warm-start", "--run-dir", str(tmp_path / "ray")])
+    assert serial.exit_code == 0 and ray.exit_code == 0, serial.output + ray.output
+    assert json.loads(ray.stdout.splitlines()[-1])["channels"]["steps"]["unix"] == 2 * 9  # 354 rows / 40
+    a = checkpoint.load(str(tmp_path / "serial" / "final.npz")).params
+    b = checkpoint.load(str(tmp_path / "ray" / "final.npz")).params
+    assert np.max(np.abs(a - b)) < 1e-9
+    rows = [json.loads(line) for line in (tmp_path / "ray" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["test_r2"] for r in rows] == pytest.approx(
+        [json.loads(line)["test_r2"] for line in (tmp_path / "serial" / "metrics.jsonl").read_text().splitlines()])
