@@ -11,15 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+import nnps
 from nnps.cli.errors import handle_errors
 from nnps.cli.options import JsonOut
-from nnps.core import catalog, checkpoint, table_rows, validation
-from nnps.core.config import TrainConfig
-from nnps.core.datasets import Dataset
+from nnps.core import catalog, checkpoint
+from nnps.core.errors import DataError
 from nnps.core.images import box_for, read_image
-from nnps.core.errors import ConfigError, DataError
-from nnps.core.metrics import Evaluation, describe, unpack
-from nnps.core.shard import ShardWorker
+from nnps.core.metrics import Evaluation, describe
 
 
 @handle_errors
@@ -30,29 +28,15 @@ def evaluate(
     json_out: JsonOut = False,
 ) -> None:
     """Accuracy, mean cost and confusion matrix of a checkpoint on a dataset (a regression's: MSE, MAE, R^2)."""
-    if split not in ("test", "train", "validation"):
-        raise DataError(f"--split must be test, train or validation, got {split!r}")
-    ckpt = checkpoint.resolve(ckpt)
-    ck = checkpoint.load(ckpt)
-    trained = trained_with(ck)
-    data = data or (trained.data if trained else "mnist")
-    ds, asked = _dataset(ck, trained, data, split), split
-    if split == "validation":  # the examples the run held out, carved again as it carved them
-        if trained is None or not trained.validation_fraction:
-            raise DataError(f"{ckpt}: its run held out no validation split (--validation-fraction)")
-        ds, split = validation.for_config(trained, ds), "test"
-    if ds.num_inputs != ck.network.sizes[0]:
-        raise DataError(f"{data}: {ds.num_inputs} inputs a row, the checkpoint's network takes {ck.network.sizes[0]}")
-    worker = ShardWorker(ck.network, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
-    n = ck.network.sizes[-1]
-    e = unpack(worker.evaluate(ck.params, split), ck.network, ck.table.target_std if ck.table else None)
-    names = list(ck.table.targets or ck.table.classes) if ck.table else catalog.class_names(data, n)
-    result = {"checkpoint": ckpt, "data": data, "split": asked, **describe(e),
-              ("targets" if ck.network.regression else "classes"): names}  # fmt: skip
+    model = nnps.load(ckpt)
+    e = model.evaluate(data, split=split)
+    data = data or (model.config.data if model.config else "mnist")
+    result = {"checkpoint": model.path, "data": data, "split": split, **describe(e),
+              ("targets" if model.checkpoint.network.regression else "classes"): model.classes}  # fmt: skip
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")
         return
-    _show(ds.name, asked, e, names)
+    _show(data.rstrip("/").rsplit("/", 1)[-1], split, e, model.classes)
 
 
 def _show(name: str, split: str, e: Evaluation, names: list[str]) -> None:
@@ -72,30 +56,6 @@ def _show(name: str, split: str, e: Evaluation, names: list[str]) -> None:
     console.print(table)
 
 
-def _dataset(ck: checkpoint.Checkpoint, trained: TrainConfig | None, data: str, split: str) -> Dataset:
-    """The rows to evaluate on: images by name or path; for a network trained on a table, its
-    run's table read as it was trained, or every row of another table with the same columns."""
-    if ck.table is None:
-        return catalog.load(data)
-    label = trained.label if trained else "label"
-    if trained is not None and data == trained.data:
-        return table_rows.load(trained, info=ck.table)
-    if split != "test":
-        raise DataError(f"--split {split}: {data} is not the table the network was trained on; all its rows are tested")
-    x, y = table_rows.rows(ck.table, data, label)
-    if y is None:
-        raise DataError(f"{data}: no label column {label!r} to evaluate against (nnps predict needs none)")
-    return Dataset(data.rstrip("/").rsplit("/", 1)[-1], x[:0], y[:0], x, y, table=ck.table)
-
-
-def trained_with(ck: checkpoint.Checkpoint) -> TrainConfig | None:
-    """The config a checkpoint's run had (None for one whose meta holds no config this nnps reads)."""
-    try:
-        return TrainConfig.from_dict(ck.meta["config"])
-    except (KeyError, TypeError, ConfigError):
-        return None
-
-
 @handle_errors
 def predict(
     ckpt: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A checkpoint .npz or a run directory (its newest checkpoint)")],
@@ -103,8 +63,8 @@ def predict(
     json_out: JsonOut = False,
 ) -> None:
     """Print the predicted class and the output activations for each image, or each row of a table."""
-    ck = checkpoint.load(checkpoint.resolve(ckpt))
-    results = _predict_rows(ck, images) if ck.table else _predict_images(ck, images)
+    model = nnps.load(ckpt)
+    results = _predict_rows(model, images) if model.checkpoint.table else _predict_images(model.checkpoint, images)
     if json_out:
         sys.stdout.write(json.dumps(results) + "\n")
         return
@@ -117,21 +77,18 @@ def predict(
         print(f"{r.get('image') or r['input']}: {r['prediction']}{named}   [{acts}]" + (f"  ({r['note']})" if r.get("note") else ""))
 
 
-def _predict_rows(ck: checkpoint.Checkpoint, paths: list[str]) -> list[dict]:
+def _predict_rows(model: nnps.Model, paths: list[str]) -> list[dict]:
     """Each row of each table: its predicted class index and name, and the output activations;
     a regression's: its targets' predicted values, in their units."""
-    assert ck.table is not None
     results = []
     for path in paths:
-        x, _ = table_rows.rows(ck.table, path, None)
-        a = ck.network.last_layer(ck.params, x.astype(ck.network.np_dtype, copy=False))[1]  # (m, n_L)
-        if ck.table.targets:
-            values = ck.table.unscale_targets(a)
-            results += [{"input": f"{path} row {r + 1}", "values": dict(zip(ck.table.targets, map(float, v)))}
-                        for r, v in enumerate(values)]  # fmt: skip
+        a = model.outputs(path)  # (m, n_L)
+        if model.checkpoint.network.regression:
+            results += [{"input": f"{path} row {r + 1}", "values": dict(zip(model.classes, map(float, v)))}
+                        for r, v in enumerate(a)]  # fmt: skip
             continue
         for r, (j, acts) in enumerate(zip(a.argmax(axis=1), a)):
-            results.append({"input": f"{path} row {r + 1}", "prediction": int(j), "label": ck.table.classes[int(j)],
+            results.append({"input": f"{path} row {r + 1}", "prediction": int(j), "label": model.classes[int(j)],
                             "activations": [float(v) for v in acts]})  # fmt: skip
     return results
 

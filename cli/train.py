@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -18,13 +16,9 @@ from nnps.cli.progress import RichReporter
 from nnps.core.config import TrainConfig, parse_features, parse_hidden
 from nnps.core.errors import ConfigError
 from nnps.core.progress import LineReporter
-from nnps.core.rundir import RunDir
+from nnps.core.rundir import RunDir, default_run_dir
 
 DEFAULTS = TrainConfig()
-
-
-def default_run_dir() -> str:
-    return str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
 
 
 @handle_errors

@@ -46,6 +46,13 @@ def read_bytes(uri: str) -> bytes:
         raise CheckpointError(f"{uri}: cannot read ({e})")
 
 
+def default_run_dir() -> str:
+    """runs/<local time>: where a run goes when no --run-dir is given."""
+    import time
+
+    return str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+
+
 class RunDir:
     def __init__(self, uri: str, confined: bool = False) -> None:
         """`confined`: read only files that are inside the directory (a symbolic link in a

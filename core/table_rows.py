@@ -68,10 +68,13 @@ def outputs_of(info: TableInfo, y: np.ndarray, where: str) -> np.ndarray:
     return info.scale_targets(y.astype(np.float32)) if info.targets else class_indices(info, y, where)
 
 
-def rows(info: TableInfo, path: str, label: str | None, drop_missing: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Every row of `path` scaled for a network trained with `info`: (x, class indices or
-    scaled targets, or None where the file lacks the label column(s))."""
+def rows(info: TableInfo, path: Any, label: str | None, drop_missing: bool = False,
+         where: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """Every row of `path` (or of an Arrow table in memory, called `where` in messages) scaled
+    for a network trained with `info`: (x, class indices or scaled targets, or None where the
+    rows lack the label column(s))."""
     source = open_source(path)
+    path = where or path
     n = _count(source, path)
     labels = list(info.targets) if info.targets else [label] if label else []
     has_label = bool(labels) and all(c in source.schema.names for c in labels)

@@ -135,12 +135,15 @@ def standardization(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def open_source(source: str) -> Any:
-    """A pyarrow Dataset over `source`; DataError in one line if it cannot be opened."""
+def open_source(source: Any) -> Any:
+    """A pyarrow Dataset over `source` (a path or URI, or an Arrow table in memory); DataError
+    in one line if it cannot be opened."""
     import pyarrow.csv as pcsv
     import pyarrow.dataset as pds
     import pyarrow.fs as pfs
 
+    if not isinstance(source, str):
+        return pds.dataset(source)
     try:
         if "://" in source:
             fs, path = pfs.FileSystem.from_uri(source)

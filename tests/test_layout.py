@@ -1,4 +1,5 @@
-"""The package's shape: one namespace, dependencies one way (cli -> ui -> cluster -> worker -> core)."""
+"""The package's shape: one namespace, dependencies one way (cli -> api -> ui -> cluster -> worker -> core;
+api is the package `nnps` itself: `import nnps`, `nnps.model`)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ["core", "worker", "cluster", "ui", "cli"]
+PACKAGES = ["core", "worker", "cluster", "ui", "api", "cli"]
 # what each package may import from nnps: the design's one-way chain
 ALLOWED = {"core": {"core"}, "worker": {"core", "worker"}, "cluster": {"core", "worker", "cluster"},
-           "ui": {"core", "cluster", "ui"}, "cli": {"core", "worker", "cluster", "ui", "cli"}}  # fmt: skip
+           "ui": {"core", "cluster", "ui"}, "api": {"core", "worker", "cluster", "ui", "api"},
+           "cli": {"core", "worker", "cluster", "ui", "api", "cli"}}  # fmt: skip
 FORBIDDEN_THIRD_PARTY = {"core": {"ray", "typer", "rich", "click", "aiohttp", "matplotlib"},
-                         "worker": {"typer", "rich"}, "ui": {"typer", "rich", "ray"}}  # fmt: skip
+                         "worker": {"typer", "rich"}, "ui": {"typer", "rich", "ray"}, "api": {"typer", "rich"}}  # fmt: skip
+
+
+def layer(name: str) -> str:
+    """The package an `nnps...` import reaches: nnps.core -> core; nnps, nnps.model -> api."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in PACKAGES else "api"
 
 
 def imports(path: Path) -> list[str]:
@@ -34,7 +42,7 @@ SOURCES = [p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")] + list((RE
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
 def test_no_bare_top_level_imports(path: Path) -> None:
-    bare = [n for n in imports(path) if n.split(".")[0] in PACKAGES]
+    bare = [n for n in imports(path) if n.split(".")[0] in PACKAGES and n.split(".")[0] != "api"]
     assert not bare, f"{path.relative_to(REPO)} imports {bare}: use nnps.{bare[0]} (bare names fail once installed)"
 
 
@@ -44,7 +52,7 @@ def test_dependencies_point_one_way(pkg: str) -> None:
         for name in imports(path):
             parts = name.split(".")
             if parts[0] == "nnps":
-                assert parts[1] in ALLOWED[pkg], f"{path.relative_to(REPO)} imports {name}"
+                assert layer(name) in ALLOWED[pkg], f"{path.relative_to(REPO)} imports {name}"
             assert parts[0] not in FORBIDDEN_THIRD_PARTY.get(pkg, set()), f"{path.relative_to(REPO)} imports {name}"
 
 
@@ -79,7 +87,8 @@ def test_no_import_cycle_within_a_package(pkg: str) -> None:
 
 def test_installed_under_one_namespace(tmp_path: Path) -> None:
     """From outside the repo (as a user's code runs), nnps.core imports and core does not."""
-    code = "import nnps.core, nnps.cli, nnps.cluster, nnps.worker, nnps.ui\ntry:\n import core\nexcept ModuleNotFoundError:\n print('ok')"
+    code = ("import nnps, nnps.core, nnps.cli, nnps.cluster, nnps.worker, nnps.ui\nassert callable(nnps.train)\n"
+            "try:\n import core\nexcept ModuleNotFoundError:\n print('ok')")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout == "ok\n"
 

@@ -225,4 +225,15 @@ def test_the_readme_table_block_runs_as_written(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert re.fullmatch(r"new\.csv row 1: \d (high|low|mid)   \[[0-9. ]+\]", lines[-2]), lines[-2:]
+    assert re.fullmatch(r"new\.csv row 2: score -?[0-9.]+", lines[-3]), lines[-4:]
     assert (tmp_path / "runs" / "measures" / "final.npz").exists()
+    # then "From Python", after it in the same directory
+    python = re.search(r"```python\n(.*?)```", text[text.index("\n### From Python\n") :], re.S)
+    assert python
+    done = subprocess.run([sys.executable, "-c", python.group(1)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    accuracy, names, one, regression = done.stdout.strip().splitlines()[-4:]
+    assert float(accuracy) > 0.8 and re.fullmatch(r"\['(high|low|mid)' '(high|low|mid)'\]", names), done.stdout
+    assert re.fullmatch(r"\['(high|low|mid)'\] \[\[[0-9. ]+\]\]", one), one
+    assert re.fullmatch(r"\[-?[0-9.]+\] [0-9.]+", regression), regression

@@ -1,0 +1,101 @@
+"""nnps from Python (`nnps.train`, `nnps.load`, `Model`): the same runs as the CLI's, on
+numpy arrays, Arrow tables and paths; predictions against a forward pass written here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.datasets import load_diabetes, load_wine
+from sklearn.metrics import r2_score
+from typer.testing import CliRunner
+
+import nnps
+from nnps.cli.main import app
+from nnps.core import checkpoint
+from nnps.core.errors import ConfigError, DataError
+
+runner = CliRunner()
+WINE = load_wine()
+COMMON = dict(hidden=[12], epochs=6, lr=0.5, workers=0, seed=2, quiet=True)
+
+
+def wine_table() -> pa.Table:
+    names = np.array(["barolo", "grignolino", "barbera"])
+    return pa.table({**{f"f{j}": WINE.data[:, j] for j in range(13)}, "kind": names[WINE.target]})
+
+
+def sigmoid_outputs(final: str, x: np.ndarray) -> np.ndarray:
+    """a^L in float64 from the checkpoint's arrays: a = s(W a + b), layer by layer."""
+    with np.load(final) as z:
+        layers = sum(1 for name in z.files if name.startswith("w"))
+        ws, bs = [z[f"w{l}"] for l in range(1, layers + 1)], [z[f"b{l}"] for l in range(1, layers + 1)]
+    a = x.astype(np.float64)
+    for w, b in zip(ws, bs):
+        a = 1 / (1 + np.exp(-(a @ w.T + b)))
+    return a
+
+
+def test_an_arrow_table_trains_as_the_cli_trains_its_file(tmp_path: Path) -> None:
+    table = wine_table()
+    model = nnps.train(table, label="kind", run_dir=tmp_path / "api", **COMMON)
+    pq.write_table(table, tmp_path / "wine.parquet")
+    res = runner.invoke(app, ["train", "--data", str(tmp_path / "wine.parquet"), "--label", "kind", "--hidden", "12",
+                              "--epochs", "6", "--lr", "0.5", "--workers", "0", "--seed", "2",
+                              "--run-dir", str(tmp_path / "cli")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(model.checkpoint.params, checkpoint.load(str(tmp_path / "cli" / "final.npz")).params)
+    assert model.classes == ["barbera", "barolo", "grignolino"]
+    ev = json.loads(runner.invoke(app, ["evaluate", str(tmp_path / "cli"), "--json"]).stdout)
+    assert model.evaluate().accuracy == ev["accuracy"] == model.summary["metrics"]["test_accuracy"]
+
+
+def test_arrays_in_predictions_out(tmp_path: Path) -> None:
+    model = nnps.train(WINE.data, label=WINE.target, run_dir=tmp_path / "r", **COMMON)
+    assert model.classes == ["0", "1", "2"] and (tmp_path / "r" / "data.parquet").exists()
+    info = model.checkpoint.table
+    scaled = (WINE.data - np.array(info.mean)) / np.array(info.std)
+    best = sigmoid_outputs(model.path, scaled).argmax(axis=1)
+    assert list(model.predict(WINE.data)) == [str(j) for j in best]
+    assert model.evaluate(WINE.data, label=WINE.target).accuracy == pytest.approx(np.mean(best == WINE.target))
+    assert model.evaluate().accuracy > 0.8  # it learned; a third by chance
+    again = nnps.load(tmp_path / "r")  # the run directory, as `nnps evaluate` takes it
+    assert np.array_equal(again.predict(WINE.data[:7]), model.predict(WINE.data[:7]))
+
+
+def test_a_regression_from_arrays(tmp_path: Path) -> None:
+    d = load_diabetes()
+    model = nnps.train(d.data[:350], label=d.target[:350], task="regress", hidden=[16], activation="tanh",
+                       weight_init="scaled", optimizer="adam", lr=0.01, batch_size=32, epochs=30, workers=0,
+                       run_dir=tmp_path / "r", quiet=True)  # fmt: skip
+    predicted = model.predict(d.data[350:])
+    assert predicted.shape == (92,)
+    assert model.evaluate(d.data[350:], label=d.target[350:]).r2 == pytest.approx(r2_score(d.target[350:], predicted))
+    assert r2_score(d.target[350:], predicted) > 0.3
+
+
+def test_a_run_in_memory_resumes_to_the_weights_of_one_run(tmp_path: Path) -> None:
+    table = wine_table()
+    nnps.train(table, label="kind", run_dir=tmp_path / "a", **{**COMMON, "epochs": 3})
+    resumed = nnps.train(table, label="kind", run_dir=tmp_path / "a", resume=True, **COMMON)
+    whole = nnps.train(table, label="kind", run_dir=tmp_path / "b", **COMMON)
+    assert np.array_equal(resumed.checkpoint.params, whole.checkpoint.params)
+
+
+def test_bad_input_is_nnps_own_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"needs its labels as label=, n of them; got shape \(178, 13\) and label=str"):
+        nnps.train(WINE.data, run_dir=tmp_path / "r", **COMMON)
+    with pytest.raises(ConfigError, match="--hidden layer widths must be positive"):
+        nnps.train(WINE.data, label=WINE.target, run_dir=tmp_path / "bad", **{**COMMON, "hidden": [0]})
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+    with pytest.raises(ConfigError, match="train: no option 'epoch'; the options are nnps train's flags"):
+        nnps.train(WINE.data, label=WINE.target, epoch=3)
+    model = nnps.train(WINE.data, label=WINE.target, run_dir=tmp_path / "ok", **COMMON)
+    with pytest.raises(DataError, match=r"an array \(n, 13\) of features, got shape \(2, 5\)"):
+        model.predict(np.zeros((2, 5)))
+    with pytest.raises(DataError, match="no label column 'label' to evaluate against"):
+        model.evaluate(pa.table({f"x{j + 1}": WINE.data[:, j] for j in range(13)}))
