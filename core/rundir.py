@@ -60,6 +60,7 @@ class RunDir:
         what it reads to whoever reaches its port."""
         self.uri, self.confined = uri, confined
         self.fs, self.path = _filesystem(uri)
+        self._lines: dict[int, tuple[dict[str, Any], str]] = {}  # id(row) -> (row, its line): write_metrics
 
     def __str__(self) -> str:
         return self.uri
@@ -143,7 +144,14 @@ class RunDir:
         return rows
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        self.write_atomic("metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+        """metrics.jsonl, the whole file each time (written atomically, as an object store
+        needs); a row written before, the same object, is not encoded again, so a run of
+        many short epochs costs a line per epoch, not the file per epoch."""
+        known = self._lines
+        lines = {id(r): known[id(r)] if id(r) in known and known[id(r)][0] is r else
+                 (r, json.dumps(r, sort_keys=True) + "\n") for r in rows}  # fmt: skip
+        self._lines = lines
+        self.write_atomic("metrics.jsonl", "".join(lines[id(r)][1] for r in rows).encode())
 
     # checkpoints
 
