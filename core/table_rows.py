@@ -16,9 +16,11 @@ import numpy as np
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.errors import DataError
+from nnps.core.table_labels import Vocabulary, class_indices, class_names
 from nnps.core.tables import TEST_SALT, TableInfo, columns_of, open_source, standardization
 
-MAX_FLOAT_CLASSES = 20  # a float label column with more distinct values is a numeric target, not classes
+
+BATCH_ROWS = 16_384  # rows of a table decoded at a time
 
 
 def load(config: TrainConfig, info: TableInfo | None = None) -> Dataset:
@@ -33,18 +35,19 @@ def load(config: TrainConfig, info: TableInfo | None = None) -> Dataset:
         if not 0 < k < n:
             raise DataError(f"{config.data}: --test-fraction {config.test_fraction} of {n} rows leaves no split")
         to_test[np.random.default_rng([config.seed, TEST_SALT]).choice(n, k, replace=False)] = True
+    vocab = Vocabulary()  # a classifier's labels, as codes: train and test rows share it
     (x_train, y_train), (x_test, y_test) = read(source, config.data, features, labels, to_test, config.drop_missing,
-                                                targets)  # fmt: skip
+                                                targets, vocab)  # fmt: skip
     if config.test_data:
         test_source = open_source(config.test_data)
         to_test = np.zeros(_count(test_source, config.test_data), dtype=bool)
         columns_of(test_source, config.test_data, labels, tuple(features), targets)
         (x_test, y_test), _ = read(test_source, config.test_data, features, labels, to_test, config.drop_missing,
-                                   targets)  # fmt: skip
+                                   targets, vocab)  # fmt: skip
     if info is None:
-        info = _describe(config, features, labels, x_train, y_train)
-    y_train = outputs_of(info, y_train, config.data)
-    y_test = outputs_of(info, y_test, config.test_data or config.data)
+        info = _describe(config, features, labels, x_train, y_train, vocab)
+    y_train = outputs_of(info, y_train, config.data, vocab)
+    y_test = outputs_of(info, y_test, config.test_data or config.data, vocab)
     name = config.data.rstrip("/").rsplit("/", 1)[-1]
     return Dataset(name, info.scale(x_train), y_train, info.scale(x_test), y_test, table=info)
 
@@ -54,18 +57,20 @@ def label_columns(config: TrainConfig) -> list[str]:
     return config.label.split(",") if config.task == "regress" else [config.label]
 
 
-def _describe(config: TrainConfig, features: list[str], labels: list[str], x: np.ndarray, y: np.ndarray) -> TableInfo:
+def _describe(config: TrainConfig, features: list[str], labels: list[str], x: np.ndarray, y: np.ndarray,
+              vocab: Vocabulary) -> TableInfo:  # fmt: skip
     """The TableInfo of a run's training rows: its classes or targets, and their standardization."""
     mean, std = standardization(x) if config.standardize else (None, None)
     if config.task == "classify":
-        return TableInfo(tuple(features), class_names(y, config.data, config.label), mean, std)
+        return TableInfo(tuple(features), class_names(y, vocab, config.data, config.label), mean, std)
     target_mean, target_std = standardization(y) if config.standardize else (None, None)
     return TableInfo(tuple(features), (), mean, std, tuple(labels), target_mean, target_std)
 
 
-def outputs_of(info: TableInfo, y: np.ndarray, where: str) -> np.ndarray:
-    """What the network is taught to output for labels `y`: class indices, or scaled targets."""
-    return info.scale_targets(y.astype(np.float32)) if info.targets else class_indices(info, y, where)
+def outputs_of(info: TableInfo, y: np.ndarray, where: str, vocab: Vocabulary) -> np.ndarray:
+    """What the network is taught to output for labels `y` (codes in `vocab`, or targets): class
+    indices, or scaled targets."""
+    return info.scale_targets(y.astype(np.float32)) if info.targets else class_indices(info, y, vocab, where)
 
 
 def rows(info: TableInfo, path: Any, label: str | None, drop_missing: bool = False,
@@ -80,9 +85,10 @@ def rows(info: TableInfo, path: Any, label: str | None, drop_missing: bool = Fal
     has_label = bool(labels) and all(c in source.schema.names for c in labels)
     labels = labels if has_label else []
     columns_of(source, path, labels, info.features, bool(info.targets))
+    vocab = Vocabulary()
     (x, y), _ = read(source, path, list(info.features), labels, np.zeros(n, dtype=bool), drop_missing,
-                     bool(info.targets))  # fmt: skip
-    return info.scale(x), outputs_of(info, y, path) if has_label else None
+                     bool(info.targets), vocab)  # fmt: skip
+    return info.scale(x), outputs_of(info, y, path, vocab) if has_label else None
 
 
 def _count(source: Any, where: str) -> int:
@@ -96,18 +102,21 @@ def _count(source: Any, where: str) -> int:
     return n
 
 
-def read(source: Any, where: str, features: list[str], labels: list[str], to_test: np.ndarray,
-         drop_missing: bool, targets: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+def read(source: Any, where: str, features: list[str], labels: list[str], to_test: np.ndarray, drop_missing: bool,
+         targets: bool, vocab: Vocabulary) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """((x, labels) of the rows not in `to_test`, (x, labels) of those in it), a batch at a
     time into arrays made at their final size: the float32 rows plus one batch in memory.
-    A regression's labels (`targets`) are float32 (n, T); a classifier's as the file has them."""
+    A regression's labels (`targets`) are float32 (n, T); a classifier's int32 codes in `vocab`."""
     n, d = len(to_test), len(features)
     xs = [np.empty((n - int(to_test.sum()), d), np.float32), np.empty((int(to_test.sum()), d), np.float32)]
     ys: list[list[np.ndarray]] = [[], []]
     filled, offset = [0, 0], 0
     try:
-        for batch in source.to_batches(columns=features + labels):
-            block, y, keep = _block(batch, where, features, labels, offset, drop_missing, targets)
+        # One batch at a time, in this thread: with pyarrow's defaults (threads reading ahead 16
+        # batches of 131,072 rows, 4 files) decoded batches queue up while the copies below run
+        for batch in source.to_batches(columns=features + labels, batch_size=BATCH_ROWS, batch_readahead=1,
+                                       fragment_readahead=1, use_threads=False):  # fmt: skip
+            block, y, keep = _block(batch, where, features, labels, offset, drop_missing, targets, vocab)
             for s in (0, 1):
                 chosen = keep & (to_test[offset : offset + batch.num_rows] == bool(s))
                 k = int(chosen.sum())
@@ -121,7 +130,7 @@ def read(source: Any, where: str, features: list[str], labels: list[str], to_tes
         raise DataError(f"{where}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
     if filled[0] == 0:
         raise DataError(f"{where}: no rows left to read" + (" (--drop-missing left out every row)" if drop_missing else ""))
-    empty = np.empty((0, len(labels)) if targets else 0, np.float32)
+    empty = np.empty((0, len(labels)), np.float32) if targets else np.empty(0, np.int32)
     return tuple((xs[s][: filled[s]], np.concatenate(ys[s]) if ys[s] else empty) for s in (0, 1))  # type: ignore[return-value]
 
 
@@ -133,8 +142,8 @@ def _floats(column: Any) -> np.ndarray:
 
 
 def _block(batch: Any, where: str, features: list[str], labels: list[str], offset: int, drop_missing: bool,
-           targets: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """A batch's features as float32 (m, d), its labels (targets: float32 (m, T)), and which
+           targets: bool, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """A batch's features as float32 (m, d), its labels (codes; targets: float32 (m, T)), and which
     rows are whole (no null, NaN or empty cell); DataError at the first gap unless `drop_missing`."""
     import pyarrow.compute as pc
 
@@ -144,14 +153,14 @@ def _block(batch: Any, where: str, features: list[str], labels: list[str], offse
         block[:, j] = _floats(batch.column(j))
     gaps = np.isnan(block)  # (m, d): a null cast to float32 is NaN
     missing = gaps.any(axis=1)
-    y: np.ndarray = np.zeros(m)
+    y: np.ndarray = np.zeros(m, np.int32)
     if targets:
         y = np.stack([_floats(batch.column(d + t)) for t in range(len(labels))], axis=1) if labels else y
         missing |= np.isnan(y).any(axis=1) if labels else False
     elif labels:
         column = batch.column(d)
         missing |= pc.is_null(column, nan_is_null=True).to_numpy(zero_copy_only=False)
-        y = column.to_numpy(zero_copy_only=False)
+        y = vocab.encode(column)
     if missing.any() and not drop_missing:
         r = int(np.argmax(missing))
         bad = [features[j] for j in np.flatnonzero(gaps[r])]
@@ -159,35 +168,3 @@ def _block(batch: Any, where: str, features: list[str], labels: list[str], offse
         raise DataError(f"{where}: a missing value in column {bad[0]!r} at row {offset + r + 1} "
                         f"(--drop-missing leaves such rows out)")  # fmt: skip
     return block, y, ~missing
-
-
-def _keys(labels: np.ndarray) -> np.ndarray:
-    """Labels as what classes are told apart by: integers, or strings."""
-    if labels.dtype.kind == "f" and np.all(np.mod(labels, 1) == 0):
-        return labels.astype(np.int64)
-    if labels.dtype.kind == "b":
-        return labels.astype(np.int64)
-    return labels.astype(str) if labels.dtype == object else labels
-
-
-def class_names(labels: np.ndarray, where: str, label: str) -> tuple[str, ...]:
-    """The classes: the sorted distinct training labels, as names."""
-    keys = _keys(labels)
-    distinct = np.unique(keys)
-    if keys.dtype.kind == "f" and len(distinct) > MAX_FLOAT_CLASSES:
-        raise DataError(f"{where}: label column {label!r} holds {len(distinct)} distinct fractional values in its training rows: a "
-                        f"numeric target, not classes: train a regression with --task regress")  # fmt: skip
-    if len(distinct) < 2:
-        raise DataError(f"{where}: label column {label!r} holds one class only ({str(distinct[0])!r}); a classifier needs two")
-    return tuple(str(v) for v in distinct)
-
-
-def class_indices(info: TableInfo, labels: np.ndarray, where: str) -> np.ndarray:
-    """Each label's index among `info.classes` (int32); DataError naming a label it lacks."""
-    distinct, inverse = np.unique(_keys(labels).astype(str), return_inverse=True)
-    index = {name: i for i, name in enumerate(info.classes)}
-    unknown = [str(k) for k in distinct if str(k) not in index]
-    if unknown:
-        raise DataError(f"{where}: class {unknown[0]!r} is not one the network was trained on "
-                        f"({', '.join(info.classes[:20])}{' ...' if len(info.classes) > 20 else ''})")  # fmt: skip
-    return np.array([index[str(k)] for k in distinct], dtype=np.int32)[inverse.ravel()]

@@ -149,7 +149,9 @@ def open_source(source: Any) -> Any:
             fs, path = pfs.FileSystem.from_uri(source)
         else:
             fs, path = pfs.LocalFileSystem(), str(Path(source).expanduser().absolute())
-        fmt: Any = "csv" if path.lower().rstrip("/").endswith((".csv", ".csv.gz")) else "parquet"
+        # Parquet without pre-buffering: pyarrow's default reads ahead whole files' column chunks
+        fmt: Any = ("csv" if path.lower().rstrip("/").endswith((".csv", ".csv.gz")) else
+                    pds.ParquetFileFormat(default_fragment_scan_options=pds.ParquetFragmentScanOptions(pre_buffer=False)))  # fmt: skip
         paths: Any = path
         if any(c in path for c in "*?["):
             paths = _glob(fs, path)
