@@ -66,22 +66,32 @@ def free_port() -> int:
 S3_BUCKET = "nnps-runs"
 
 
+S3_PRIVATE = "private/"  # the prefix of the bucket that the second user, "reader", may not read
+
+
 @pytest.fixture(scope="session")
-def s3(tmp_path_factory) -> Iterator[dict[str, str]]:
+def s3(s3_users: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The environment of the user allowed all of S3 (see s3_users)."""
+    return s3_users["nnps"]
+
+
+@pytest.fixture(scope="session")
+def s3_users(tmp_path_factory) -> Iterator[dict[str, dict[str, str]]]:
     """A real S3 API on 127.0.0.1: moto's server in its own process, with IAM authentication
-    on. Its first four requests (unauthenticated) make a user, its access key, a policy
-    allowing S3, and the bucket; every later request must be signed with that key. Yields
-    the environment a user would set, endpoint given as AWS tools take it (AWS_ENDPOINT_URL)."""
+    on. Its first seven requests (unauthenticated) make two users, their access keys and
+    policies (nnps: all of S3; reader: all but reading objects under S3_PRIVATE), and the
+    bucket; every later request must be signed with a key. Yields each user's environment as
+    a user would set it, endpoint given as AWS tools take it (AWS_ENDPOINT_URL)."""
     import boto3
 
     port = free_port()
     log = (tmp_path_factory.mktemp("s3") / "moto.log").open("w")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}, stdout=log,
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "7"}, stdout=log,
                             stderr=subprocess.STDOUT)  # fmt: skip
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while True:  # a bare TCP connect: an HTTP request would use up one of the four
+    while True:  # a bare TCP connect: an HTTP request would use up one of the seven
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
@@ -91,13 +101,18 @@ def s3(tmp_path_factory) -> Iterator[dict[str, str]]:
     setup = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
                  aws_secret_access_key="setup")  # fmt: skip
     iam = boto3.client("iam", **setup)
-    iam.create_user(UserName="nnps")
-    key = iam.create_access_key(UserName="nnps")["AccessKey"]
-    allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-    iam.put_user_policy(UserName="nnps", PolicyName="s3", PolicyDocument=json.dumps(allow))
+    allow = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+    deny = {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{S3_BUCKET}/{S3_PRIVATE}*"}
+    users = {}
+    for user, statements in (("nnps", [allow]), ("reader", [allow, deny])):
+        iam.create_user(UserName=user)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": statements}
+        iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(policy))
+        users[user] = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                       "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
     boto3.client("s3", **setup).create_bucket(Bucket=S3_BUCKET)
-    yield {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-           "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    yield users
     proc.terminate()
     proc.wait(timeout=30)
     log.close()

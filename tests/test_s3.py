@@ -17,7 +17,7 @@ from nnps.cli.main import app, main
 from nnps.core import checkpoint
 from nnps.core.config import TrainConfig
 from nnps.core.training import train
-from tests.conftest import MNIST_10K, S3_BUCKET
+from tests.conftest import MNIST_10K, S3_BUCKET, S3_PRIVATE
 
 runner = CliRunner()
 TRAIN = ["train", "--data", str(MNIST_10K), "--hidden", "20", "--batch-size", "100", "--epochs", "2", "--lr", "3.0",
@@ -143,3 +143,29 @@ def test_a_table_on_s3_trains_as_the_same_files_on_disk(aws, tmp_path) -> None:
     assert np.array_equal(a.params, b.params)
     rc_err = runner.invoke(app, [*args, "--data", f"s3://{S3_BUCKET}/no-such/", "--run-dir", str(tmp_path / "c")])
     assert rc_err.exit_code == 1 and rc_err.stderr == f"error: s3://{S3_BUCKET}/no-such/: no such file or directory\n"
+
+
+def test_a_table_the_credentials_may_not_read_is_one_line(s3_users, tmp_path, capsys, monkeypatch) -> None:
+    """The reader's policy denies reading objects under private/: training on a table there is
+    refused in one line naming it, and nothing is written; the same rows elsewhere train."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    owner = s3_users["nnps"]
+    client = boto3.client("s3", endpoint_url=owner["AWS_ENDPOINT_URL"], region_name=owner["AWS_DEFAULT_REGION"],
+                          aws_access_key_id=owner["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=owner["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+    x = np.random.default_rng(4).normal(size=(60, 2))
+    pq.write_table(pa.table({"a": x[:, 0], "b": x[:, 1], "label": (x[:, 0] > 0).astype(int)}), tmp_path / "t.parquet")
+    for key in (f"{S3_PRIVATE}t.parquet", "open/t.parquet"):
+        client.put_object(Bucket=S3_BUCKET, Key=key, Body=(tmp_path / "t.parquet").read_bytes())
+    for name, value in s3_users["reader"].items():
+        monkeypatch.setenv(name, value)
+    args = ["train", "--hidden", "4", "--epochs", "1", "--workers", "0"]
+    rc, err = run_main([*args, "--data", f"s3://{S3_BUCKET}/{S3_PRIVATE}t.parquet", "--run-dir", str(tmp_path / "r")],
+                       capsys)  # fmt: skip
+    assert rc == 1 and err.count("\n") == 1, err
+    assert re.fullmatch(rf"error: s3://{S3_BUCKET}/{S3_PRIVATE}t\.parquet: .*ACCESS_DENIED.*\n", err), err
+    assert not (tmp_path / "r").exists()
+    rc, err = run_main([*args, "--data", f"s3://{S3_BUCKET}/open/t.parquet", "--run-dir", str(tmp_path / "r")], capsys)
+    assert rc == 0 and (tmp_path / "r" / "final.npz").exists(), err
