@@ -115,22 +115,39 @@ class Model:
         w = self.weights()
         return {"name": self.name, "versions": [str(w.step)], "platform": "nnps-numpy",
                 "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, w.inputs]}],
-                "outputs": [{"name": "activations", "datatype": "FP32", "shape": [-1, w.network.sizes[-1]]},
-                            {"name": "class", "datatype": "INT64", "shape": [-1]}],
+                "outputs": self.outputs(w, [-1, w.network.sizes[-1]]),
                 "parameters": {"sizes": list(w.network.sizes), "output": w.network.output, "step": w.step,
-                               "checkpoint": w.source, "classes": list(w.classes),
-                               "preprocessing": "pixels 0-255, divided by 255"}}  # fmt: skip
+                               "checkpoint": w.source, "classes": list(w.classes), **self.preprocessing(w)}}  # fmt: skip
+
+    @staticmethod
+    def preprocessing(w: Weights) -> dict[str, Any]:
+        """How a row in the data's units becomes the network's input (and its output the answer)."""
+        if w.table is None:
+            return {"preprocessing": "pixels 0-255, divided by 255"}
+        return {"preprocessing": "each feature standardized with the training rows' mean and deviation"
+                                 + ("; outputs in the targets' units" if w.table.targets else ""),
+                "table": w.table.to_meta()}  # fmt: skip
+
+    @staticmethod
+    def outputs(w: Weights, shape: list[int], out: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """The v2 output tensors (with their data, given `out`): the activations and the class,
+        or a regression's values."""
+        first = {"name": "values" if w.network.regression else "activations", "datatype": "FP32", "shape": shape}
+        tensors = [first] if w.network.regression else [first, {"name": "class", "datatype": "INT64", "shape": shape[:1]}]
+        if out is not None:
+            first["data"] = out.astype(np.float32).ravel().tolist()
+            if len(tensors) > 1:
+                tensors[1]["data"] = out.argmax(axis=1).tolist()
+        return tensors
 
     async def infer(self, request: Request) -> JSONResponse:
         body = json_of(await capped_body(request))
-        x = serving.tensor_of(body, self.name, self.weights().inputs)
+        now = self.weights()
+        x = serving.tensor_of(body, self.name, now.inputs, pixels=now.table is None)
         w, out = await self.forward(x)
         reply: dict[str, Any] = {"model_name": self.name, "model_version": str(w.step),
                                  "parameters": {"step": w.step, "checkpoint": w.source},
-                                 "outputs": [{"name": "activations", "datatype": "FP32", "shape": list(out.shape),
-                                              "data": out.astype(np.float32).ravel().tolist()},
-                                             {"name": "class", "datatype": "INT64", "shape": [len(out)],
-                                              "data": out.argmax(axis=1).tolist()}]}  # fmt: skip
+                                 "outputs": self.outputs(w, list(out.shape), out)}  # fmt: skip
         if isinstance(body.get("id"), str):
             reply["id"] = body["id"]
         return JSONResponse(reply)
@@ -140,9 +157,11 @@ class Model:
         now = self.weights()
         inputs = now.inputs
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            if now.table is not None:
+                raise BadRequest("this network takes rows of a table as JSON, not an image upload", status=415)
             x = await self.uploaded(request, body, inputs, list(now.classes))
         else:
-            x = serving.rows_of(json_of(body), inputs)
+            x = serving.rows_of(json_of(body), inputs, now.table.features if now.table else None)
         w, out = await self.forward(x)
         return JSONResponse({"step": w.step, "checkpoint": w.source, "predictions": serving.answers(w, out)})
 

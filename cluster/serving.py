@@ -3,9 +3,11 @@ how it follows a run's newer checkpoints, and how a request's rows become the ne
 input. No Ray Serve here (cluster/serve_app.py wires this into a deployment), so the
 math of a response is tested without a server.
 
-Inputs are pixels in the datasets' own units, 0-255, as `nnps predict` reads them; the
-network sees them divided by 255, as in training. A response names the step of the
-weights that answered, so a client can tell which checkpoint it got.
+Inputs are in the data's own units, as `nnps predict` reads them: pixels 0-255, which the
+network sees divided by 255, or a table's feature values, which it sees standardized with
+the training rows' statistics (the checkpoint's); a regression's outputs are given back in
+its targets' units. A response names the step of the weights that answered, so a client
+can tell which checkpoint it got.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from nnps.core.errors import DataError, NnpsError
 from nnps.core.images import box_for, decode, side_of
 from nnps.core.network import Network
 from nnps.core.rundir import RunDir
+from nnps.core.tables import TableInfo
 
 MAX_ROWS = 1024  # rows in one request; a larger one is refused with 413
 MAX_BODY = 8 * 1024 * 1024  # bytes of one request body
@@ -44,23 +47,30 @@ class Weights:
     params: np.ndarray
     step: int
     source: str  # the checkpoint's name or path
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]  # output unit j's name: a class, or a regression's target
+    table: TableInfo | None = None  # a table network's features and scaling; None: images
 
     @classmethod
     def of(cls, ck: checkpoint.Checkpoint, source: str) -> "Weights":
-        checkpoint.images_only(ck, source, "nnps serve")
-        data = str(ck.meta.get("config", {}).get("data", ""))
-        names = tuple(catalog.class_names(data, ck.network.sizes[-1]))
-        return cls(ck.network, ck.params, ck.step, source, names)
+        if ck.table is not None:
+            names = ck.table.targets or ck.table.classes
+        else:
+            names = tuple(catalog.class_names(str(ck.meta.get("config", {}).get("data", "")), ck.network.sizes[-1]))
+        return cls(ck.network, ck.params, ck.step, source, tuple(names), ck.table)
 
     @property
     def inputs(self) -> int:
         return self.network.sizes[0]
 
-    def forward(self, pixels: np.ndarray) -> np.ndarray:
-        """Output activations (m, n_L) for pixel rows (m, n_0) in 0-255, as `nnps predict` computes them."""
-        x = pixels.astype(self.network.np_dtype, copy=False) * self.network.np_dtype.type(1 / 255)  # (m, n_0)
-        return self.network.last_layer(self.params, x)[1]  # (m, n_L)
+    def forward(self, rows: np.ndarray) -> np.ndarray:
+        """Output activations (m, n_L) for rows (m, n_0) in the data's units, as `nnps predict`
+        computes them; a regression's in its targets' units."""
+        x = rows.astype(self.network.np_dtype)  # (m, n_0), a copy to scale
+        if self.table is None:
+            x *= self.network.np_dtype.type(1 / 255)
+            return self.network.last_layer(self.params, x)[1]  # (m, n_L)
+        a = self.network.last_layer(self.params, self.table.scale(x))[1]
+        return self.table.unscale_targets(a) if self.table.targets else a
 
 
 def is_checkpoint_file(target: str) -> bool:
@@ -112,7 +122,7 @@ class Follower:
         self._stop.set()
 
 
-def tensor_of(body: Any, model: str, inputs: int) -> np.ndarray:
+def tensor_of(body: Any, model: str, inputs: int, pixels: bool = True) -> np.ndarray:
     """The rows of an Open Inference Protocol v2 request: one input tensor (m, inputs)."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or len(body["inputs"]) != 1:
         raise BadRequest(f'model {model} takes one input tensor: {{"inputs": [{{"name", "shape", "datatype", "data"}}]}}')
@@ -129,14 +139,19 @@ def tensor_of(body: Any, model: str, inputs: int) -> np.ndarray:
         a = np.asarray(data, dtype=DTYPES[t["datatype"]])
     except (ValueError, TypeError, OverflowError):
         raise BadRequest(f"data is not a list of {t['datatype']} numbers")
-    return checked(a.reshape(-1) if a.ndim else a, inputs, shape)
+    return checked(a.reshape(-1) if a.ndim else a, inputs, shape, pixels)
 
 
-def rows_of(body: Any, inputs: int) -> np.ndarray:
-    """The rows of a plain /predict JSON request: {"rows": [[...], ...]} (or "instances")."""
+def rows_of(body: Any, inputs: int, features: tuple[str, ...] | None = None) -> np.ndarray:
+    """The rows of a plain /predict JSON request: {"rows": [[...], ...]} (or "instances");
+    for a table network (`features`), a row may also be an object of values by column name."""
     rows = body.get("rows", body.get("instances")) if isinstance(body, dict) else None
     if not isinstance(rows, list) or not rows:
-        raise BadRequest(f'expected {{"rows": [[{inputs} pixel values 0-255], ...]}}')
+        what = f"{inputs} values of {', '.join(features[:5])}{' ...' if len(features) > 5 else ''}" if features \
+            else f"{inputs} pixel values 0-255"  # fmt: skip
+        raise BadRequest(f'expected {{"rows": [[{what}], ...]}}')
+    if features and all(isinstance(r, dict) for r in rows):
+        rows = [by_name(r, features) for r in rows]
     try:
         a = np.asarray(rows, dtype=np.float64)
     except (ValueError, TypeError, OverflowError):
@@ -145,11 +160,20 @@ def rows_of(body: Any, inputs: int) -> np.ndarray:
         a = a[None, :]
     if a.ndim != 2:
         raise BadRequest(f"rows must be lists of {inputs} numbers each")
-    return checked(a.reshape(-1), inputs, list(a.shape))
+    return checked(a.reshape(-1), inputs, list(a.shape), features is None)
 
 
-def checked(flat: np.ndarray, inputs: int, shape: list[int]) -> np.ndarray:
-    """`flat` as (rows, inputs) if `shape` says so and the values are pixels."""
+def by_name(row: dict[str, Any], features: tuple[str, ...]) -> list[Any]:
+    """A row given as {column: value} in the network's feature order."""
+    missing = [f for f in features if f not in row]
+    if missing:
+        raise BadRequest(f"a row lacks column {missing[0]!r}; the network takes {', '.join(features[:20])}")
+    return [row[f] for f in features]
+
+
+def checked(flat: np.ndarray, inputs: int, shape: list[int], pixels: bool = True) -> np.ndarray:
+    """`flat` as (rows, inputs) if `shape` says so and the values are pixels (or, for a table,
+    finite numbers)."""
     rows = shape[0]
     if len(shape) != 2 or shape[1] != inputs:
         raise BadRequest(f"shape {shape} does not fit the network: it takes [rows, {inputs}]")
@@ -157,13 +181,18 @@ def checked(flat: np.ndarray, inputs: int, shape: list[int]) -> np.ndarray:
         raise BadRequest(f"{rows} rows in one request; at most {MAX_ROWS}", status=413)
     if flat.size != rows * inputs:
         raise BadRequest(f"data holds {flat.size} values, shape {shape} needs {rows * inputs}")
-    if not np.all(np.isfinite(flat)) or flat.min() < 0 or flat.max() > 255:
+    if not np.all(np.isfinite(flat)):
+        raise BadRequest("values must be finite numbers")
+    if pixels and (flat.min() < 0 or flat.max() > 255):
         raise BadRequest("pixel values must be finite and within 0-255")
     return flat.reshape(rows, inputs)
 
 
 def answers(w: Weights, out: np.ndarray) -> list[dict[str, Any]]:
-    """/predict's per-row answer: class, its name, the output activations (probabilities for softmax)."""
+    """/predict's per-row answer: class, its name, the output activations (probabilities for
+    softmax); a regression's: each target's value."""
+    if w.network.regression:
+        return [{"values": dict(zip(w.classes, map(float, a)))} for a in out]
     rows = []
     for a in out:
         c = int(a.argmax())

@@ -262,3 +262,59 @@ def test_bad_flags_and_targets_are_one_line(served, tmp_path: Path) -> None:
         for args, message in cases:
             r = subprocess.run([NNPS, "serve", *args], capture_output=True, text=True, timeout=60)
             assert r.returncode == 1 and r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_a_table_network_is_served_in_its_columns_units(tmp_path: Path) -> None:
+    """A classifier trained on a table answers rows of raw feature values (as arrays or by
+    column name) as `nnps predict` answers the same rows from a CSV; a regression's answers
+    come back in its target's units. Checked against a forward pass written here."""
+    from sklearn.datasets import load_wine
+
+    wine = load_wine()
+    names = [f"f{j}" for j in range(13)]
+    table = tmp_path / "wine.csv"
+    kinds = np.array(["barolo", "grignolino", "barbera"])[wine.target]
+    table.write_text(",".join([*names, "kind", "alcohol_next"]) + "\n" + "".join(
+        ",".join([*map(str, row), kind, str(row[0] + 0.5 * row[9])]) + "\n" for row, kind in zip(wine.data, kinds)))
+    common = ["--data", str(table), "--hidden", "8", "--epochs", "5", "--workers", "0"]
+    subprocess.run([NNPS, "train", *common, "--label", "kind", "--features", ",".join(names), "--lr", "0.5",
+                    "--run-dir", str(tmp_path / "kind")], check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run([NNPS, "train", *common, "--task", "regress", "--label", "alcohol_next", "--features",
+                    ",".join(names), "--optimizer", "adam", "--lr", "0.01", "--run-dir", str(tmp_path / "next")],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    rows = wine.data[:4]
+    (tmp_path / "rows.csv").write_text(",".join(names) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    expected = json.loads(subprocess.run([NNPS, "predict", str(tmp_path / "kind"), str(tmp_path / "rows.csv"),
+                                          "--json"], check=True, capture_output=True, text=True).stdout)  # fmt: skip
+    with np.load(tmp_path / "kind" / "final.npz") as z:
+        table_meta = json.loads(str(z["meta"]))["table"]
+        ws, bs = [z["w1"], z["w2"]], [z["b1"], z["b2"]]
+    a = (rows - np.array(table_meta["mean"])) / np.array(table_meta["std"])
+    for w, b in zip(ws, bs):
+        a = 1 / (1 + np.exp(-(a @ w.T + b)))
+    s = Served(tmp_path / "kind")
+    try:
+        status, reply = call(s.url + "/predict", json.dumps({"rows": rows.tolist()}).encode())
+        assert status == 200, reply
+        got = np.array([p["activations"] for p in reply["predictions"]])
+        np.testing.assert_allclose(got, a, rtol=1e-5, atol=1e-6)
+        assert [p["label"] for p in reply["predictions"]] == [e["label"] for e in expected]
+        by_name = [dict(zip(names, map(float, r))) for r in rows]
+        assert call(s.url + "/predict", json.dumps({"rows": by_name}).encode())[1]["predictions"] == reply["predictions"]
+        status, meta = call(s.url + "/v2/models/kind")
+        assert meta["parameters"]["classes"] == ["barbera", "barolo", "grignolino"]
+        assert meta["parameters"]["table"]["features"] == names
+        status, reply = call(s.url + "/predict", json.dumps({"rows": [{"f0": 1.0}]}).encode())
+        assert status == 400 and reply["error"].startswith("a row lacks column 'f1'; the network takes f0, f1"), reply
+        status, reply = call(s.url + "/predict", *multipart("digit.png", b"\x89PNG"))
+        assert status == 415 and "rows of a table as JSON" in reply["error"], reply
+    finally:
+        s.stop()
+    from nnps.cluster import serving
+
+    w = serving.load_weights(str(tmp_path / "next"))
+    values = [p["values"]["alcohol_next"] for p in serving.answers(w, w.forward(rows))]
+    predicted = json.loads(subprocess.run([NNPS, "predict", str(tmp_path / "next"), str(tmp_path / "rows.csv"),
+                                           "--json"], check=True, capture_output=True, text=True).stdout)  # fmt: skip
+    np.testing.assert_allclose(values, [p["values"]["alcohol_next"] for p in predicted], rtol=1e-5)
+    assert all(abs(v - t) < 3 for v, t in zip(values, rows[:, 0] + 0.5 * rows[:, 9]))  # in the target's units (13-17)
