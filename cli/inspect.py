@@ -11,7 +11,9 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 
+import nnps
 from nnps.cli import pictures
+from nnps.cli.inspect_table import inspect_table
 from nnps.cli.errors import handle_errors
 from nnps.core.images import box_for, read_image
 from nnps.core import catalog, checkpoint
@@ -36,7 +38,7 @@ def _open(target: str) -> tuple[checkpoint.Checkpoint, RunDir | None]:
 @handle_errors
 def inspect(
     target: Annotated[str, typer.Argument(metavar="CHECKPOINT|RUN_DIR", help="A checkpoint .npz, or a run directory (its final.npz)")],
-    image: Annotated[Optional[str], typer.Argument(metavar="[IMAGE]", help="A test-set index, an image file, or IDXFILE:INDEX (default: test image 0)")] = None,
+    image: Annotated[Optional[str], typer.Argument(metavar="[IMAGE|ROW]", help="A test-set index, an image file, or IDXFILE:INDEX (default: test image 0); for a network trained on a table: a test-row index, or a CSV/Parquet FILE[:N] with the label column (its row N, from 1)")] = None,
     out: Annotated[Path, typer.Option(help="Directory for the PNGs")] = Path("inspect"),
     data: Annotated[Optional[str], typer.Option(help="Dataset (default: the one the checkpoint was trained on)")] = None,
     label: Annotated[Optional[int], typer.Option(help="True label of an IMAGE file (deltas are computed against it)")] = None,
@@ -44,14 +46,17 @@ def inspect(
     batch_size: Annotated[Optional[int], typer.Option(help="The mini-batch to split (default: the run's)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON instead of the file list")] = False,
 ) -> None:  # fmt: skip
-    """Pictures of the inside: W^1 as images, every layer and BP1-BP4 for one input, the test set's
-    confusion and worst mistakes, and a mini-batch's shard sums against the whole batch."""
+    """Pictures of the inside: W^1 as images (a table's: over its features), every layer and BP1-BP4
+    for one input, the test set's confusion and worst mistakes (a regression's: predicted against
+    true), and a mini-batch's shard sums against the whole batch."""
     if shards < 1:
         raise ConfigError(f"--shards must be >= 1, got {shards}")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     ck, rd = _open(target)
-    checkpoint.images_only(ck, target, "nnps inspect")
+    if ck.table is not None:
+        model = nnps.Model(ck, target, nnps.model.trained_with(ck))
+        return inspect_table(model, image, out, shards, batch_size, json_out)
     net, params = ck.network, ck.params
     config = ck.meta.get("config", {})
     ds = catalog.load(data or config.get("data") or "mnist")

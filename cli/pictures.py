@@ -59,14 +59,18 @@ def neuron_grid(rows: Array, side: tuple[int, int], title: str, labels: Sequence
     return fig
 
 
-def heat(matrix: Array, title: str, xlabel: str, ylabel: str) -> Any:
-    """A layer's weights (or gradient) W^l, (n_l, n_{l-1}), each row scaled to its own max."""
+def heat(matrix: Array, title: str, xlabel: str, ylabel: str, columns: Sequence[str] | None = None) -> Any:
+    """A layer's weights (or gradient) W^l, (n_l, n_{l-1}), each row scaled to its own max;
+    `columns`: the inputs' names (a table's features), written under their columns."""
     plt = pyplot()
     scale = np.max(np.abs(matrix), axis=1, keepdims=True)
     scaled = matrix / np.where(scale == 0, 1, scale)
-    fig, ax = plt.subplots(figsize=(min(12, 2 + matrix.shape[1] / 12), min(9, 1.5 + matrix.shape[0] / 10)))
+    width = 2 + matrix.shape[1] / (3 if columns is not None else 12)
+    fig, ax = plt.subplots(figsize=(min(14, max(width, 5)), min(9, 1.5 + matrix.shape[0] / 10)))
     im = ax.imshow(scaled, cmap=DIVERGING, vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if columns is not None and len(columns) <= 80:
+        ax.set_xticks(range(len(columns)), list(columns), rotation=60, ha="right", fontsize=7)
     fig.colorbar(im, ax=ax, fraction=0.03, label="per-neuron scale")
     fig.tight_layout()
     return fig
@@ -83,17 +87,27 @@ def _strip(ax: Any, values: Array, title: str, diverging: bool) -> None:
     ax.set_title(f"{title}  [{values.min():.3g}, {values.max():.3g}]", fontsize=8, loc="left")
 
 
-def forward_and_backward(inside: Inside, side: tuple[int, int], names: Sequence[str]) -> Any:
-    """The image, each layer's z^l and a^l, delta^L (BP1), delta^l (BP2), dC/db^l (BP3), and
-    the ten outputs beside the one-hot target."""
+def forward_and_backward(inside: Inside, side: tuple[int, int], names: Sequence[str],
+                         features: Sequence[str] | None = None) -> Any:  # fmt: skip
+    """The input, each layer's z^l and a^l, delta^L (BP1), delta^l (BP2), dC/db^l (BP3), and
+    the outputs beside the target. A table's row (`features`: its columns) is drawn as bars."""
     plt = pyplot()
     L = len(inside.zs)
     fig = plt.figure(figsize=(13, 2.2 + 1.3 * L))
     grid = fig.add_gridspec(L + 1, 4, width_ratios=[1.1, 3, 3, 3])
     ax = fig.add_subplot(grid[:, 0])
-    ax.imshow(inside.pixels.reshape(side), cmap="gray")
-    ax.set_title(f"x: true {names[inside.label]}, predicted {names[inside.prediction]}", fontsize=9)
-    ax.set_axis_off()
+    said = (f"true {names[inside.label]}, predicted {names[inside.prediction]}" if isinstance(inside.label, int)
+            else "a row and its targets")  # fmt: skip
+    if features is None:
+        ax.imshow(inside.pixels.reshape(side), cmap="gray")
+        ax.set_axis_off()
+    else:
+        shown = min(len(features), 40)
+        ax.barh(range(shown), inside.pixels[:shown], color=np.where(inside.pixels[:shown] < 0, "tab:blue", "tab:red"))
+        ax.set_yticks(range(shown), list(features[:shown]), fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xlabel("standardized value", fontsize=7)
+    ax.set_title(f"x: {said}", fontsize=9)
     for l in range(L):
         n = l + 1
         _strip(fig.add_subplot(grid[l, 1]), inside.zs[l], f"z^{n} = W^{n} a^{n - 1} + b^{n}", True)
@@ -104,7 +118,8 @@ def forward_and_backward(inside: Inside, side: tuple[int, int], names: Sequence[
     ax = fig.add_subplot(grid[L, 1:])
     k = np.arange(len(inside.output))
     ax.bar(k - 0.2, inside.output, 0.4, label="a^L (output)")
-    ax.bar(k + 0.2, inside.target, 0.4, label="y (one-hot target)", color="tab:gray")
+    ax.bar(k + 0.2, inside.target, 0.4, label="y (one-hot target)" if isinstance(inside.label, int)
+           else "y (the targets, standardized)", color="tab:gray")  # fmt: skip
     ax.set_xticks(k, list(names), fontsize=7)
     ax.set_title(f"the outputs beside the target; C_x = {inside.cost:.4f}", fontsize=9)
     ax.legend(fontsize=7)

@@ -31,8 +31,8 @@ def side_of(n: int) -> tuple[int, int]:
 class Inside:
     """One input through the network: l = 1..L are list positions 0..L-1."""
 
-    pixels: Array  # (n_0,) uint8, as stored
-    label: int  # the true label: delta^L is computed against its one-hot target
+    pixels: Array  # (n_0,) the input as stored: uint8 pixels, or a table's standardized row
+    label: Array | int  # the true label: a class (delta^L against its one-hot target), or a regression's targets
     zs: list[Array]  # z^l, (n_l,)
     activations: list[Array]  # a^0 = x, a^1 .. a^L, (n_l,)
     deltas: list[Array]  # delta^l: BP1 for l = L, BP2 below, (n_l,)
@@ -46,6 +46,9 @@ class Inside:
 
     @property
     def target(self) -> Array:
+        """y: the one-hot target of a class, or a regression's targets as they are."""
+        if isinstance(self.label, np.ndarray):
+            return self.label.astype(self.output.dtype)
         y = np.zeros_like(self.output)
         y[self.label] = 1
         return y
@@ -55,14 +58,22 @@ class Inside:
         return int(self.output.argmax())
 
 
-def look_inside(network: Network, params: Array, pixels: Array, label: int) -> Inside:
-    """Forward and backward for one image (uint8 pixels, scaled as a worker scales a shard)."""
-    x = pixels.reshape(1, -1) * network.np_dtype.type(1.0 / 255.0)  # (1, n_0), as ShardWorker
+def input_scale(network: Network, stored: Array) -> float:
+    """What a worker multiplies stored inputs by: 1/255 for uint8 pixels, 1 for a table's rows."""
+    return network.np_dtype.type(1.0 / 255.0 if stored.dtype == np.uint8 else 1.0)
+
+
+def look_inside(network: Network, params: Array, pixels: Array, label: Array | int) -> Inside:
+    """Forward and backward for one input (uint8 pixels or a table's standardized row, scaled
+    as a worker scales a shard) against its label: a class, or a regression's targets (n_L,)."""
+    x = pixels.reshape(1, -1) * input_scale(network, pixels)  # (1, n_0), as ShardWorker
     out = np.empty(network.layout.size, network.np_dtype)
     trace: dict[str, list[Array]] = {}
-    cost, _ = network.gradient_sums(params, x, np.array([label]), out, trace=trace)
+    labels = np.asarray(label).reshape(1, -1) if network.regression else np.array([label])
+    cost, _ = network.gradient_sums(params, x, labels, out, trace=trace)
     nabla_w, nabla_b = network.layout.views(out)
-    return Inside(pixels.reshape(-1), int(label), [z[0] for z in trace["zs"]], [a[0] for a in trace["activations"]],
+    kept = np.asarray(label, dtype=np.float64).reshape(-1) if network.regression else int(label)
+    return Inside(pixels.reshape(-1), kept, [z[0] for z in trace["zs"]], [a[0] for a in trace["activations"]],
                   [d[0] for d in trace["deltas"]], [b.copy() for b in nabla_b], [w.copy() for w in nabla_w],
                   float(cost))  # fmt: skip
 
@@ -110,13 +121,16 @@ class Mistakes:
     worst: Array  # indices of the wrong predictions, most confident first
 
 
+def outputs(network: Network, params: Array, x: Array, chunk: int = 5000) -> Array:
+    """a^L over a split's stored inputs (m, n_0), in chunks as evaluation runs: (m, n_L)."""
+    parts = [network.last_layer(params, x[lo : lo + chunk] * input_scale(network, x))[1] for lo in range(0, len(x), chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, network.sizes[-1]))
+
+
 def mistakes(network: Network, params: Array, x: Array, labels: Array, chunk: int = 5000) -> Mistakes:
     """Predictions over a split (in chunks, as evaluation runs), its confusion matrix, and its
     wrong answers ordered by how sure the network was of them."""
-    outputs = []
-    for lo in range(0, len(labels), chunk):
-        outputs.append(network.last_layer(params, x[lo : lo + chunk] * network.np_dtype.type(1.0 / 255.0))[1])
-    a = np.concatenate(outputs) if outputs else np.zeros((0, network.sizes[-1]))
+    a = outputs(network, params, x, chunk)
     predicted = a.argmax(axis=1)
     n = network.sizes[-1]
     confusion = np.bincount(labels.astype(np.int64) * n + predicted, minlength=n * n).reshape(n, n)

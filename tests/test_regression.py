@@ -76,6 +76,13 @@ def test_regression_scores_are_scikit_learns_on_the_same_predictions(tmp_path: P
     assert got["r2"] > 0.3  # it learned: a constant prediction scores 0
     last = json.loads((rd / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["test_r2"] == pytest.approx(got["r2"]) and "test_accuracy" not in last
+    # inspect: test row 0 through the network, and the test rows' R^2
+    ins = runner.invoke(app, ["inspect", str(rd), "--json"])
+    assert ins.exit_code == 0, ins.output
+    inside = json.loads(ins.stdout)
+    assert inside["test"]["r2"] == pytest.approx(r2_score(y_test, predicted), abs=1e-4)
+    assert np.allclose(inside["output"], y_scaler.transform(predicted[:1])[0], atol=1e-4)  # standardized units
+    assert np.allclose(inside["target"], y_scaler.transform(y_test[:1])[0], atol=1e-5)
     # predict: each row's targets in their own units
     pq.write_table(test_t.drop(targets).slice(0, 3), tmp_path / "new.parquet")
     pred = runner.invoke(app, ["predict", str(rd), str(tmp_path / "new.parquet"), "--json"])

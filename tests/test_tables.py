@@ -198,13 +198,30 @@ def test_table_flags_with_images_are_refused(tiny_npz: Path, capsys) -> None:
     assert (rc, err) == (1, "error: --label kind does nothing here: it applies with a table: --data a CSV or Parquet source\n")
 
 
-def test_image_tools_refuse_a_table_network_in_one_line(tmp_path: Path, capsys) -> None:
+def test_inspect_draws_a_table_network_over_its_features(tmp_path: Path, capsys) -> None:
+    """nnps inspect on a table: one test row's output and the test rows' confusion against a
+    forward pass written here; the pictures it names exist; a file row needs its label."""
     data, rd = write(wine_table(), tmp_path / "wine.parquet"), tmp_path / "run"
-    assert runner.invoke(app, ["train", "--data", data, "--label", "cultivar", "--epochs", "1", "--workers", "0",
-                               "--run-dir", str(rd)]).exit_code == 0  # fmt: skip
-    rc, _, err = run_main(["inspect", str(rd), "--out", str(tmp_path / "pics")], capsys)
-    assert (rc, err) == (1, f"error: {rd}: its network reads rows of a table (13 features); nnps inspect works on "
-                            f"networks trained on images\n")  # fmt: skip
+    assert runner.invoke(app, ["train", "--data", data, "--label", "cultivar", "--epochs", "3", "--lr", "1.0",
+                               "--workers", "0", "--run-dir", str(rd)]).exit_code == 0  # fmt: skip
+    ds = table_rows.load(TrainConfig.from_dict(json.loads((rd / "config.json").read_text())))
+    res = runner.invoke(app, ["inspect", str(rd), "2", "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    a = outputs(rd / "final.npz", ds.x_test)  # (m, 3)
+    assert got["input"] == "test row 2" and got["features"] == [c for c in wine_table().column_names if c != "cultivar"]
+    assert np.allclose(got["output"], a[2], atol=1e-6) and got["target"] == list(np.eye(3)[ds.y_test[2]])
+    expected = np.zeros((3, 3), int)
+    np.add.at(expected, (ds.y_test, a.argmax(axis=1)), 1)
+    assert got["test"]["confusion"] == expected.tolist()
+    res = runner.invoke(app, ["inspect", str(rd), "--out", str(tmp_path / "pics")])
+    assert res.exit_code == 0, res.output
+    names = ["weights-1.png", "weights-2.png", "input-layers.png", "input-bp4-w1.png", "confusion.png", "shards.png"]
+    assert res.stdout.split() == [str(tmp_path / "pics" / n) for n in names]
+    assert all((tmp_path / "pics" / n).read_bytes()[:4] == b"\x89PNG" for n in names)
+    rows = write(wine_table().drop(["cultivar"]), tmp_path / "rows.csv")
+    rc, _, err = run_main(["inspect", str(rd), f"{rows}:3"], capsys)
+    assert (rc, err) == (1, f"error: {rows}: no label column to compute the deltas against (give rows with their label)\n")
 
 
 def test_the_readme_table_block_runs_as_written(tmp_path: Path) -> None:
