@@ -79,8 +79,8 @@ def look_inside(network: Network, params: Array, pixels: Array, label: Array | i
 
 
 def forward_one(network: Network, params: Array, pixels: Array) -> list[Array]:
-    """a^0 .. a^L for one image: what `nnps ui` draws beside its canvas."""
-    x = pixels.reshape(1, -1) * network.np_dtype.type(1.0 / 255.0)
+    """a^0 .. a^L for one input (an image, or a table's standardized row): what `nnps ui` draws."""
+    x = pixels.reshape(1, -1) * input_scale(network, pixels)
     _, activations = network.forward(params, x)
     return [a[0] for a in activations]
 

@@ -192,6 +192,81 @@ def test_page_follows_a_run_draws_and_predicts_as_nnps_predict(browser, tmp_path
         server.communicate(timeout=30)
 
 
+def table_outputs(final: Path, x: np.ndarray, hidden: str) -> np.ndarray:
+    """a^L in float64 from the checkpoint's arrays, for standardized rows: hidden s(W a + b), then the output."""
+    with np.load(final) as z:
+        ws, bs = [z["w1"], z["w2"]], [z["b1"], z["b2"]]
+        regression = json.loads(str(z["meta"]))["output"] == "linear"
+    act = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh}
+    a = act[hidden](x.astype(np.float64) @ ws[0].T + bs[0])
+    z2 = a @ ws[1].T + bs[1]
+    return z2 if regression else act["sigmoid"](z2)
+
+
+def test_page_shows_a_table_run_with_a_row_form(browser, tmp_path: Path) -> None:
+    """A classifier trained on a table: the page shows a form of its features instead of the pad,
+    filled from a test row, and its answer is the network's for that row; a regression's test
+    rows are drawn predicted against true, in the target's units."""
+    from selenium.webdriver.common.by import By
+
+    from nnps.core import table_rows
+    from nnps.core.config import TrainConfig
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3)) * [1, 10, 100]
+    kind = np.where(x[:, 0] + x[:, 1] / 10 > 0, "up", "down")
+    (tmp_path / "t.csv").write_text("a,b,c,kind,score\n" + "".join(
+        f"{r[0]},{r[1]},{r[2]},{k},{r[0] * 3 + r[1] / 5}\n" for r, k in zip(x, kind)))
+    common = ["--data", str(tmp_path / "t.csv"), "--features", "a,b,c", "--hidden", "8", "--epochs", "8", "--workers", "0"]
+    assert nnps("train", *common, "--label", "kind", "--lr", "1.0", "--run-dir", str(tmp_path / "kinds"),
+                stdout=subprocess.DEVNULL).wait(timeout=300) == 0  # fmt: skip
+    assert nnps("train", *common, "--task", "regress", "--label", "score", "--activation", "tanh", "--optimizer",
+                "adam", "--lr", "0.01", "--run-dir", str(tmp_path / "scores"), stdout=subprocess.DEVNULL).wait(
+        timeout=300) == 0  # fmt: skip
+    server, url = serve(str(tmp_path / "kinds"), str(tmp_path / "scores"))
+    try:
+        browser.get(url)
+        text = lambda i: browser.find_element(By.ID, i).text  # noqa: E731
+        wait_for(lambda: text("row-truth").startswith("true: "), what="test row 0 in the form")
+        assert not browser.find_element(By.ID, "row-panel").get_attribute("hidden")
+        assert browser.find_element(By.CSS_SELECTOR, "figure.draw").get_attribute("hidden") is not None
+        assert text("run-info").startswith("network 3-8-2")
+        index = browser.find_element(By.ID, "row-index")
+        index.clear()
+        index.send_keys("5")
+        browser.find_element(By.ID, "row-load").click()
+        config = TrainConfig.from_dict(json.loads((tmp_path / "kinds" / "config.json").read_text()))
+        ds = table_rows.load(config)
+        names = ["down", "up"]
+        wait_for(lambda: text("row-truth") == f"true: {names[ds.y_test[5]]}", what="test row 5")
+        expected = names[int(table_outputs(tmp_path / "kinds" / "final.npz", ds.x_test[5:6], "sigmoid")[0].argmax())]
+        wait_for(lambda: text("row-prediction") == expected, what="the answer for test row 5")
+        browser.save_screenshot(str(ARTIFACTS / "table-row.png"))
+        # a value changed by hand: the answer follows
+        box = browser.find_elements(By.CSS_SELECTOR, "#row-form input")[0]
+        box.clear()
+        box.send_keys("-50")
+        browser.find_element(By.ID, "row-predict").click()
+        wait_for(lambda: text("row-prediction") == "down", what="a row far on the down side")
+        # the regression: its test rows predicted against true, in the score's units
+        browser.find_elements(By.CSS_SELECTOR, "#runs li")[1].click()
+        scatter = wait_for(lambda: browser.execute_script("return window.nnpsScatter"), what="the scatter")
+        config = TrainConfig.from_dict(json.loads((tmp_path / "scores" / "config.json").read_text()))
+        ds = table_rows.load(config)
+        info = ds.table
+        assert scatter["targets"] == ["score"]
+        true = ds.y_test[:, 0] * info.target_std[0] + info.target_mean[0]
+        predicted = table_outputs(tmp_path / "scores" / "final.npz", ds.x_test, "tanh")[:, 0]
+        assert np.allclose(scatter["true"][0], true, rtol=1e-5)
+        assert np.allclose(scatter["predicted"][0], predicted * info.target_std[0] + info.target_mean[0], rtol=1e-4)
+        assert text("confusion-note").startswith("final.npz: test R^2 0.")
+        browser.save_screenshot(str(ARTIFACTS / "table-regression.png"))
+        assert text("error") == ""
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
 def request(url: str, data: bytes | None = None) -> tuple[int, dict]:
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
     try:

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from nnps.core import catalog, checkpoint, tables
+from nnps.core import catalog, checkpoint, table_rows, tables
+from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
-from nnps.core.errors import DataError, NnpsError
+from nnps.core.errors import NnpsError
 from nnps.core.images import box_for, centred
-from nnps.core.inspect import Mistakes, forward_one, mistakes, side_of
+from nnps.core.inspect import Mistakes, forward_one, mistakes, outputs, side_of
 from nnps.core.rundir import RunDir
 
 
@@ -61,7 +62,16 @@ class Run:
                 "workers": config.get("workers"), "address": config.get("address"),
                 "transport": (last.get("channels") or {}).get("steps"), "epochs": config.get("epochs"), "epochs_done": last.get("epoch", 0),
                 "examples_per_s": last.get("examples_per_s"), "test_accuracy": last.get("test_accuracy"),
+                "test_r2": last.get("test_r2"), "table": self.table_of(config),
                 "snapshots": [e for e, _ in self.dir.weight_snapshots()], "checkpoint": self.dir.latest_checkpoint()}  # fmt: skip
+
+    def table_of(self, config: dict[str, Any]) -> dict[str, Any] | None:
+        """A table run's features and classes (or targets), for the page's row form; None for images."""
+        if not tables.is_table(str(config.get("data") or "")) or self.dir.latest_checkpoint() is None:
+            return None
+        info = self.latest()[1].table
+        return None if info is None else {"features": list(info.features), "classes": list(info.classes),
+                                          "targets": list(info.targets)}  # fmt: skip
 
     def latest(self) -> tuple[str, checkpoint.Checkpoint]:
         """The newest checkpoint, loaded once per name."""
@@ -75,15 +85,67 @@ class Run:
             return name, self._cache["ckpt"]
 
     def dataset(self) -> Dataset:
+        """The run's test set: images, or a table's own test rows as the run read them."""
+        config = self.config()
+        table = tables.is_table(str(config.get("data") or ""))
+        info = self.latest()[1].table if table else None
         with self._lock:
             if "data" not in self._cache:
-                if tables.is_table(str(self.config().get("data") or "")):
-                    raise DataError(f"{self.uri}: trained on a table; the page draws test images of image runs")
-                self._cache["data"] = catalog.load(self.config().get("data") or "mnist")
+                if info is not None:
+                    self._cache["data"] = table_rows.load(TrainConfig.from_dict(config), info=info)
+                else:
+                    self._cache["data"] = catalog.load(config.get("data") or "mnist")
             return self._cache["data"]
 
     def classes(self, n: int) -> list[str]:
+        """Output unit j's name: a class (a table's, from its checkpoint), or a regression's target."""
+        if tables.is_table(str(self.config().get("data") or "")):
+            info = self.latest()[1].table
+            if info is not None:
+                return list(info.targets or info.classes)
         return catalog.class_names(str(self.config().get("data", "")), n)
+
+    def test_row(self, k: int) -> dict[str, Any]:
+        """Test row k of a table run, in its columns' own units: its features and its label."""
+        ds, info = self.dataset(), self.latest()[1].table
+        if info is None:
+            raise NotFound(f"{self.uri}: not trained on a table; its test set is images")
+        if not 0 <= k < len(ds.y_test):
+            raise NotFound(f"no test row {k}: this run has {len(ds.y_test)} (0..{len(ds.y_test) - 1})")
+        x = ds.x_test[k].astype(np.float64)
+        if info.mean is not None and info.std is not None:
+            x = x * np.asarray(info.std) + np.asarray(info.mean)
+        label: Any = (info.unscale_targets(ds.y_test[k : k + 1])[0].tolist() if info.targets
+                      else info.classes[int(ds.y_test[k])])  # fmt: skip
+        return {"row": k, "values": x.tolist(), "label": label}
+
+    def predict_row(self, values: np.ndarray) -> dict[str, Any]:
+        """The network's answer for one row of a table, in its columns' units (scaled as training did)."""
+        name, ck = self.latest()
+        if ck.table is None:
+            raise ValueError("this run's network takes images: send pixels")
+        if values.size != len(ck.table.features):
+            raise ValueError(f"{values.size} values: the network takes {len(ck.table.features)} "
+                             f"({', '.join(ck.table.features[:10])}{' ...' if len(ck.table.features) > 10 else ''})")  # fmt: skip
+        x = ck.table.scale(values.astype(ck.network.np_dtype).reshape(1, -1))[0]
+        activations = forward_one(ck.network, ck.params, x)
+        out = activations[-1]
+        names = self.classes(len(out))
+        answer: dict[str, Any] = {"checkpoint": name, "outputs": out.astype(float).tolist(),
+                                  "activations": [a.astype(float).tolist() for a in activations[1:]]}  # fmt: skip
+        if ck.table.targets:
+            return {**answer, "values": dict(zip(names, ck.table.unscale_targets(out[None, :])[0].tolist()))}
+        return {**answer, "prediction": int(out.argmax()), "label": names[int(out.argmax())]}
+
+    def scatter(self) -> dict[str, Any]:
+        """A regression's test rows: true and predicted values of each target, in their units."""
+        name, ck = self.latest()
+        ds = self.dataset()
+        assert ck.table is not None
+        predicted = ck.table.unscale_targets(outputs(ck.network, ck.params, ds.x_test))
+        true = ck.table.unscale_targets(ds.y_test)
+        return {"checkpoint": name, "targets": list(ck.table.targets), "true": true.T.tolist(),
+                "predicted": predicted.T.tolist()}  # fmt: skip
 
     def predict(self, drawn: np.ndarray) -> dict[str, Any]:
         """The network's answer for a square image drawn on the pad (any size: it is fitted

@@ -110,6 +110,8 @@ async def predict(request: web.Request) -> web.Response:
         raise ValueError(f"the body is not JSON ({e})")
     except RecursionError:
         raise ValueError("the body nests too deeply to be a request")
+    if isinstance(body, dict) and "row" in body:  # a table's row, in its columns' units
+        return web.json_response(await in_thread(run.predict_row, numbers(body["row"])))
     pixels = body.get("pixels") if isinstance(body, dict) else None
     if not isinstance(pixels, list) or not 0 < len(pixels) <= MAX_PIXELS:
         raise ValueError(f'expected {{"pixels": [up to {MAX_PIXELS} numbers 0-255]}}')
@@ -122,8 +124,31 @@ async def predict(request: web.Request) -> web.Response:
     return web.json_response(await in_thread(run.predict, np.rint(a).astype(np.uint8)))
 
 
+def numbers(row: Any) -> np.ndarray:
+    """A table row from the page: a list of finite numbers."""
+    if not isinstance(row, list) or not 0 < len(row) <= MAX_PIXELS:
+        raise ValueError(f'expected {{"row": [the features\' values]}}')
+    try:
+        a = np.asarray(row, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("a row's values must be numbers")
+    if a.ndim != 1 or not np.all(np.isfinite(a)):
+        raise ValueError("a row's values must be finite numbers")
+    return a
+
+
+async def test_row(request: web.Request) -> web.Response:
+    k = request.match_info["k"]
+    if not k.isdigit():
+        raise ValueError(f"a test row is a number, got {k!r}")
+    return web.json_response(await in_thread(run_of(request).test_row, int(k)))
+
+
 async def confusion(request: web.Request) -> web.Response:
     run = run_of(request)
+    summary = await in_thread(run.summary)
+    if summary["table"] and summary["table"]["targets"]:  # a regression: predicted against true instead
+        return web.json_response({"scatter": await in_thread(run.scatter), "r2": summary.get("test_r2")})
     name, m = await in_thread(run.test_mistakes)
     n = len(m.confusion)
     return web.json_response({"checkpoint": name, "confusion": m.confusion.tolist(), "classes": run.classes(n),
@@ -138,6 +163,8 @@ async def confusion_cell(request: web.Request) -> web.Response:
     if not (t.isdigit() and p.isdigit() and int(t) < n and int(p) < n):
         raise NotFound(f"no cell ({t}, {p}): classes are 0..{n - 1}")
     ds = await in_thread(run.dataset)
+    if ds.table is not None:
+        raise NotFound("a table's test rows are not images: pick one by its number")
     which = np.flatnonzero((ds.y_test == int(t)) & (m.predicted == int(p)))[: images.CELL_IMAGES]
     return web.Response(body=await in_thread(images.image_grid, ds.x_test[which], ds.image_shape),
                         content_type="image/png")  # fmt: skip
@@ -156,6 +183,7 @@ def make_app(runs: Callable[[], list[Run]]) -> web.Application:
         web.post("/api/runs/{i}/predict", predict),
         web.get("/api/runs/{i}/confusion", confusion),
         web.get("/api/runs/{i}/confusion/{t}/{p}.png", confusion_cell),
+        web.get("/api/runs/{i}/rows/{k}", test_row),
     ])  # fmt: skip
     return app
 

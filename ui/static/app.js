@@ -46,8 +46,10 @@ async function selectRun(id) {
 async function refresh() {
   const id = state.run;
   const summary = await api(`/api/runs/${id}`);
-  const c = summary.config;
-  const sizes = [c.hidden ? `784-${c.hidden.join("-")}-10` : ""];
+  const c = summary.config, table = summary.table;
+  const ends = table ? [table.features.length, (table.targets.length ? table.targets : table.classes).length] : [784, 10];
+  const sizes = [c.hidden ? [ends[0], ...c.hidden, ends[1]].join("-") : ""];
+  showTable(table);
   const transport = summary.transport ? Object.entries(summary.transport).filter(([, n]) => typeof n === "number" && n > 0)
     .map(([k, n]) => `${k} ${n}`).join(", ") : "";
   $("run-name").textContent = summary.name;
@@ -69,6 +71,41 @@ async function refresh() {
   }
 }
 
+// A table run: a form of its features instead of the drawing pad, filled from a test row.
+function showTable(table) {
+  $("row-panel").hidden = !table;
+  document.querySelector("figure.draw").hidden = !!table;
+  $("weights-over").textContent = table ? "features (each a column)" : "pixels";
+  state.table = table;
+  if (!table || state.formOf === state.run) return;
+  state.formOf = state.run;
+  $("row-form").replaceChildren(...table.features.map((name) => {
+    const label = document.createElement("label");
+    label.innerHTML = `<span>${escape(name)}</span><input type="number" step="any" value="0">`;
+    return label;
+  }));
+  loadRow().catch(showError);
+}
+
+async function loadRow() {
+  const r = await api(`/api/runs/${state.run}/rows/${Number($("row-index").value) || 0}`);
+  [...$("row-form").querySelectorAll("input")].forEach((input, j) => { input.value = r.values[j]; });
+  $("row-truth").textContent = `true: ${Array.isArray(r.label) ? r.label.map((v) => v.toPrecision(4)).join(", ") : r.label}`;
+  await predictRow();
+}
+
+async function predictRow() {
+  const row = [...$("row-form").querySelectorAll("input")].map((input) => Number(input.value));
+  const r = await api(`/api/runs/${state.run}/predict`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ row }) });
+  const names = state.table.targets.length ? state.table.targets : state.table.classes;
+  $("row-prediction").textContent = r.values ? Object.entries(r.values).map(([k, v]) => `${k} ${v.toPrecision(4)}`).join(", ")
+    : r.label;
+  $("row-outputs").replaceChildren(...(r.values ? [] : r.outputs.map((v, k) => bar(names[k], v))));
+  $("row-activations").replaceChildren(...r.activations.map(layerRow));
+  showError(null);
+}
+
 // What the page showed of the previous run goes when another is chosen.
 function forgetRun() {
   const slider = $("epoch-slider");
@@ -82,6 +119,11 @@ function forgetRun() {
   $("pred-label").textContent = "";
   $("outputs").replaceChildren();
   $("activations").replaceChildren();
+  for (const id of ["row-outputs", "row-activations"]) $(id).replaceChildren();
+  $("row-prediction").textContent = "-";
+  $("row-truth").textContent = "";
+  $("scatter").hidden = true;
+  state.formOf = null;
   $("seen").getContext("2d").clearRect(0, 0, $("seen").width, $("seen").height);
   window.nnpsLastPixels = null;
   if (padHasInk()) setTimeout(predictNow, 0);  // the drawing stays; the new run's answer for it
@@ -106,12 +148,15 @@ function drawCurves() {
   };
   line("train_cost", yCost, "#1f77b4");
   line("test_cost", yCost, "#ff7f0e");
-  line("test_accuracy", yAcc, "#2ca02c");
+  const score = "test_r2" in rows[0] ? "test_r2" : "test_accuracy";  // a regression's R^2 (below 0 drawn at 0)
+  line(score, (v) => yAcc(Math.max(0, v)), "#2ca02c");
+  document.querySelector(".legend .acc").textContent = score === "test_r2" ? "test R^2" : "test accuracy";
   g.fillStyle = "#444";
   g.fillText(top.toPrecision(3), 2, 16);
-  g.fillText("100%", canvas.width - 36, 16);
-  g.fillText(`epoch ${rows[rows.length - 1].epoch}: test accuracy ${(100 * rows[rows.length - 1].test_accuracy).toFixed(2)}%`,
-    48, canvas.height - 12);
+  const last = rows[rows.length - 1][score];
+  g.fillText(score === "test_r2" ? "R^2 1" : "100%", canvas.width - 36, 16);
+  g.fillText(`epoch ${rows[rows.length - 1].epoch}: ` + (score === "test_r2" ? `test R^2 ${last.toFixed(4)}`
+    : `test accuracy ${(100 * last).toFixed(2)}%`), 48, canvas.height - 12);
 }
 
 function updateSlider(epochs) {
@@ -232,6 +277,8 @@ async function loadConfusion() {
   $("confusion-note").textContent = "computing on the test set...";
   const c = await api(`/api/runs/${id}/confusion`);
   if (id !== state.run) return;
+  if (c.scatter) return drawScatter(c);
+  $("test-caption").textContent = "Confusion on the test set (rows: true, columns: predicted; click a cell)";
   $("confusion-note").textContent = `${c.checkpoint}: test accuracy ${(100 * c.accuracy).toFixed(2)}%`;
   const head = document.createElement("tr");
   head.innerHTML = "<th></th>" + c.classes.map((_, j) => `<th>${j}</th>`).join("");
@@ -252,7 +299,30 @@ async function loadConfusion() {
   $("confusion").replaceChildren(head, ...body);
 }
 
+// A regression's test rows: predicted against true, the first target, in its units.
+function drawScatter(c) {
+  const canvas = $("scatter"), g = canvas.getContext("2d"), s = c.scatter;
+  const t = s.true[0], p = s.predicted[0], all = t.concat(p);
+  const lo = Math.min(...all), hi = Math.max(...all), span = hi - lo || 1;
+  const at = (v, size, flip) => 30 + (flip ? 1 - (v - lo) / span : (v - lo) / span) * (size - 50);
+  canvas.hidden = false;
+  $("test-caption").textContent = `Test rows: predicted against true ${s.targets[0]} (its units)`;
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  g.strokeStyle = "#999"; g.beginPath();
+  g.moveTo(at(lo, canvas.width), at(lo, canvas.height, true)); g.lineTo(at(hi, canvas.width), at(hi, canvas.height, true));
+  g.stroke();
+  g.fillStyle = "rgba(31,119,180,0.6)";
+  t.forEach((v, i) => g.fillRect(at(v, canvas.width) - 2, at(p[i], canvas.height, true) - 2, 4, 4));
+  g.fillStyle = "#444";
+  g.fillText(`true ${s.targets[0]} →`, canvas.width - 110, canvas.height - 6);
+  g.fillText(`predicted ↑`, 4, 12);
+  $("confusion-note").textContent = `${s.checkpoint}: test R^2 ${c.r2 === null ? "-" : c.r2.toFixed(4)}, ${t.length} rows`;
+  window.nnpsScatter = s;
+}
+
 $("epoch-slider").addEventListener("input", showWeights);
+$("row-load").onclick = () => loadRow().catch(showError);
+$("row-predict").onclick = () => predictRow().catch(showError);
 clearPad();
 $("where").textContent = location.host;
 loadRuns().catch(showError);
