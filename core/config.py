@@ -17,6 +17,7 @@ from nnps.core.costs import COSTS
 from nnps.core.errors import ConfigError
 from nnps.core.network import DTYPES
 from nnps.core.optimizers import OPTIMIZERS, SCHEDULES
+from nnps.core.table_npz import has_test_rows
 from nnps.core.tables import is_table
 
 WEIGHT_INITS = ("normal", "scaled")
@@ -184,8 +185,9 @@ class TrainConfig:
             raise ConfigError(f"--test-fraction must be in (0, 1), got {self.test_fraction!r}")
         if self.test_fraction is not None and self.test_data:
             raise ConfigError(f"--test-data {self.test_data} and --test-fraction {self.test_fraction}: give one")
-        if is_table(self.data) and self.test_fraction is None and not self.test_data:
-            object.__setattr__(self, "test_fraction", 0.2)
+        if is_table(self.data) and self.test_fraction is None and not self.test_data and not (
+                self.data.lower().endswith(".npz") and has_test_rows(self.data)):
+            object.__setattr__(self, "test_fraction", 0.2)  # (an .npz table's own x_test, y_test are its test rows)
 
     def refuse_ignored(self, given: set[str]) -> None:
         """A flag given (on the command line) that this config would ignore is refused in one

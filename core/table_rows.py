@@ -17,6 +17,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.errors import DataError
 from nnps.core.table_labels import Vocabulary, class_indices, class_names
+from nnps.core.table_npz import arrow_table
 from nnps.core.tables import TEST_SALT, TableInfo, columns_of, open_source, standardization
 
 
@@ -38,12 +39,15 @@ def load(config: TrainConfig, info: TableInfo | None = None) -> Dataset:
     vocab = Vocabulary()  # a classifier's labels, as codes: train and test rows share it
     (x_train, y_train), (x_test, y_test) = read(source, config.data, features, labels, to_test, config.drop_missing,
                                                 targets, vocab)  # fmt: skip
-    if config.test_data:
-        test_source = open_source(config.test_data)
-        to_test = np.zeros(_count(test_source, config.test_data), dtype=bool)
-        columns_of(test_source, config.test_data, labels, tuple(features), targets)
-        (x_test, y_test), _ = read(test_source, config.test_data, features, labels, to_test, config.drop_missing,
-                                   targets, vocab)  # fmt: skip
+    test_data: Any = config.test_data
+    where = config.test_data or f"{config.data} (x_test, y_test)"
+    if not test_data and not config.test_fraction and config.data.lower().endswith(".npz"):  # its own test arrays
+        test_data = arrow_table(config.data, "test")
+    if test_data is not None:
+        test_source = open_source(test_data)
+        to_test = np.zeros(_count(test_source, where), dtype=bool)
+        columns_of(test_source, where, labels, tuple(features), targets)
+        (x_test, y_test), _ = read(test_source, where, features, labels, to_test, config.drop_missing, targets, vocab)
     if info is None:
         info = _describe(config, features, labels, x_train, y_train, vocab)
     y_train = outputs_of(info, y_train, config.data, vocab)

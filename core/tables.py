@@ -1,7 +1,8 @@
 """Tables of numeric features: CSV or Parquet, read with pyarrow.dataset.
 
 A source is a CSV or Parquet file, a directory of Parquet files (hive partitions fine) or
-a glob of either, on the local disk or any filesystem pyarrow reaches (s3://, gs://).
+a glob of either, on the local disk or any filesystem pyarrow reaches (s3://, gs://), or an
+.npz of float arrays (table_npz.py).
 `--label COL` names the classes' column; the features are `--features A,B,...` or every
 other column, so that none is left out silently. The classes are the sorted distinct
 training labels (integers or strings), their names kept in the checkpoint.
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from nnps.core.errors import DataError
+from nnps.core.table_npz import arrow_table, is_npz_table
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 MAX_COLUMNS = 100_000  # a header wider than this is refused from the schema, before any row is read
@@ -38,6 +40,8 @@ def is_table(source: str) -> bool:
     """Whether `--data source` names a table (not an image dataset or a catalog name)."""
     if "://" in source or any(c in source for c in "*?["):
         return True
+    if source.lower().endswith(".npz"):  # rows (n, d), or images (n, rows, cols)
+        return is_npz_table(source)
     if source.lower().endswith(SUFFIXES):
         return True
     path = Path(source).expanduser()
@@ -144,6 +148,8 @@ def open_source(source: Any) -> Any:
 
     if not isinstance(source, str):
         return pds.dataset(source)
+    if source.lower().endswith(".npz"):
+        return pds.dataset(arrow_table(source, "train"))
     try:
         if "://" in source:
             fs, path = pfs.FileSystem.from_uri(source)

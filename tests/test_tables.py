@@ -127,6 +127,25 @@ def test_a_table_trains_on_ray_workers_as_in_one_process(tmp_path: Path) -> None
     assert np.max(np.abs(a - b)) < 1e-9
 
 
+def test_an_npz_of_float_arrays_is_a_table_with_its_own_test_rows(tmp_path: Path) -> None:
+    wine = load_wine()
+    order = np.random.default_rng(2).permutation(178)
+    tr, te = order[:130], order[130:]
+    path = tmp_path / "wine.npz"
+    np.savez(path, x_train=wine.data[tr], y_train=wine.target[tr], x_test=wine.data[te], y_test=wine.target[te])
+    rd = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--data", str(path), "--hidden", "12", "--epochs", "8", "--lr", "1.0",
+                              "--workers", "0", "--run-dir", str(rd)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads((rd / "config.json").read_text())["test_fraction"] is None  # its x_test, y_test
+    ck = checkpoint.load(str(rd / "final.npz"))
+    assert ck.table is not None and ck.table.features == tuple(f"x{j}" for j in range(1, 14))
+    scaled = StandardScaler().fit(wine.data[tr]).transform(wine.data[te])
+    got = json.loads(runner.invoke(app, ["evaluate", str(rd), "--json"]).stdout)
+    expected = float(np.mean(outputs(rd / "final.npz", scaled).argmax(axis=1) == wine.target[te]))
+    assert (got["examples"], got["accuracy"]) == (48, pytest.approx(expected))
+
+
 def test_drop_missing_leaves_out_the_rows_with_a_gap(tmp_path: Path) -> None:
     path = tmp_path / "gaps.csv"
     path.write_text("a,b,y\n1,2,x\n3,,y\n5,6,\n7,8,x\n9,10,y\n")
