@@ -273,3 +273,26 @@ def test_the_readme_table_block_runs_as_written(tmp_path: Path) -> None:
     assert float(accuracy) > 0.8 and re.fullmatch(r"\['(high|low|mid)' '(high|low|mid)'\]", names), done.stdout
     assert re.fullmatch(r"\['(high|low|mid)'\] \[\[[0-9. ]+\]\]", one), one
     assert re.fullmatch(r"\[-?[0-9.]+\] [0-9.]+", regression), regression
+
+
+def test_the_quick_starts_table_block_runs_as_written(tmp_path: Path) -> None:
+    """README.md's quick-start table block, its paths as in the clone (.venv/bin, tests/data), its run in tmp_path."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text[text.index("\n## Quick start\n") : text.index("\n## A session\n")]
+                      .split("After `make train`", 1)[1], re.S)  # fmt: skip
+    assert block and "iris.csv" in block.group(1)
+    (tmp_path / ".venv").mkdir()
+    os.symlink(Path(sys.executable).parent, tmp_path / ".venv" / "bin")
+    os.symlink(repo / "tests", tmp_path / "tests")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(["bash", "-e", "-c", block.group(1)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"iris\.csv test: 30 examples, accuracy \d+\.\d\d%", done.stdout), done.stdout
+    assert (tmp_path / "runs" / "iris" / "final.npz").exists()
