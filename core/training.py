@@ -151,7 +151,9 @@ def _train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resume
     plan = plan_run(config, dataset, run_dir, resume, say)
     rows: list[dict[str, Any]] = []
     if run_dir is not None:
-        run_dir.write_atomic("config.json", config.to_json().encode())
+        # A table's columns and statistics beside the config, for whoever reads the run directory
+        saved = config if dataset.table is None else config.replace(extra={**config.extra, "table": dataset.table.to_meta()})
+        run_dir.write_atomic("config.json", saved.to_json().encode())
         # On resume, keep the epochs the checkpoint covers; later rows are produced again.
         rows = [r for r in run_dir.read_metrics() if r["step"] <= plan.start.step] if resume else []
     try:

@@ -63,6 +63,8 @@ def test_regression_scores_are_scikit_learns_on_the_same_predictions(tmp_path: P
     ck = checkpoint.load(str(rd / "final.npz"))
     assert ck.table is not None and ck.table.targets == tuple(targets) and ck.table.features == tuple(names)
     assert np.allclose(ck.table.target_mean, y_scaler.mean_) and np.allclose(ck.table.target_std, y_scaler.scale_)
+    saved = json.loads((rd / "config.json").read_text())["extra"]["table"]  # the statistics beside the config too
+    assert saved == ck.table.to_meta() and np.allclose(saved["mean"], x_scaler.mean_)
     x_test = x_scaler.transform(np.column_stack([test_t.column(c).to_numpy() for c in names]))
     y_test = np.column_stack([test_t.column(c).to_numpy() for c in targets])
     predicted = y_scaler.inverse_transform(forward(rd / "final.npz", x_test, "tanh"))
@@ -106,3 +108,19 @@ def test_a_regression_trains_on_ray_workers_as_in_one_process(tmp_path: Path) ->
     rows = [json.loads(line) for line in (tmp_path / "ray" / "metrics.jsonl").read_text().splitlines()]
     assert [r["test_r2"] for r in rows] == pytest.approx(
         [json.loads(line)["test_r2"] for line in (tmp_path / "serial" / "metrics.jsonl").read_text().splitlines()])
+
+
+def test_an_async_regression_replays_to_its_weights(tmp_path: Path) -> None:
+    """Each worker's batch an update of its own, applied as it arrives; `nnps replay` recomputes
+    the run from its record in one process, to the same weights."""
+    pq.write_table(diabetes(np.arange(442)), tmp_path / "d.parquet")
+    rd = tmp_path / "async"
+    res = runner.invoke(app, ["train", "--data", str(tmp_path / "d.parquet"), "--task", "regress", "--label",
+                              "progression", "--hidden", "8", "--epochs", "2", "--batch-size", "20", "--workers", "2",
+                              "--consistency", "async", "--dtype", "float64", "--run-dir", str(rd)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "async, 2 workers" in res.output and "test R^2" in res.output
+    rep = runner.invoke(app, ["replay", str(rd), "--json"])
+    assert rep.exit_code == 0, rep.output
+    out = json.loads(rep.stdout.splitlines()[-1])
+    assert out["updates"] == 2 * 18 and out["max_abs_diff"] == 0.0  # 354 training rows / 20, every epoch
