@@ -18,6 +18,7 @@ import nnps
 from nnps.cli.main import app
 from nnps.core import checkpoint
 from nnps.core.errors import ConfigError, DataError
+from tests.test_tables import outputs
 
 runner = CliRunner()
 WINE = load_wine()
@@ -27,17 +28,6 @@ COMMON = dict(hidden=[12], epochs=6, lr=0.5, workers=0, seed=2, quiet=True)
 def wine_table() -> pa.Table:
     names = np.array(["barolo", "grignolino", "barbera"])
     return pa.table({**{f"f{j}": WINE.data[:, j] for j in range(13)}, "kind": names[WINE.target]})
-
-
-def sigmoid_outputs(final: str, x: np.ndarray) -> np.ndarray:
-    """a^L in float64 from the checkpoint's arrays: a = s(W a + b), layer by layer."""
-    with np.load(final) as z:
-        layers = sum(1 for name in z.files if name.startswith("w"))
-        ws, bs = [z[f"w{l}"] for l in range(1, layers + 1)], [z[f"b{l}"] for l in range(1, layers + 1)]
-    a = x.astype(np.float64)
-    for w, b in zip(ws, bs):
-        a = 1 / (1 + np.exp(-(a @ w.T + b)))
-    return a
 
 
 def test_an_arrow_table_trains_as_the_cli_trains_its_file(tmp_path: Path) -> None:
@@ -59,7 +49,7 @@ def test_arrays_in_predictions_out(tmp_path: Path) -> None:
     assert model.classes == ["0", "1", "2"] and (tmp_path / "r" / "data.parquet").exists()
     info = model.checkpoint.table
     scaled = (WINE.data - np.array(info.mean)) / np.array(info.std)
-    best = sigmoid_outputs(model.path, scaled).argmax(axis=1)
+    best = outputs(Path(model.path), scaled).argmax(axis=1)
     assert list(model.predict(WINE.data)) == [str(j) for j in best]
     assert model.evaluate(WINE.data, label=WINE.target).accuracy == pytest.approx(np.mean(best == WINE.target))
     assert model.evaluate().accuracy > 0.8  # it learned; a third by chance

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from nnps.cli.main import app
 from nnps.core import checkpoint
+from tests.test_tables import ray_equals_serial
 
 runner = CliRunner()
 
@@ -98,16 +99,8 @@ def test_a_regression_trains_on_ray_workers_as_in_one_process(tmp_path: Path) ->
     common = ["train", "--data", str(tmp_path / "d.parquet"), "--task", "regress", "--label", "progression,bmi",
               "--hidden", "8", "--activation", "relu", "--epochs", "2", "--batch-size", "40", "--lr", "0.05",
               "--dtype", "float64", "--json"]  # fmt: skip
-    serial = runner.invoke(app, [*common, "--workers", "0", "--run-dir", str(tmp_path / "serial")])
-    ray = runner.invoke(app, [*common, "--workers", "2", "--no-warm-start", "--run-dir", str(tmp_path / "ray")])
-    assert serial.exit_code == 0 and ray.exit_code == 0, serial.output + ray.output
-    assert json.loads(ray.stdout.splitlines()[-1])["channels"]["steps"]["unix"] == 2 * 9  # 354 rows / 40
-    a = checkpoint.load(str(tmp_path / "serial" / "final.npz")).params
-    b = checkpoint.load(str(tmp_path / "ray" / "final.npz")).params
-    assert np.max(np.abs(a - b)) < 1e-9
-    rows = [json.loads(line) for line in (tmp_path / "ray" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["test_r2"] for r in rows] == pytest.approx(
-        [json.loads(line)["test_r2"] for line in (tmp_path / "serial" / "metrics.jsonl").read_text().splitlines()])
+    serial, ray = ray_equals_serial(tmp_path, common, 2 * 9)  # 354 rows / 40
+    assert [r["test_r2"] for r in ray] == pytest.approx([r["test_r2"] for r in serial])
 
 
 def test_an_async_regression_replays_to_its_weights(tmp_path: Path) -> None:

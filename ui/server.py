@@ -111,29 +111,26 @@ async def predict(request: web.Request) -> web.Response:
     except RecursionError:
         raise ValueError("the body nests too deeply to be a request")
     if isinstance(body, dict) and "row" in body:  # a table's row, in its columns' units
-        return web.json_response(await in_thread(run.predict_row, numbers(body["row"])))
-    pixels = body.get("pixels") if isinstance(body, dict) else None
-    if not isinstance(pixels, list) or not 0 < len(pixels) <= MAX_PIXELS:
-        raise ValueError(f'expected {{"pixels": [up to {MAX_PIXELS} numbers 0-255]}}')
-    try:
-        a = np.asarray(pixels, dtype=np.float64)
-    except (TypeError, ValueError):
+        row = numbers(body["row"], '{"row": [the features\' values]}', "a row's values must be finite numbers")
+        return web.json_response(await in_thread(run.predict_row, row))
+    pixels = numbers(body.get("pixels") if isinstance(body, dict) else None,
+                     f'{{"pixels": [up to {MAX_PIXELS} numbers 0-255]}}', "pixels must be numbers 0-255")
+    if pixels.min() < 0 or pixels.max() > 255:
         raise ValueError("pixels must be numbers 0-255")
-    if a.ndim != 1 or not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 255:
-        raise ValueError("pixels must be numbers 0-255")
-    return web.json_response(await in_thread(run.predict, np.rint(a).astype(np.uint8)))
+    return web.json_response(await in_thread(run.predict, np.rint(pixels).astype(np.uint8)))
 
 
-def numbers(row: Any) -> np.ndarray:
-    """A table row from the page: a list of finite numbers."""
-    if not isinstance(row, list) or not 0 < len(row) <= MAX_PIXELS:
-        raise ValueError(f'expected {{"row": [the features\' values]}}')
+def numbers(values: Any, expected: str, what: str) -> np.ndarray:
+    """A list of up to MAX_PIXELS finite numbers from the page (pixels, or a table's row), or
+    ValueError saying what was `expected` or `what` they must be."""
+    if not isinstance(values, list) or not 0 < len(values) <= MAX_PIXELS:
+        raise ValueError(f"expected {expected}")
     try:
-        a = np.asarray(row, dtype=np.float64)
+        a = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError("a row's values must be numbers")
+        raise ValueError(what)
     if a.ndim != 1 or not np.all(np.isfinite(a)):
-        raise ValueError("a row's values must be finite numbers")
+        raise ValueError(what)
     return a
 
 
