@@ -46,7 +46,7 @@ def load(config: TrainConfig, info: TableInfo | None = None) -> Dataset:
     if test_data is not None:
         test_source = open_source(test_data)
         to_test = np.zeros(_count(test_source, where), dtype=bool)
-        columns_of(test_source, where, labels, tuple(features), targets)
+        columns_of(test_source, where, labels, tuple(features), targets, given=False)
         (x_test, y_test), _ = read(test_source, where, features, labels, to_test, config.drop_missing, targets, vocab)
     if info is None:
         info = _describe(config, features, labels, x_train, y_train, vocab)
@@ -88,7 +88,7 @@ def rows(info: TableInfo, path: Any, label: str | None, drop_missing: bool = Fal
     labels = list(info.targets) if info.targets else [label] if label else []
     has_label = bool(labels) and all(c in source.schema.names for c in labels)
     labels = labels if has_label else []
-    columns_of(source, path, labels, info.features, bool(info.targets))
+    columns_of(source, path, labels, info.features, bool(info.targets), given=False)
     vocab = Vocabulary()
     (x, y), _ = read(source, path, list(info.features), labels, np.zeros(n, dtype=bool), drop_missing,
                      bool(info.targets), vocab)  # fmt: skip

@@ -209,11 +209,12 @@ def _reason(e: BaseException) -> str:
     return text.split("': ", 1)[1] if text.startswith("'") and "': " in text else text
 
 
-def columns_of(dataset: Any, source: str, labels: list[str], features: tuple[str, ...],
-               targets: bool = False) -> list[str]:  # fmt: skip
+def columns_of(dataset: Any, source: str, labels: list[str], features: tuple[str, ...], targets: bool = False,
+               given: bool = True) -> list[str]:  # fmt: skip
     """The feature columns to read, checked against the schema before any row is read.
     `labels`: the class column, or a regression's target columns (`targets`, numeric too);
-    [] for rows to predict, which need none."""
+    [] for rows to predict, which need none. `given`: the features are the user's --features
+    (else a trained network's)."""
     import pyarrow as pa
 
     names = dataset.schema.names
@@ -224,7 +225,8 @@ def columns_of(dataset: Any, source: str, labels: list[str], features: tuple[str
     chosen = list(features) or [c for c in names if c not in labels]
     missing = [c for c in chosen if c not in names]
     if missing:
-        raise DataError(f"{source}: no column {missing[0]!r} of --features; its columns are {', '.join(names[:30])}")
+        whose = "of --features" if given else "that the network takes as a feature"
+        raise DataError(f"{source}: no column {missing[0]!r} {whose}; its columns are {', '.join(names[:30])}")
     if both := [c for c in chosen if c in labels]:
         raise DataError(f"{source}: --features names the label column {both[0]!r}")
     if not chosen:

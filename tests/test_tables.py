@@ -187,6 +187,7 @@ BAD = [
     ("t.csv", "a,y,v\n1,2,3\n2,3,4\n3,4,\n", ["--label", "y,v", "--task", "regress"], "{t}: a missing value in column 'v' at row 3 (--drop-missing leaves such rows out)"),
     ("t.csv", "a,y\n1,2\n2,3\n", ["--label", "y", "--task", "regress", "--output", "softmax"], "--task regress trains a linear output layer on the quadratic cost; got --output softmax --cost quadratic"),
     ("t.csv", "a,y\n1,2\n2,3\n", ["--label", "y", "--output", "linear"], "--output linear is a regression's output layer: use it with --task regress"),
+    ("t.csv", "a,b,c,y\n1,2,3,0\n3,4,5,1\n", ["--label", "y", "--test-data", "{u}"], "{u}: no column 'c' that the network takes as a feature; its columns are a, b, y"),
 ]  # fmt: skip
 
 
