@@ -71,15 +71,27 @@ class Model:
             ds = dataset_for(self, str(data) if data is not None else None, split)
             which = "train" if split == "train" else "test"
         else:
-            table = _as_table(self, data, label)
-            x, y = table_rows.rows(ck.table, table, self._label(), where="the rows given")  # type: ignore[arg-type]
-            if y is None:
-                raise DataError(f"the rows given have no label column {self._label()!r} to evaluate against")
-            ds, which = Dataset("rows", x[:0], y[:0], x, y, table=ck.table), "test"
+            ds, which = self._labelled(data, label), "test"
         if ds.num_inputs != ck.network.sizes[0]:
             raise DataError(f"{ds.name}: {ds.num_inputs} inputs a row, the network takes {ck.network.sizes[0]}")
         worker = ShardWorker(ck.network, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
         return unpack(worker.evaluate(ck.params, which), ck.network, ck.table.target_std if ck.table else None)
+
+    def _labelled(self, data: Any, label: Any) -> Dataset:
+        """Rows in memory with their labels, as a Dataset of test rows: a table's (an Arrow table
+        with the label column, or an array and `label`), or images (pixels 0-255 and `label`)."""
+        ck = self.checkpoint
+        if ck.table is None:
+            x, y = np.asarray(data), np.asarray(label) if label is not None else None
+            if x.ndim != 2 or x.shape[1] != ck.network.sizes[0] or y is None or y.shape != (len(x),):
+                raise DataError(f"images: an array (n, {ck.network.sizes[0]}) of pixels 0-255 and label= their n "
+                                f"classes; got shapes {x.shape} and {None if y is None else y.shape}")  # fmt: skip
+            x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+            return Dataset("rows", x[:0], y[:0], x, y.astype(np.int64))
+        x, y = table_rows.rows(ck.table, _as_table(self, data, label), self._label(), where="the rows given")
+        if y is None:
+            raise DataError(f"the rows given have no label column {self._label()!r} to evaluate against")
+        return Dataset("rows", x[:0], y[:0], x, y, table=ck.table)
 
     def _label(self) -> str:
         return self.config.label if self.config else "label"
@@ -111,7 +123,11 @@ def _as_table(model: Model, rows: Any, label: Any) -> Any:
     columns: dict[str, Any] = {name: x[:, j] for j, name in enumerate(info.features)}
     if label is not None:
         names = list(info.targets) if info.targets else [model._label()]
-        y = np.asarray(label).reshape(len(x), -1) if info.targets else np.asarray(label)
+        y = np.asarray(label)
+        if len(y) != len(x) or (info.targets and y.size != len(x) * len(names)):
+            raise DataError(f"the rows given: label= holds {y.shape} for {len(x)} rows of "
+                            f"{len(names)} {'targets' if info.targets else 'class'} each")  # fmt: skip
+        y = y.reshape(len(x), -1) if info.targets else y
         columns.update({n: y[:, t] for t, n in enumerate(names)} if info.targets else {names[0]: y})
     return pa.table(columns)
 
@@ -202,6 +218,8 @@ def _rows(data: Any, label: Any, task: str) -> tuple[Any, str]:
         raise ConfigError(f"train: an array of rows (n, features) needs its labels as label=, n of them; got "
                           f"shape {x.shape} and label={type(label).__name__}")  # fmt: skip
     y = np.asarray(label)
+    if y.ndim == 2 and task != "regress":
+        raise ConfigError(f"train: labels of shape {y.shape} are several numeric targets: give task='regress'")
     columns: dict[str, Any] = {f"x{j + 1}": x[:, j] for j in range(x.shape[1])}
     if task == "regress" and y.ndim == 2:
         targets = {f"y{t + 1}": y[:, t] for t in range(y.shape[1])}
@@ -211,11 +229,21 @@ def _rows(data: Any, label: Any, task: str) -> tuple[Any, str]:
 
 
 def _write(rd: RunDir, name: str, table: Any) -> None:
-    """Rows held in memory, into the run directory as Parquet: what the run's --data names."""
+    """Rows held in memory, into the run directory as Parquet: what the run's --data names. A
+    run directory holding other rows under that name keeps them: refused, not overwritten."""
     import io
 
     import pyarrow.parquet as pq
 
+    if rd.exists(name):
+        try:
+            same = pq.read_table(io.BytesIO(rd.read(name)), use_threads=False).equals(table)
+        except Exception:  # ArrowInvalid: not a Parquet file at all
+            same = False
+        if not same:
+            raise ConfigError(f"{rd.uri_of(name)} holds other rows than these: train them in a new run directory "
+                              f"(resuming a run needs its own rows)")  # fmt: skip
+        return
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     rd.create()

@@ -55,6 +55,9 @@ def inspect(
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     ck, rd = _open(target)
     if ck.table is not None:
+        if data is not None or label is not None:
+            raise ConfigError("--data and --label are for image networks: a table network's row is a test-row number "
+                              "or FILE:N of a table with its label column")  # fmt: skip
         model = nnps.Model(ck, target, nnps.model.trained_with(ck))
         return inspect_table(model, image, out, shards, batch_size, json_out)
     net, params = ck.network, ck.params

@@ -172,6 +172,8 @@ class TrainConfig:
         if not self.label or (self.task == "regress" and not all(self.label.split(","))):
             raise ConfigError(f"--label must name a column (--task regress: columns a,b), got {self.label!r}")
         if self.task == "regress":
+            if len(set(self.label.split(","))) != len(self.label.split(",")):
+                raise ConfigError(f"--label names a target column twice: {self.label!r}")
             if not is_table(self.data):
                 raise ConfigError(f"--task regress predicts a table's numeric columns; --data {self.data} is images")
             if self.output != "linear" or self.cost != "quadratic":

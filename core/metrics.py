@@ -70,8 +70,9 @@ def unpack(total: Array, network: Network, target_std: tuple[float, ...] | None 
     sse, sae, sy, syy = total[2:].reshape(4, n)
     scale = np.ones(n) if target_std is None else np.asarray(target_std, np.float64)
     total_ss = syy - sy * sy / m
-    with np.errstate(divide="ignore", invalid="ignore"):  # a constant target: R^2 is not defined
-        r2 = np.where(total_ss > 0, 1.0 - sse / np.where(total_ss > 0, total_ss, 1.0), np.nan)
+    # A constant target has no variance to explain: R^2 is 1 if it is predicted exactly, else 0
+    # (scikit-learn's force_finite), never NaN, which JSON cannot carry.
+    r2 = np.where(total_ss > 0, 1.0 - sse / np.where(total_ss > 0, total_ss, 1.0), np.where(sse == 0, 1.0, 0.0))
     return Evaluation(int(total[1]), float(total[0]) / m, mse=float(np.mean(sse * scale**2) / m),
                       mae=float(np.mean(sae * scale) / m), r2=float(np.mean(r2)))  # fmt: skip
 

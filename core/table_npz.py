@@ -31,13 +31,13 @@ def _header(z: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype] |
 
 
 def is_npz_table(source: str) -> bool:
-    """An .npz whose x_train is rows (n, d), not images (n, rows, cols)."""
+    """An .npz whose x_train is float rows (n, d), not images (n, rows, cols), nor flattened uint8 images (n, pixels)."""
     try:
         with zipfile.ZipFile(Path(source).expanduser()) as z:
             found = _header(z, "x_train")
     except (OSError, zipfile.BadZipFile, ValueError):
         return False  # not there or not readable: the image reader says why
-    return found is not None and len(found[0]) == 2
+    return found is not None and len(found[0]) == 2 and found[1].kind == "f"
 
 
 def has_test_rows(source: str) -> bool:

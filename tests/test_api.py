@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import nnps
 from nnps.cli.main import app
-from nnps.core import checkpoint
+from nnps.core import checkpoint, table_rows
 from nnps.core.errors import ConfigError, DataError
 from tests.test_tables import outputs
 
@@ -40,8 +40,9 @@ def test_an_arrow_table_trains_as_the_cli_trains_its_file(tmp_path: Path) -> Non
     assert res.exit_code == 0, res.output
     assert np.array_equal(model.checkpoint.params, checkpoint.load(str(tmp_path / "cli" / "final.npz")).params)
     assert model.classes == ["barbera", "barolo", "grignolino"]
-    ev = json.loads(runner.invoke(app, ["evaluate", str(tmp_path / "cli"), "--json"]).stdout)
-    assert model.evaluate().accuracy == ev["accuracy"] == model.summary["metrics"]["test_accuracy"]
+    ds = table_rows.load(model.config)  # the run's own test rows, read as scikit-learn reads them (test_tables.py)
+    expected = float(np.mean(outputs(Path(model.path), ds.x_test).argmax(axis=1) == ds.y_test))
+    assert model.evaluate().accuracy == pytest.approx(expected) == model.summary["metrics"]["test_accuracy"]
 
 
 def test_arrays_in_predictions_out(tmp_path: Path) -> None:
@@ -89,3 +90,23 @@ def test_bad_input_is_nnps_own_error(tmp_path: Path) -> None:
         model.predict(np.zeros((2, 5)))
     with pytest.raises(DataError, match="no label column 'label' to evaluate against"):
         model.evaluate(pa.table({f"x{j + 1}": WINE.data[:, j] for j in range(13)}))
+    with pytest.raises(DataError, match=r"label= holds \(5,\) for 178 rows of 1 class each"):
+        model.evaluate(WINE.data, label=WINE.target[:5])
+    with pytest.raises(ConfigError, match=r"labels of shape \(178, 2\) are several numeric targets: give task='regress'"):
+        nnps.train(WINE.data, label=np.column_stack([WINE.target, WINE.target]), **COMMON)
+    # a run directory's rows stay its own: other rows are refused, not written over it
+    before = (tmp_path / "ok" / "data.parquet").read_bytes()
+    with pytest.raises(ConfigError, match="data.parquet holds other rows than these: train them in a new run"):
+        nnps.train(WINE.data[:100], label=WINE.target[:100], run_dir=tmp_path / "ok", resume=True, **COMMON)
+    assert (tmp_path / "ok" / "data.parquet").read_bytes() == before
+
+
+def test_an_image_network_from_arrays_of_pixels(tiny_npz: Path, tmp_path: Path) -> None:
+    model = nnps.train(str(tiny_npz), hidden=[8], epochs=3, lr=3.0, workers=0, run_dir=tmp_path / "r", quiet=True)
+    with np.load(tiny_npz) as z:
+        x, y = z["x_test"].reshape(len(z["x_test"]), -1), z["y_test"]
+    best = outputs(Path(model.path), x / 255).argmax(axis=1)
+    assert list(model.predict(x)) == [model.classes[j] for j in best]
+    assert model.evaluate(x, label=y).accuracy == pytest.approx(np.mean(best == y)) == model.evaluate().accuracy
+    with pytest.raises(DataError, match=r"images: an array \(n, 36\) of pixels 0-255 and label= their n classes"):
+        model.evaluate(x, label=y[:3])

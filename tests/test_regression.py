@@ -94,6 +94,30 @@ def test_regression_scores_are_scikit_learns_on_the_same_predictions(tmp_path: P
     assert np.allclose(values, predicted[:3], rtol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["random", "constant target", "constant target, exact"])
+def test_scores_from_summed_chunks_are_scikit_learns(case: str) -> None:
+    """MSE, MAE and R^2 from sums added over chunks (as workers add them) equal scikit-learn's
+    on the whole arrays, a constant target's R^2 included (its force_finite: 1 if exact, else 0)."""
+    from nnps.core.metrics import target_sums, unpack
+    from nnps.core.network import Network
+
+    rng = np.random.default_rng(5)
+    y, a = rng.normal(size=(50, 2)) * [3, 0.5] + [10, -1], rng.normal(size=(50, 2))
+    if case != "random":
+        y[:, 1] = 4.0
+        a[:, 1] = 4.0 if case.endswith("exact") else a[:, 1]
+    std = (2.0, 0.25)  # the targets' deviations: sums are of standardized values, scores in the targets' units
+    ys, as_ = y / std, a / std
+    total = np.zeros(2 + 4 * 2)
+    for lo in range(0, 50, 17):  # chunks, as evaluation runs
+        e = as_[lo : lo + 17] - ys[lo : lo + 17]
+        total += np.concatenate([[0.5 * np.sum(e * e), len(e)], target_sums(as_[lo : lo + 17], ys[lo : lo + 17])])
+    got = unpack(total, Network((3, 2), "sigmoid", "linear", "quadratic", "float64"), std)
+    assert got.mse == pytest.approx(mean_squared_error(y, a))
+    assert got.mae == pytest.approx(mean_absolute_error(y, a))
+    assert got.r2 == pytest.approx(r2_score(y, a))
+
+
 def test_a_regression_trains_on_ray_workers_as_in_one_process(tmp_path: Path) -> None:
     pq.write_table(diabetes(np.arange(442)), tmp_path / "d.parquet")
     common = ["train", "--data", str(tmp_path / "d.parquet"), "--task", "regress", "--label", "progression,bmi",

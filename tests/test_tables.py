@@ -154,6 +154,32 @@ def test_an_npz_of_float_arrays_is_a_table_with_its_own_test_rows(tmp_path: Path
     assert (got["examples"], got["accuracy"]) == (48, pytest.approx(expected))
 
 
+def test_an_npz_of_flattened_uint8_images_stays_images(tmp_path: Path) -> None:
+    from nnps.core import catalog, tables
+
+    x = np.random.default_rng(0).integers(0, 256, (20, 784), dtype=np.uint8)
+    path = tmp_path / "flat.npz"
+    np.savez(path, x_train=x, y_train=np.arange(20) % 10, x_test=x[:5], y_test=np.arange(5))
+    assert not tables.is_table(str(path))
+    ds = catalog.load(str(path))
+    assert ds.table is None and ds.num_inputs == 784 and ds.x_train.dtype == np.uint8
+
+
+def test_float32_labels_name_their_classes_as_a_float64_file_does(tmp_path: Path) -> None:
+    """0.1 in a float32 column and 0.1 in a CSV are one class, named "0.1"."""
+    x = np.random.default_rng(1).normal(size=(40, 2))
+    label = np.where(x[:, 0] > 0, 0.5, 0.1).astype(np.float32)
+    train = write(pa.table({"a": x[:, 0], "b": x[:, 1], "y": pa.array(label, pa.float32())}), tmp_path / "t.parquet")
+    test = tmp_path / "u.csv"
+    test.write_text("a,b,y\n1.0,0.0,0.5\n-1.0,0.0,0.1\n")
+    rd = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--data", train, "--label", "y", "--test-data", str(test), "--hidden", "4",
+                              "--epochs", "2", "--workers", "0", "--run-dir", str(rd)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert checkpoint.load(str(rd / "final.npz")).table.classes == ("0.1", "0.5")
+    assert json.loads(runner.invoke(app, ["evaluate", str(rd), "--json"]).stdout)["examples"] == 2
+
+
 def test_drop_missing_leaves_out_the_rows_with_a_gap(tmp_path: Path) -> None:
     path = tmp_path / "gaps.csv"
     path.write_text("a,b,y\n1,2,x\n3,,y\n5,6,\n7,8,x\n9,10,y\n")
@@ -186,6 +212,7 @@ BAD = [
     ("t.csv", "a,y\n1,x\n2,z\n", ["--label", "y", "--task", "regress"], "{t}: target column 'y' holds string, not numbers; --task regress predicts numbers (classes are --task classify)"),
     ("t.csv", "a,y,v\n1,2,3\n2,3,4\n3,4,\n", ["--label", "y,v", "--task", "regress"], "{t}: a missing value in column 'v' at row 3 (--drop-missing leaves such rows out)"),
     ("t.csv", "a,y\n1,2\n2,3\n", ["--label", "y", "--task", "regress", "--output", "softmax"], "--task regress trains a linear output layer on the quadratic cost; got --output softmax --cost quadratic"),
+    ("t.csv", "a,y\n1,2\n2,3\n", ["--label", "y,y", "--task", "regress"], "--label names a target column twice: 'y,y'"),
     ("t.csv", "a,y\n1,2\n2,3\n", ["--label", "y", "--output", "linear"], "--output linear is a regression's output layer: use it with --task regress"),
     ("t.csv", "a,b,c,y\n1,2,3,0\n3,4,5,1\n", ["--label", "y", "--test-data", "{u}"], "{u}: no column 'c' that the network takes as a feature; its columns are a, b, y"),
 ]  # fmt: skip
@@ -250,6 +277,9 @@ def test_inspect_draws_a_table_network_over_its_features(tmp_path: Path, capsys)
     rows = write(wine_table().drop(["cultivar"]), tmp_path / "rows.csv")
     rc, _, err = run_main(["inspect", str(rd), f"{rows}:3"], capsys)
     assert (rc, err) == (1, f"error: {rows}: no label column to compute the deltas against (give rows with their label)\n")
+    rc, _, err = run_main(["inspect", str(rd), "--data", data], capsys)
+    assert (rc, err) == (1, "error: --data and --label are for image networks: a table network's row is a test-row "
+                            "number or FILE:N of a table with its label column\n")  # fmt: skip
 
 
 def test_the_readme_table_block_runs_as_written(tmp_path: Path) -> None:

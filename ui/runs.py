@@ -137,15 +137,17 @@ class Run:
             return {**answer, "values": dict(zip(names, ck.table.unscale_targets(out[None, :])[0].tolist()))}
         return {**answer, "prediction": int(out.argmax()), "label": names[int(out.argmax())]}
 
-    def scatter(self) -> dict[str, Any]:
-        """A regression's test rows: true and predicted values of each target, in their units."""
+    def scatter(self, most: int = 5000) -> dict[str, Any]:
+        """A regression's test rows (`most` of them, evenly spaced, where it has more): true and
+        predicted values of each target, in their units."""
         name, ck = self.latest()
         ds = self.dataset()
         assert ck.table is not None
-        predicted = ck.table.unscale_targets(outputs(ck.network, ck.params, ds.x_test))
-        true = ck.table.unscale_targets(ds.y_test)
+        shown = np.unique(np.linspace(0, len(ds.y_test) - 1, min(most, len(ds.y_test))).astype(int))
+        predicted = ck.table.unscale_targets(outputs(ck.network, ck.params, ds.x_test[shown]))
+        true = ck.table.unscale_targets(ds.y_test[shown])
         return {"checkpoint": name, "targets": list(ck.table.targets), "true": true.T.tolist(),
-                "predicted": predicted.T.tolist()}  # fmt: skip
+                "predicted": predicted.T.tolist(), "rows": len(ds.y_test)}  # fmt: skip
 
     def predict(self, drawn: np.ndarray) -> dict[str, Any]:
         """The network's answer for a square image drawn on the pad (any size: it is fitted

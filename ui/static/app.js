@@ -302,8 +302,10 @@ async function loadConfusion() {
 // A regression's test rows: predicted against true, the first target, in its units.
 function drawScatter(c) {
   const canvas = $("scatter"), g = canvas.getContext("2d"), s = c.scatter;
-  const t = s.true[0], p = s.predicted[0], all = t.concat(p);
-  const lo = Math.min(...all), hi = Math.max(...all), span = hi - lo || 1;
+  const t = s.true[0], p = s.predicted[0];
+  let lo = Infinity, hi = -Infinity;  // a loop, not Math.min(...): a spread of many values overflows the stack
+  for (const v of t.concat(p)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  const span = hi - lo || 1;
   const at = (v, size, flip) => 30 + (flip ? 1 - (v - lo) / span : (v - lo) / span) * (size - 50);
   canvas.hidden = false;
   $("test-caption").textContent = `Test rows: predicted against true ${s.targets[0]} (its units)`;
@@ -316,7 +318,8 @@ function drawScatter(c) {
   g.fillStyle = "#444";
   g.fillText(`true ${s.targets[0]} →`, canvas.width - 110, canvas.height - 6);
   g.fillText(`predicted ↑`, 4, 12);
-  $("confusion-note").textContent = `${s.checkpoint}: test R^2 ${c.r2 === null ? "-" : c.r2.toFixed(4)}, ${t.length} rows`;
+  $("confusion-note").textContent = `${s.checkpoint}: test R^2 ${c.r2 === null ? "-" : c.r2.toFixed(4)}, ` +
+    (t.length < s.rows ? `${t.length} of its ${s.rows} rows drawn` : `${t.length} rows`);
   window.nnpsScatter = s;
 }
 
