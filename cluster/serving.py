@@ -150,12 +150,13 @@ def rows_of(body: Any, inputs: int, features: tuple[str, ...] | None = None) -> 
         what = f"{inputs} values of {', '.join(features[:5])}{' ...' if len(features) > 5 else ''}" if features \
             else f"{inputs} pixel values 0-255"  # fmt: skip
         raise BadRequest(f'expected {{"rows": [[{what}], ...]}}')
-    if features and all(isinstance(r, dict) for r in rows):
-        rows = [by_name(r, features) for r in rows]
+    named = bool(features) and all(isinstance(r, dict) for r in rows)
+    if named:
+        rows = [by_name(r, features) for r in rows]  # type: ignore[arg-type]
     try:
         a = np.asarray(rows, dtype=np.float64)
     except (ValueError, TypeError, OverflowError):
-        raise BadRequest(f"rows must be lists of {inputs} numbers each")
+        raise BadRequest("a row's values must be numbers" if named else f"rows must be lists of {inputs} numbers each")
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2:

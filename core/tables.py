@@ -239,6 +239,8 @@ def columns_of(dataset: Any, source: str, labels: list[str], features: tuple[str
             if c in labels:
                 raise DataError(f"{source}: target column {c!r} holds {kind}, not numbers; --task regress "
                                 f"predicts numbers (classes are --task classify)")  # fmt: skip
+            if not given:  # a trained network's feature: the rows must give it as numbers
+                raise DataError(f"{source}: column {c!r} holds {kind}, not numbers; the network takes it as a feature")
             others = ",".join(x for x in chosen if x != c)
             raise DataError(f"{source}: column {c!r} holds {kind}, not numbers; leave it out with "
                             f"--features {others[:200]}{'...' if len(others) > 200 else ''}")  # fmt: skip

@@ -139,6 +139,9 @@ def train(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None = None, 
     made = run_dir.create()
     try:
         with runlock.locked(run_dir, say):
+            if not resume and (run_dir.exists("config.json") or run_dir.checkpoints() or run_dir.exists("final.npz")):
+                # a fresh run would write over another's config, metrics and final.npz and mix checkpoints with it
+                raise ConfigError(f"{run_dir} already holds a run: --resume it, or give another --run-dir")
             return _train(config, dataset, run_dir, resume, make_executor, reporter, say)
     except NnpsError:
         if made:

@@ -335,3 +335,14 @@ def test_a_staleness_no_update_could_reach_is_refused(capsys) -> None:
     assert (code, err) == (1, "error: --staleness 100000 bounds nothing in a run of 10 updates: that is "
                               "--consistency async\n")  # fmt: skip
     assert not __import__("ray").is_initialized()  # said before Ray started
+
+
+def test_a_new_run_into_a_directory_holding_one_is_refused(tiny_npz: Path, tmp_path: Path, capsys) -> None:
+    """Without --resume, a run directory that holds a run keeps it: one line, nothing written."""
+    rd = tmp_path / "run"
+    args = ["train", "--data", str(tiny_npz), "--hidden", "4", "--epochs", "2", "--workers", "0", "--run-dir", str(rd)]
+    assert run_main(args, capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in rd.iterdir()}
+    rc, _, err = run_main([*args[:-2], "--hidden", "6", "--run-dir", str(rd)], capsys)
+    assert (rc, err) == (1, f"error: {rd} already holds a run: --resume it, or give another --run-dir\n")
+    assert {p.name: p.read_bytes() for p in rd.iterdir()} == before

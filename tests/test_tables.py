@@ -277,6 +277,11 @@ def test_inspect_draws_a_table_network_over_its_features(tmp_path: Path, capsys)
     rows = write(wine_table().drop(["cultivar"]), tmp_path / "rows.csv")
     rc, _, err = run_main(["inspect", str(rd), f"{rows}:3"], capsys)
     assert (rc, err) == (1, f"error: {rows}: no label column to compute the deltas against (give rows with their label)\n")
+    text = tmp_path / "text.csv"  # a row whose feature is text: the network needs it as a number
+    text.write_text(",".join(c for c in wine_table().column_names if c != "cultivar") + "\n" + "x," * 12 + "1\n")
+    rc, _, err = run_main(["predict", str(rd), str(text)], capsys)
+    assert (rc, err) == (1, f"error: {text}: column 'alcohol' holds string, not numbers; the network takes it as a "
+                            f"feature\n")  # fmt: skip
     rc, _, err = run_main(["inspect", str(rd), "--data", data], capsys)
     assert (rc, err) == (1, "error: --data and --label are for image networks: a table network's row is a test-row "
                             "number or FILE:N of a table with its label column\n")  # fmt: skip
