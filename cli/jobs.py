@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -68,7 +69,8 @@ def submit(
 
     jobs = _jobs(address)
     jid = job_id or default_job_id()
-    rd = run_dir or f"/tmp/nnps-runs/{jid}"
+    # a job id given may have been used before (Ray's ids are unique per cluster): its run directory is new anyway
+    rd = run_dir or f"/tmp/nnps-runs/{jid}" + (f"-{uuid.uuid4().hex[:6]}" if job_id else "")
     jobs.submit(train_args, rd, code=code, wheel=wheel, job_id=jid, command=command)
     if json_out and not wait:
         sys.stdout.write(json.dumps({"job_id": jid, "run_dir": rd, "address": jobs.address}) + "\n")

@@ -47,10 +47,15 @@ def read_bytes(uri: str) -> bytes:
 
 
 def default_run_dir() -> str:
-    """runs/<local time>: where a run goes when no --run-dir is given."""
+    """runs/<local time>, or runs/<local time>-N where that is taken: where a run goes when no --run-dir is given."""
     import time
 
-    return str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return str(path)
 
 
 class RunDir:

@@ -346,3 +346,16 @@ def test_a_new_run_into_a_directory_holding_one_is_refused(tiny_npz: Path, tmp_p
     rc, _, err = run_main([*args[:-2], "--hidden", "6", "--run-dir", str(rd)], capsys)
     assert (rc, err) == (1, f"error: {rd} already holds a run: --resume it, or give another --run-dir\n")
     assert {p.name: p.read_bytes() for p in rd.iterdir()} == before
+
+
+def test_the_default_run_directory_is_a_new_one(tmp_path: Path, monkeypatch) -> None:
+    """Two runs started in the same second get runs/<time> and runs/<time>-2, not one directory."""
+    import time as clock
+
+    from nnps.core.rundir import default_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(clock, "strftime", lambda fmt: "20261204-050000")
+    first = default_run_dir()
+    Path(first).mkdir(parents=True)
+    assert (first, default_run_dir()) == ("runs/20261204-050000", "runs/20261204-050000-2")
