@@ -43,9 +43,10 @@ def _show(name: str, split: str, e: Evaluation, names: list[str]) -> None:
     console = Console()
     if e.confusion is None:
         console.print(f"{name} {split}: {e.examples} examples, MSE {e.mse:.6g}, MAE {e.mae:.6g}, R^2 {e.r2:.4f} "
-                      f"({', '.join(names)}), mean cost {e.cost:.4f}")  # fmt: skip
+                      f"({', '.join(names)}), mean cost {e.cost:.4f}", soft_wrap=True)  # fmt: skip
         return
-    console.print(f"{name} {split}: {e.examples} examples, accuracy {e.accuracy:.2%}, mean cost {e.cost:.4f}")
+    console.print(f"{name} {split}: {e.examples} examples, accuracy {e.accuracy:.2%}, mean cost {e.cost:.4f}",
+                  soft_wrap=True)  # fmt: skip
     n, confusion = len(e.confusion), e.confusion
     table = Table(title="confusion (rows: true label, columns: predicted)")
     table.add_column("")

@@ -48,7 +48,8 @@ class RichReporter:
         self.progress.update(self.task, advance=steps, text=f"cost {cost:.4f}{acc}  {examples_per_s:,.0f} ex/s")
 
     def epoch_end(self, row: dict[str, Any]) -> None:
-        self.console.print(epoch_text(row["epoch"], row, " (partial)" if row.get("partial") else ""))
+        # one line each, however narrow the terminal (or 80 columns when piped): a log stays one epoch a line
+        self.console.print(epoch_text(row["epoch"], row, " (partial)" if row.get("partial") else ""), soft_wrap=True)
 
 
 # Ray's job manager writes these into every job's log: "2026-12-03 09:25:17,502\tINFO
