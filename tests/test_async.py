@@ -119,7 +119,9 @@ def test_a_worker_killed_in_bounded_mode_keeps_the_bound(mnist10k, tmp_path: Pat
 
 def test_a_server_killed_is_rebuilt_and_the_record_rewinds(mnist10k, tmp_path: Path) -> None:
     cfg = ASYNC.replace(checkpoint_every=20)
-    killer = KillAfter("ParameterServer", after=30)
+    # killed 10 ms after the chunk that passes 10 updates (it ends at the checkpoint at 20): 40 updates and two chunks
+    # to go, so that the kill lands inside the run, with updates in flight to lose, however fast the machine
+    killer = KillAfter("ParameterServer", after=10)
     executors: list = []
     run_async(cfg, tmp_path, mnist10k, reporter=killer, executors=executors)
     assert killer.killed and executors[0].servers_built == 2
