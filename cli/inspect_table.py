@@ -35,12 +35,11 @@ def inspect_table(model: nnps.Model, row: str | None, out: Path, shards: int, ba
     b = batch_size or (config.batch_size if config else 10)
     s = shard_sums(ck.network, ck.params, ds.x_train, ds.y_train, min(b, len(ds.y_train)), shards,
                    config.seed if config else 0)  # fmt: skip
-    a = outputs(ck.network, ck.params, ds.x_test)  # (m, n_L)
-    test = _test(model, ds, a)
+    test = _test(model, ds)
     if json_out:
         sys.stdout.write(json.dumps(_numbers(inside, test, s, model, what)) + "\n")
         return
-    for f in _pictures(out, model, inside, test, a, ds, s, what):
+    for f in _pictures(out, model, inside, test, ds, s, what):
         print(f)
 
 
@@ -60,19 +59,19 @@ def _row(model: nnps.Model, ds: Any, row: str | None) -> tuple[np.ndarray, Any, 
     return x[int(n) - 1], y[int(n) - 1], f"{path} row {n}"
 
 
-def _test(model: nnps.Model, ds: Any, a: np.ndarray) -> dict[str, Any]:
-    """The test rows' scores: the confusion matrix and worst mistakes, or MSE, MAE, R^2."""
+def _test(model: nnps.Model, ds: Any) -> dict[str, Any]:
+    """The test rows' scores: the confusion matrix and worst mistakes, or MSE, MAE, R^2 and the outputs."""
     ck = model.checkpoint
     if not ck.network.regression:
         wrong = mistakes(ck.network, ck.params, ds.x_test, ds.y_test)
         return {"confusion": wrong.confusion, "mistakes": wrong}
     worker = ShardWorker(ck.network, ds.x_train[:0], ds.y_train[:0], ds.x_test, ds.y_test)
     e = unpack(worker.evaluate(ck.params, "test"), ck.network, ck.table.target_std)
-    return {"mse": e.mse, "mae": e.mae, "r2": e.r2}
+    return {"mse": e.mse, "mae": e.mae, "r2": e.r2, "outputs": outputs(ck.network, ck.params, ds.x_test)}
 
 
-def _pictures(out: Path, model: nnps.Model, inside: Inside, test: dict[str, Any], a: np.ndarray, ds: Any,
-              s: Any, what: str) -> list[Path]:  # fmt: skip
+def _pictures(out: Path, model: nnps.Model, inside: Inside, test: dict[str, Any], ds: Any, s: Any,
+              what: str) -> list[Path]:  # fmt: skip
     ck, info = model.checkpoint, model.checkpoint.table
     net, ws = ck.network, ck.network.layout.views(ck.params)[0]
     features, names, shape = list(info.features), model.classes, "-".join(map(str, net.sizes))
@@ -92,7 +91,7 @@ def _pictures(out: Path, model: nnps.Model, inside: Inside, test: dict[str, Any]
         title = f"{ds.name} test rows: {np.trace(c) / max(c.sum(), 1):.2%} of {int(c.sum())}"
         files.append(pictures.save(pictures.confusion_matrix(c, names, title), out / "confusion.png"))
     else:
-        true, predicted = info.unscale_targets(ds.y_test), info.unscale_targets(a)  # in the targets' units
+        true, predicted = info.unscale_targets(ds.y_test), info.unscale_targets(test["outputs"])  # in the targets' units
         files.append(pictures.save(predicted_against_true(true, predicted, names, test["r2"]),
                                    out / "predicted-true.png"))  # fmt: skip
     P0, P1 = net.layout.offsets[-1][1:]

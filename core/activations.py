@@ -52,10 +52,6 @@ def linear(z: Array) -> Array:
     return z
 
 
-def linear_prime(z: Array, a: Array) -> Array:
-    return np.ones_like(z)
-
-
 def softmax(z: Array) -> Array:
     # Subtracting the row max changes nothing mathematically and keeps exp from overflowing.
     e = np.exp(z - z.max(axis=1, keepdims=True))
@@ -67,7 +63,7 @@ def softmax(z: Array) -> Array:
 class Activation:
     name: str
     value: Callable[[Array], Array]
-    prime: Callable[[Array, Array], Array] | None  # None: not element-wise (softmax)
+    prime: Callable[[Array, Array], Array] | None  # None: BP1 has its own form (network.output_error)
 
 
 HIDDEN: dict[str, Activation] = {
@@ -79,5 +75,5 @@ HIDDEN: dict[str, Activation] = {
 OUTPUT: dict[str, Activation] = {
     "sigmoid": HIDDEN["sigmoid"],
     "softmax": Activation("softmax", softmax, None),
-    "linear": Activation("linear", linear, linear_prime),  # regression (--task regress) only
+    "linear": Activation("linear", linear, None),  # regression only: sigma' = 1, BP1 is delta^L = a - y
 }

@@ -77,11 +77,6 @@ def unpack(total: Array, network: Network, target_std: tuple[float, ...] | None 
                       mae=float(np.mean(sae * scale) / m), r2=float(np.mean(r2)))  # fmt: skip
 
 
-def score_key(network: Network) -> str:
-    """The metrics row's key that says how good a network is, higher better."""
-    return "test_r2" if network.regression else "test_accuracy"
-
-
 def describe(e: Evaluation) -> dict[str, Any]:
     """An Evaluation as JSON (nnps evaluate --json)."""
     d: dict[str, Any] = {"examples": e.examples, "cost": e.cost}

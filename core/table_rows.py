@@ -157,10 +157,10 @@ def _block(batch: Any, where: str, features: list[str], labels: list[str], offse
         block[:, j] = _floats(batch.column(j))
     gaps = np.isnan(block)  # (m, d): a null cast to float32 is NaN
     missing = gaps.any(axis=1)
-    y: np.ndarray = np.zeros(m, np.int32)
-    if targets:
-        y = np.stack([_floats(batch.column(d + t)) for t in range(len(labels))], axis=1) if labels else y
-        missing |= np.isnan(y).any(axis=1) if labels else False
+    y: np.ndarray = np.zeros(m, np.int32)  # rows to predict have no labels
+    if labels and targets:
+        y = np.stack([_floats(batch.column(d + t)) for t in range(len(labels))], axis=1)
+        missing |= np.isnan(y).any(axis=1)
     elif labels:
         column = batch.column(d)
         missing |= pc.is_null(column, nan_is_null=True).to_numpy(zero_copy_only=False)

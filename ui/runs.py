@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from nnps.core import catalog, checkpoint, table_rows, tables
+from nnps.core import catalog, checkpoint, table_rows
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.errors import NnpsError
 from nnps.core.images import box_for, centred
 from nnps.core.inspect import Mistakes, forward_one, mistakes, outputs, side_of
 from nnps.core.rundir import RunDir
+from nnps.core.tables import TableInfo
 
 
 class NotFound(NnpsError):
@@ -62,16 +63,16 @@ class Run:
                 "workers": config.get("workers"), "address": config.get("address"),
                 "transport": (last.get("channels") or {}).get("steps"), "epochs": config.get("epochs"), "epochs_done": last.get("epoch", 0),
                 "examples_per_s": last.get("examples_per_s"), "test_accuracy": last.get("test_accuracy"),
-                "test_r2": last.get("test_r2"), "table": self.table_of(config),
+                "test_r2": last.get("test_r2"), "table": None if (info := self.table()) is None else
+                {"features": list(info.features), "classes": list(info.classes), "targets": list(info.targets)},
                 "snapshots": [e for e, _ in self.dir.weight_snapshots()], "checkpoint": self.dir.latest_checkpoint()}  # fmt: skip
 
-    def table_of(self, config: dict[str, Any]) -> dict[str, Any] | None:
-        """A table run's features and classes (or targets), for the page's row form; None for images."""
-        if not tables.is_table(str(config.get("data") or "")) or self.dir.latest_checkpoint() is None:
+    def table(self) -> TableInfo | None:
+        """The newest checkpoint's table: its features, classes or targets, scaling (None: images, or no checkpoint)."""
+        try:
+            return self.latest()[1].table
+        except NotFound:
             return None
-        info = self.latest()[1].table
-        return None if info is None else {"features": list(info.features), "classes": list(info.classes),
-                                          "targets": list(info.targets)}  # fmt: skip
 
     def latest(self) -> tuple[str, checkpoint.Checkpoint]:
         """The newest checkpoint, loaded once per name."""
@@ -86,9 +87,7 @@ class Run:
 
     def dataset(self) -> Dataset:
         """The run's test set: images, or a table's own test rows as the run read them."""
-        config = self.config()
-        table = tables.is_table(str(config.get("data") or ""))
-        info = self.latest()[1].table if table else None
+        config, info = self.config(), self.table()
         with self._lock:
             if "data" not in self._cache:
                 if info is not None:
@@ -99,10 +98,8 @@ class Run:
 
     def classes(self, n: int) -> list[str]:
         """Output unit j's name: a class (a table's, from its checkpoint), or a regression's target."""
-        if tables.is_table(str(self.config().get("data") or "")):
-            info = self.latest()[1].table
-            if info is not None:
-                return list(info.targets or info.classes)
+        if (info := self.table()) is not None:
+            return list(info.targets or info.classes)
         return catalog.class_names(str(self.config().get("data", "")), n)
 
     def test_row(self, k: int) -> dict[str, Any]:
