@@ -27,11 +27,14 @@ SUBNET = "198.51.100"
 GCS_PORT = 6379
 
 
+# nftables' nft and iproute2's tc install into /usr/sbin, which a user's PATH may lack (a non-root shell's does)
+NFT, TC = (shutil.which(t) or shutil.which(t, path="/usr/sbin:/sbin") for t in ("nft", "tc"))
+
 def available() -> str | None:
     """None if namespaces can be made here, else why not."""
     if shutil.which("ip") is None:
         return "no `ip` command (iproute2)"
-    if shutil.which("nft") is None:
+    if NFT is None:
         return "no `nft` command (nftables)"
     if os.geteuid() != 0:
         return "network namespaces need root"
@@ -139,11 +142,11 @@ class Hosts:
     def shape(self, i: int, rate: str, burst: str = "64kb") -> None:
         """Host i's interface limited to `rate` (tc's token bucket filter, e.g. "20mbit";
         a fast rate needs a burst of at least rate / HZ, e.g. "4mb" for 10gbit)."""
-        self._ip("netns", "exec", self.names[i], "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate,
+        self._ip("netns", "exec", self.names[i], TC, "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate,
                  "burst", burst, "latency", "200ms")  # fmt: skip
 
     def unshape(self, i: int) -> None:
-        subprocess.run(["ip", "netns", "exec", self.names[i], "tc", "qdisc", "del", "dev", "eth0", "root"],
+        subprocess.run(["ip", "netns", "exec", self.names[i], TC, "qdisc", "del", "dev", "eth0", "root"],
                        capture_output=True)  # fmt: skip
 
     def block(self, i: int, port: int) -> None:
@@ -151,10 +154,10 @@ class Hosts:
         host i's namespace): a firewall that lets only Ray's own ports through."""
         rules = (f"table inet nnps {{ chain input {{ type filter hook input priority 0; "
                  f"iifname \"eth0\" tcp dport {port} drop; }}; }}")  # fmt: skip
-        self._ip("netns", "exec", self.names[i], "nft", rules)
+        self._ip("netns", "exec", self.names[i], NFT, rules)
 
     def unblock(self, i: int) -> None:
-        subprocess.run(["ip", "netns", "exec", self.names[i], "nft", "delete", "table", "inet", "nnps"],
+        subprocess.run(["ip", "netns", "exec", self.names[i], NFT, "delete", "table", "inet", "nnps"],
                        capture_output=True)  # fmt: skip
 
     def cut(self, i: int) -> None:
