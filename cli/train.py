@@ -60,6 +60,7 @@ def train(
     test_fraction: Annotated[Optional[float], typer.Option(help="Table: test on this part of the rows, chosen by --seed (default 0.2 without --test-data)")] = None,
     standardize: Annotated[bool, typer.Option(help="Table: scale each feature to mean 0, deviation 1 over the training rows")] = DEFAULTS.standardize,
     drop_missing: Annotated[bool, typer.Option(help="Table: leave out rows with a missing value instead of refusing the table")] = DEFAULTS.drop_missing,
+    partitioned: Annotated[bool, typer.Option(help="Table: each worker reads and holds only its own parts (Parquet row groups, CSV row ranges), for data larger than one machine")] = DEFAULTS.partitioned,
     run_dir: Annotated[Optional[str], typer.Option(help="Run directory: local path or a pyarrow URI (s3://...). Default runs/<time>")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint")] = False,
     json_out: JsonOut = False,

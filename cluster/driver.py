@@ -30,6 +30,8 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
         dataset = load_data(config, progress)
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter,
                      say=say)
+    if config.partitioned:
+        return _partitioned(config, run_dir, resume, reporter, say)
     import ray
 
     from nnps.cluster.ray_executor import ray_session
@@ -88,6 +90,22 @@ def _on_cluster(config: TrainConfig, run_dir: RunDir | None, resume: bool, repor
         with ray_session(config) as factory:
             return noted(train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter,
                            say=say), say)
+
+
+def _partitioned(config: TrainConfig, run_dir: RunDir | None, resume: bool, reporter: Reporter | None,
+                 say: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    """A table whose rows each worker reads for itself (cluster/parted.py), on the Ray at
+    --address or an embedded one; no warm start (it would read every row here)."""
+    import ray
+
+    from nnps.cluster import parted
+    from nnps.cluster.connect import ray_connection
+
+    cpus = max(os.cpu_count() or 1, config.workers if isinstance(config.workers, int) else 0)
+    with ray_connection(config.address, num_cpus=cpus):
+        where = f"the Ray cluster at {config.address}" if config.address else "this machine (the embedded Ray)"
+        check_placeable(config, int(ray.cluster_resources().get("CPU", 1)), where)
+        return noted(parted.run(config, run_dir, resume, reporter, say), say)
 
 
 def check_placeable(config: TrainConfig, cpus: int, where: str) -> None:
@@ -179,9 +197,17 @@ def replay(run_dir: RunDir) -> dict[str, Any]:
 
     config, log, final = _replay_inputs(run_dir)
     kept = {step: name for step, name in run_dir.checkpoints() if step < final.step}
-    dataset = load_data(config)
+    draw = None
+    if config.partitioned:  # each update drew from its worker's own rows
+        from nnps.core.parted_data import load_whole
+        from nnps.core.parts import OwnBatches
+
+        dataset, parts = load_whole(config, int(config.workers))
+        draw = OwnBatches(parts.route).batch
+    else:
+        dataset = load_data(config)
     plan = plan_run(config.replace(steps=final.step), dataset, None, False)
-    snap, at = record.replay(config, plan.network, dataset, plan.start, log, set(kept))
+    snap, at = record.replay(config, plan.network, dataset, plan.start, log, set(kept), draw)
     run_dir.write_atomic("replay.npz", checkpoint_bytes(plan, dataset, snap))
     diff = float(np.max(np.abs(snap.params - final.params)))
     tol = REPLAY_TOLERANCE[config.dtype]

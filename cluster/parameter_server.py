@@ -39,6 +39,7 @@ import ray
 from nnps.cluster.transport import Transport, chain
 from nnps.core.config import TrainConfig
 from nnps.core.network import Network
+from nnps.core.parts import OwnBatches, Route
 from nnps.core.sampler import Sampler
 from nnps.core.server import Server, Snapshot
 from nnps.core.steps import run_updates, sync_steps
@@ -54,8 +55,10 @@ Array = np.ndarray
 @ray.remote(num_cpus=0)
 class ParameterServer:
     def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, n_train: int,
-                 workers: list, inline_bytes: int) -> None:  # fmt: skip
+                 workers: list, inline_bytes: int, route: Route | None = None) -> None:  # fmt: skip
         self.sampler = Sampler(n_train, config.batch_size, config.seed)
+        self.route = route  # --partitioned: which worker holds each training row (core/parts.py)
+        self.own = OwnBatches(route) if route is not None and config.consistency != "sync" else None
         self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)
         self.workers = workers
         self.setting, self.inline_bytes = config.transport, inline_bytes
@@ -84,9 +87,10 @@ class ParameterServer:
         """Apply steps until `stop` (or divergence); returns the channel record (`channels`)
         and, in bounded or async training, each update's (step, worker, version) ("updates")."""
         if self.asynchronous:
-            rows = run_updates(self._transport(), self.server, self.sampler, len(self.workers), self.tau, stop)
+            draw = self.own.batch if self.own is not None else lambda _, t: self.sampler.batch(t)
+            rows = run_updates(self._transport(), self.server, draw, len(self.workers), self.tau, stop)
             return {"channels": self.channels(), "updates": rows}
-        sync_steps(self._transport(), self.server, self.sampler, len(self.workers), stop)
+        sync_steps(self._transport(), self.server, self.sampler, len(self.workers), stop, self.route)
         return {"channels": self.channels(), "updates": []}
 
     def channels(self) -> dict[str, Any]:

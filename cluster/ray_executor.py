@@ -36,6 +36,7 @@ from nnps.core.environment import WORKER_THREADS
 from nnps.core.errors import ClusterError
 from nnps.core.server import Snapshot
 from nnps.core.threads import worker_threads
+from nnps.core.parts import Route
 from nnps.core.plan import Plan
 from nnps.core.training import MAX_SERVER_LOSSES, ExecutorFactory, ServerLost
 from nnps.worker import training_data
@@ -89,9 +90,10 @@ def cause_of(e: RayTaskError) -> str:
 
 class RayExecutor:
     def __init__(self, plan: Plan, dataset: Dataset, num_workers: int, shared: str | None = None,
-                 threads: int | None = None) -> None:  # fmt: skip
+                 threads: int | None = None, parted: tuple[list, Any, Route] | None = None) -> None:  # fmt: skip
         """`shared`: the name of a holder of the data already in the object store (a sweep's);
-        `threads`: BLAS threads (and CPUs) per worker, else threads_per_worker's."""
+        `threads`: BLAS threads (and CPUs) per worker, else threads_per_worker's; `parted`:
+        (workers holding their own parts, their holder, the Route): cluster/parted.py's."""
         self.plan = plan
         self.threads = threads or threads_per_worker(plan, num_workers)
         cpus = ray.cluster_resources().get("CPU", 0)
@@ -103,13 +105,19 @@ class RayExecutor:
         self.last_channels: dict[str, Any] = {}  # the current server's, see channels()
         self.chunk_updates: list[tuple[int, int, int]] = []  # see updates()
         self.closed = False
-        # Put once: every worker on a node maps the same read-only copy; the workers find it
-        # by the holder's name (worker/training_data.py).
-        self.data_name, self.data_holder = (shared, None) if shared else training_data.share(
-            (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
-        self.n_rows = {"train": len(dataset.y_train), "test": len(dataset.y_test)}
-        self.num_workers = num_workers
+        self.route: Route | None = None
         self.workers: list = []
+        if parted is not None:  # each worker holds its own parts of a table
+            self.workers, self.data_holder, self.route = parted
+            self.data_name = ""
+            self.n_rows = {"train": dataset.n_train, "test": dataset.n_test}
+        else:
+            # Put once: every worker on a node maps the same read-only copy; the workers find it
+            # by the holder's name (worker/training_data.py).
+            self.data_name, self.data_holder = (shared, None) if shared else training_data.share(
+                (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
+            self.n_rows = {"train": len(dataset.y_train), "test": len(dataset.y_test)}
+        self.num_workers = num_workers
         self.server = None
         self.restore(plan.start)
         ray.get([w.ready.remote() for w in self.workers])  # fail here, not mid-step, if none can start
@@ -139,7 +147,8 @@ class RayExecutor:
 
     def _start_server(self, snapshot: Snapshot) -> ray.actor.ActorHandle:
         p = self.plan
-        return ParameterServer.remote(p.config, p.network, snapshot, self.n_rows["train"], self.workers, inline_bytes())
+        return ParameterServer.remote(p.config, p.network, snapshot, self.n_rows["train"], self.workers, inline_bytes(),
+                                      self.route)  # fmt: skip
 
     def _retire_server(self) -> None:
         """Keep the server's channel record and close its channels if it still answers,
@@ -180,9 +189,12 @@ class RayExecutor:
 
     def evaluate(self, which: str) -> Array:
         params_ref = self.server.params.remote()
-        bounds = np.linspace(0, self.n_rows[which], len(self.workers) + 1).astype(int)
-        parts = [w.evaluate.remote(params_ref, which, int(lo), int(hi))
-                 for w, lo, hi in zip(self.workers, bounds[:-1], bounds[1:]) if hi > lo]  # fmt: skip
+        if self.route is not None:  # each worker evaluates the rows it holds
+            parts = [w.evaluate.remote(params_ref, which, 0, None) for w in self.workers]
+        else:
+            bounds = np.linspace(0, self.n_rows[which], len(self.workers) + 1).astype(int)
+            parts = [w.evaluate.remote(params_ref, which, int(lo), int(hi))
+                     for w, lo, hi in zip(self.workers, bounds[:-1], bounds[1:]) if hi > lo]  # fmt: skip
         try:
             total = np.sum(ray.get(parts), axis=0)
         except (RayActorError, RayTaskError) as e:  # the server's (its parameters not had) or a worker's

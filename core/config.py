@@ -59,10 +59,11 @@ NEEDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr_gamma": (lambda c: c.schedule == "step", "--schedule step"),
     "momentum": (lambda c: c.optimizer in ("momentum", "nesterov"), "--optimizer momentum or nesterov"),
     "transport": (lambda c: c.workers != 0, "Ray workers (--workers N, or auto)"),
-    "warm_start": (lambda c: c.workers != 0 and c.address is None and c.consistency == "sync",
-                   "sync steps on Ray workers of an embedded Ray (no --address)"),
+    "warm_start": (lambda c: c.workers != 0 and c.address is None and c.consistency == "sync" and not c.partitioned,
+                   "sync steps on Ray workers of an embedded Ray (no --address), the table not --partitioned"),
     **{name: (lambda c: is_table(c.data), "a table: --data a CSV or Parquet source")
-       for name in ("label", "features", "test_data", "test_fraction", "standardize", "drop_missing", "task")},
+       for name in ("label", "features", "test_data", "test_fraction", "standardize", "drop_missing", "task",
+                     "partitioned")},
 }
 
 
@@ -105,6 +106,7 @@ class TrainConfig:
     test_fraction: float | None = None  # else this part of the rows, seeded; 0.2 where neither is given
     standardize: bool = True  # each feature to mean 0, deviation 1 over the training split
     drop_missing: bool = False  # leave out rows with a missing value instead of refusing the table
+    partitioned: bool = False  # each worker reads and holds only its own parts of the table (core/parts.py)
     extra: dict[str, Any] = field(default_factory=dict)  # room for later versions' keys
 
     def __post_init__(self) -> None:
@@ -181,6 +183,9 @@ class TrainConfig:
                                   f"{self.output} --cost {self.cost}")  # fmt: skip
         elif self.output == "linear":
             raise ConfigError("--output linear is a regression's output layer: use it with --task regress")
+        if self.partitioned and self.validation_fraction:
+            raise ConfigError(f"--validation-fraction {self.validation_fraction} holds rows out on the driver, which "
+                              f"--partitioned never reads: give --test-data, or leave out --partitioned")  # fmt: skip
         if len(set(self.features)) != len(self.features):
             raise ConfigError(f"--features names a column twice: {','.join(self.features)!r}")
         if self.test_fraction is not None and not 0 < self.test_fraction < 1:
@@ -243,5 +248,5 @@ class TrainConfig:
         "data", "hidden", "activation", "output", "cost", "weight_init", "optimizer", "lr", "momentum",
         "l2", "schedule", "lr_step_epochs", "lr_gamma", "batch_size", "seed", "dtype", "init", "consistency",
         "staleness", "validation_fraction", "early_stopping", "label", "features", "test_data", "test_fraction",
-        "standardize", "drop_missing", "task",
+        "standardize", "drop_missing", "task", "partitioned",
     )  # fmt: skip

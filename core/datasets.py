@@ -44,6 +44,11 @@ class Dataset:
     y_test: np.ndarray
     image_shape: tuple[int, int] = (28, 28)
     table: TableInfo | None = None  # a table's features, classes and standardization; None: images
+    digest: str | None = None  # a partitioned table's fingerprint (core/parted_data.py), else the arrays'
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
 
     @property
     def num_inputs(self) -> int:
@@ -57,6 +62,8 @@ class Dataset:
     @cached_property
     def fingerprint(self) -> str:
         """SHA-256 (first 16 hex digits) of the arrays: which data a checkpoint was trained on."""
+        if self.digest:
+            return self.digest
         h = hashlib.sha256()
         for a in (self.x_train, self.y_train, self.x_test, self.y_test):
             h.update(str(a.shape).encode())

@@ -48,7 +48,7 @@ def check_batch(config: TrainConfig, dataset: Dataset) -> None:
     """Sizes that mean nothing for this data, refused before anything starts: a mini-batch
     larger than the training set (every step would be the whole set: full-batch gradient
     descent, not what --batch-size asked for), a staleness bound no update could reach."""
-    n = len(dataset.y_train)
+    n = dataset.n_train
     if config.batch_size > n:
         raise ConfigError(f"--batch-size {config.batch_size} is larger than the training set ({n:,} examples "
                           f"in {config.data}); use at most {n} (full-batch gradient descent)")  # fmt: skip
@@ -63,7 +63,7 @@ def plan_run(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resu
              say: Callable[[str], None] = lambda _: None) -> Plan:  # fmt: skip
     check_batch(config, dataset)
     network = build_network(config, dataset)
-    sampler = Sampler(len(dataset.y_train), config.batch_size, config.seed)
+    sampler = Sampler(dataset.n_train, config.batch_size, config.seed)
     total = config.epochs * sampler.steps_per_epoch
     if config.steps is not None:
         total = min(total, config.steps)

@@ -11,7 +11,7 @@ give the same weights (`nnps replay RUN_DIR`, cluster/driver.py).
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -127,10 +127,13 @@ def check_record(log: UpdateLog, config: TrainConfig, where: str) -> None:
 
 
 def replay(config: TrainConfig, network: Network, dataset: Dataset, start: Snapshot, log: UpdateLog,
-           keep: set[int] = frozenset()) -> tuple[Snapshot, dict[int, Array]]:  # fmt: skip
-    """Recompute a recorded run in this process: update u is step t's batch on version d.
-    Returns the end's snapshot and the parameters after each of the updates counted in `keep`."""
-    sampler = Sampler(len(dataset.y_train), config.batch_size, config.seed)
+           keep: set[int] = frozenset(), draw: Callable[[int, int], Array] | None = None,
+           ) -> tuple[Snapshot, dict[int, Array]]:  # fmt: skip
+    """Recompute a recorded run in this process: update u is step t's batch (`draw(w, t)`:
+    worker w's, with --partitioned) on version d. Returns the end's snapshot and the
+    parameters after each of the updates counted in `keep`."""
+    sampler = Sampler(dataset.n_train, config.batch_size, config.seed)
+    draw = draw or (lambda _, t: sampler.batch(t))
     server = Server(config, network, start, sampler.steps_per_epoch)
     worker = ShardWorker(network, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
     rows = log.rows
@@ -140,10 +143,10 @@ def replay(config: TrainConfig, network: Network, dataset: Dataset, start: Snaps
     versions = {start.step: server.params.copy()}
     kept: dict[int, Array] = {}
     with blas_threads(1):  # as workers sharing a node's cores compute: the same sums, bit for bit
-        for u, (t, _, d) in enumerate(rows):
+        for u, (t, w, d) in enumerate(rows):
             if u < start.step:
                 continue
-            grad = worker.gradient_sums(versions[int(d)], sampler.batch(int(t)))
+            grad = worker.gradient_sums(versions[int(d)], draw(int(w), int(t)))
             server.apply(grad)
             if u + 1 in keep:
                 kept[u + 1] = server.params.copy()

@@ -12,6 +12,8 @@ current parameters and a shard's indices, returns ONE flat vector:
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from nnps.core.costs import cost_sum
@@ -28,16 +30,20 @@ class ShardWorker:
         self.data = {"train": (x_train, y_train), "test": (x_test, y_test)}
         # uint8 images to [0, 1]; a table's rows come standardized. A dtype scalar keeps the product in dtype.
         self.scale = network.np_dtype.type(1.0 / 255.0 if x_train.dtype == np.uint8 else 1.0)
+        # A worker holding only its parts of a table (core/part_rows.py): global training
+        # indices to its own rows; None: it holds the whole training set
+        self.to_local: Callable[[Array], Array] | None = None
 
     def gradient_sums(self, params: Array, indices: Array, out: Array | None = None) -> Array:
         x, labels = self.data["train"]
         P = self.network.layout.size
         if out is None:
             out = np.empty(P + N_STATS, dtype=self.network.np_dtype)
-        shard = x[indices] * self.scale  # (m, n_0), scaled where it is used
+        rows = indices if self.to_local is None else self.to_local(indices)
+        shard = x[rows] * self.scale  # (m, n_0), scaled where it is used
         # A diverging run overflows; the server sees the non-finite cost and stops it.
         with np.errstate(over="ignore", invalid="ignore"):
-            cost, correct = self.network.gradient_sums(params, shard, labels[indices], out[:P])
+            cost, correct = self.network.gradient_sums(params, shard, labels[rows], out[:P])
         out[P:] = (cost, correct, len(indices))
         return out
 

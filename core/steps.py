@@ -18,11 +18,12 @@ record (core/record.py), which recomputes what they did.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
 from nnps.core.network import N_STATS
+from nnps.core.parts import Route
 from nnps.core.sampler import split
 from nnps.core.server import Server
 from nnps.core.shard import ShardWorker
@@ -55,26 +56,30 @@ class Tasks(Protocol):
     def receive(self, step: int) -> tuple[int, Array]: ...
 
 
-def sync_steps(carrier: Carrier, server: Server, sampler: Batches, k: int, stop: int) -> None:
+def sync_steps(carrier: Carrier, server: Server, sampler: Batches, k: int, stop: int,
+               route: Route | None = None) -> None:  # fmt: skip
     """Apply synchronous steps until `stop` (or divergence): each step's batch split over
-    k shards as the workers take them, their sums added in shard order, one optimizer step."""
+    k shards as the workers take them (`route`: each index to the worker holding its row,
+    an empty shard kept in place), their sums added in shard order, one optimizer step."""
     server.params = carrier.params(server.params, server.step)
     while server.step < stop and server.diverged_at is None:
-        shards = split(sampler.batch(server.step), k)
+        batch = sampler.batch(server.step)
+        shards = split(batch, k) if route is None else route.shards(batch)
         server.params, replies = carrier.step(server.params, shards, server.step)
         server.apply(*replies)
 
 
-def run_updates(tasks: Tasks, server: Server, sampler: Batches, workers: int, tau: int | None,
+def run_updates(tasks: Tasks, server: Server, draw: Callable[[int, int], Array], workers: int, tau: int | None,
                 stop: int) -> list[tuple[int, int, int]]:  # fmt: skip
     """Apply updates until `stop` (or divergence), each worker's reply as it arrives, the
-    next step sent to a free worker when the gate lets it; returns the rows (t, worker, d)."""
+    next step sent to a free worker when the gate lets it (`draw(worker, t)`: its batch, the
+    sampler's batch t, or with --partitioned the worker's own); returns the rows (t, worker, d)."""
     gate, free, t, rows = Gate(tau), list(range(workers)), server.step, []
     while server.step < stop and server.diverged_at is None:
         while free and t < stop and gate.may_start(server.step):
             i = free.pop(0)
             gate.start(i, t, server.step)
-            tasks.send(i, server.params, sampler.batch(t), server.step)
+            tasks.send(i, server.params, draw(i, t), server.step)
             t += 1
         i, reply = tasks.receive(server.step)
         step, version = gate.finish(i)

@@ -163,7 +163,7 @@ def test_an_async_channel_that_breaks_resends_every_task_out(mnist10k) -> None:
     sampler = Sampler(len(mnist10k.y_train), cfg.batch_size, cfg.seed)
     server = Server(cfg, plan.network, plan.start, sampler.steps_per_epoch)
     transport = Transport(("unix", "ray"), lambda name: Queued(name, worker, 25 if name == "unix" else None))
-    rows = run_updates(transport, server, sampler, 2, None, 60)
+    rows = run_updates(transport, server, lambda _, t: sampler.batch(t), 2, None, 60)
     assert transport.record()["fallbacks"] == [{"step": 25, "from": "unix", "to": "ray",
                                                 "reason": "worker 0 closed its socket"}]  # fmt: skip
     assert transport.record()["steps"] == {"unix": 25, "ray": 35}

@@ -54,8 +54,10 @@ def keep_freed_memory() -> None:
 
 @ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)
 class GradientWorker:
-    def __init__(self, network: Network, data: str, threads: int = 1) -> None:
-        self.network, self.data = network, data  # `data`: the name of the run's TrainingData
+    def __init__(self, network: Network | None, data: str | training_data.PartsSource, threads: int = 1) -> None:
+        # `data`: the name of the run's TrainingData, or (--partitioned) the worker's own parts,
+        # whose network comes with the run's statistics
+        self.network, self.data = network, data
         self._core: ShardWorker | None = None  # once the data is fetched (`core`)
         self._core_lock = threading.Lock()  # the first step may come on a channel's thread
         # As many BLAS threads as CPUs Ray gave it (worker_options): k workers must not
@@ -70,9 +72,16 @@ class GradientWorker:
         (and again by a restarted actor)."""
         if self._core is None:
             with self._core_lock:
-                if self._core is None:
+                if self._core is None and isinstance(self.data, training_data.PartsSource):
+                    self._core = self.data.shard_worker()
+                elif self._core is None:
                     self._core = ShardWorker(self.network, *training_data.fetch(self.data))
         return self._core
+
+    def scan(self) -> dict[str, Any]:
+        """--partitioned: read this worker's parts; their counts and moments (cluster/parted.py)."""
+        assert isinstance(self.data, training_data.PartsSource)
+        return self.data.scan()
 
     def gradient_sums(self, params: Array, indices: Array) -> Array:
         """The shard's reply (P + N_STATS,): what the `ray` channel calls."""
@@ -87,7 +96,7 @@ class GradientWorker:
         once, with what the end returns (why it could not, or what the server needs next)."""
         return end.start(self._sums, self._channel_state)
 
-    def evaluate(self, params: Array, split: str, lo: int, hi: int) -> Array:
+    def evaluate(self, params: Array, split: str, lo: int, hi: int | None) -> Array:
         return self.core.evaluate(params, split, lo, hi)
 
     def where(self) -> tuple[int, str]:

@@ -17,11 +17,17 @@ restarted: it goes with the run's executor, and a lost driver's node ends the ru
 from __future__ import annotations
 
 import uuid
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from nnps.core.config import TrainConfig
+from nnps.core.part_rows import PartRows
+from nnps.core.parts import Part
+from nnps.core.shard import ShardWorker
 
 
 @ray.remote(num_cpus=0)
@@ -51,3 +57,31 @@ def share(arrays: Sequence[np.ndarray]) -> tuple[str, ray.actor.ActorHandle]:
 def fetch(name: str) -> list[np.ndarray]:
     """The arrays held under `name`, mapped zero-copy and read-only from this node's store."""
     return ray.get(ray.get(ray.get_actor(name).refs.remote()))
+
+
+@dataclass
+class PartsSource:
+    """A --partitioned worker's data: its own parts of the table (cluster/parted.py), read by
+    the worker itself; the run's {network, info, route} from the holder named `holder` once
+    the driver has combined every worker's summary."""
+
+    config: TrainConfig
+    features: list[str]
+    parts: list[Part]
+    first_rows: list[int]
+    holder: str
+    me: int
+    rows: PartRows | None = field(default=None, repr=False)  # as read, until scaled
+
+    def scan(self) -> dict[str, Any]:
+        """Read the parts (again, if a restarted worker had them); their summary for the driver."""
+        self.rows = PartRows.read(self.config, self.features, self.parts, self.first_rows)
+        return self.rows.summary()
+
+    def shard_worker(self) -> ShardWorker:
+        """The shard computations over these rows, scaled for the run (read first if they are
+        not: a worker Ray restarted)."""
+        rows = self.rows or PartRows.read(self.config, self.features, self.parts, self.first_rows)
+        self.rows = None  # scaled in place from here: never summed again
+        held = fetch(self.holder)[0]
+        return rows.shard_worker(held["network"], held["info"], held["route"], self.me)

@@ -68,13 +68,13 @@ class NodeRelay:
             self.spec.unlink()
 
     def step(self, sums: Sums, shards: list[Array], out: Array) -> None:
-        """shards[0] is the relay's own, shards[1:] its members' (non-empty first): the
+        """shards[0] is the relay's own, shards[1 + i] member i's (an empty one not sent): the
         node's sum of all their replies into `out`. ChannelBroken if a member fails."""
-        others = [s for s in shards[1:] if len(s)]
-        for i, shard in enumerate(others):  # the members start on their shards
-            self.sockets.send_one(i, shard)
+        asked = [i for i, s in enumerate(shards[1:]) if len(s)]
+        for i in asked:  # the members start on their shards
+            self.sockets.send_one(i, shards[1 + i])
         sums(self.mapped.params, shards[0], out)  # (P + N_STATS,) and the relay on its own
-        for i in range(len(others)):  # in member order, so the sum's rounding is the same every run
+        for i in asked:  # in member order, so the sum's rounding is the same every run
             self.sockets.answer(i)
             out += self.mapped.replies[i]  # the node's sum, added while slower members still compute
 

@@ -1,0 +1,205 @@
+"""A worker's own parts of a table: read, summed up for the driver, then scaled in place.
+
+    rows = PartRows.read(config, features, parts, first_rows)   # only these parts, in chunks
+    summary = rows.summary()            # per part: row counts, feature moments; the labels seen
+    info, counts = combine(config, features, [summaries...])    # on the driver: exact, in part order
+    worker = rows.shard_worker(network, info, route, me)        # scaled in place; global -> local rows
+
+The driver reads no row: it combines each part's (count, mean, M2) in part order (Chan et
+al.'s pairwise update), so every assignment of parts to workers, and `--workers 0` reading
+every part, gets the same statistics bit for bit. A part's rows are float32 features plus a
+label code or targets; a worker holds its training rows in part order, its test rows beside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nnps.core.config import TrainConfig
+from nnps.core.errors import DataError
+from nnps.core.parts import Part, Route, held_out
+from nnps.core.shard import ShardWorker
+from nnps.core.table_labels import Vocabulary, class_names
+from nnps.core.table_rows import BATCH_ROWS, _block, label_columns, outputs_of
+from nnps.core.tables import CHUNK_ROWS, TableInfo, open_source
+
+Array = np.ndarray
+Moments = tuple[int, Array, Array]  # (n, mean, M2) of each column, float64
+
+
+def moments(x: Array) -> Moments:
+    """(n, mean, sum of squared deviations) of each column, in chunks, float64."""
+    n = len(x)
+    mean = sum((x[lo : lo + CHUNK_ROWS].sum(axis=0, dtype=np.float64) for lo in range(0, n, CHUNK_ROWS)),
+               np.zeros(x.shape[1])) / max(n, 1)  # fmt: skip
+    m2 = sum((((x[lo : lo + CHUNK_ROWS] - mean) ** 2).sum(axis=0) for lo in range(0, n, CHUNK_ROWS)),
+             np.zeros(x.shape[1]))  # fmt: skip
+    return n, mean, m2
+
+
+def merge(a: Moments, b: Moments) -> Moments:
+    """The moments of two sets of rows together (Chan, Golub and LeVeque's update)."""
+    (na, ma, sa), (nb, mb, sb) = a, b
+    n = na + nb
+    if n == 0:
+        return a
+    delta = mb - ma
+    return n, ma + delta * (nb / n), sa + sb + delta**2 * (na * nb / n)
+
+
+def deviations(m: Moments) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) as standardization wants them: a constant column's deviation 1."""
+    n, mean, m2 = m
+    std = np.sqrt(m2 / max(n, 1))
+    std[~(std > 1e-12)] = 1.0
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+@dataclass
+class PartRows:
+    """The rows of some parts, as read: unscaled float32 features, label codes (in `vocab`)
+    or unscaled targets, training rows and test rows apart; counts per part."""
+
+    parts: list[Part]
+    x: Array
+    y: Array
+    x_test: Array
+    y_test: Array
+    train_counts: list[int]
+    test_counts: list[int]
+    vocab: Vocabulary = field(default_factory=Vocabulary)
+
+    @classmethod
+    def read(cls, config: TrainConfig, features: list[str], parts: list[Part], first_rows: list[int]) -> PartRows:
+        """Read `parts` (part i's first row number in its table: first_rows[i]), only them."""
+        labels, targets = label_columns(config), config.task == "regress"
+        masks = [np.ones(p.rows, bool) if p.test else
+                 held_out(config.seed, config.test_fraction or 0.0, np.arange(r, r + p.rows))
+                 for p, r in zip(parts, first_rows)]  # fmt: skip
+        n_test = sum(int(m.sum()) for m in masks)
+        n_train, d = sum(p.rows for p in parts) - n_test, len(features)
+        xs = [np.empty((n_train, d), np.float32), np.empty((n_test, d), np.float32)]
+        ys: list[list[Array]] = [[], []]
+        filled, counts = [0, 0], [[], []]
+        vocab, sources = Vocabulary(), {}
+        for part, mask in zip(parts, masks):
+            source = config.test_data if part.test else config.data
+            if source not in sources:
+                dataset = open_source(source)
+                sources[source] = (dataset, {f.path: f for f in dataset.get_fragments()})
+            before = list(filled)
+            for block, y, keep, at in _part_batches(*sources[source], part, features, labels, config, vocab):
+                for s in (0, 1):
+                    chosen = keep & (mask[at : at + len(keep)] == bool(s))
+                    k = int(chosen.sum())
+                    xs[s][filled[s] : filled[s] + k] = block[chosen]
+                    ys[s].append(y[chosen])
+                    filled[s] += k
+            for s in (0, 1):
+                counts[s].append(filled[s] - before[s])
+        empty = np.empty((0, len(labels)), np.float32) if targets else np.empty(0, np.int32)
+        y_of = [np.concatenate(ys[s]) if ys[s] else empty for s in (0, 1)]
+        return cls(parts, xs[0][: filled[0]], y_of[0], xs[1][: filled[1]], y_of[1], counts[0], counts[1], vocab)
+
+    def summary(self) -> dict[str, Any]:
+        """What the driver needs of these parts: per part its training and test row counts and
+        the moments of its training features (and targets); the label values its training rows hold."""
+        stats, lo = [], 0
+        for n in self.train_counts:
+            x = moments(self.x[lo : lo + n])
+            t = moments(self.y[lo : lo + n]) if self.y.ndim == 2 else None
+            stats.append((x, t))
+            lo += n
+        seen = np.flatnonzero(np.bincount(self.y, minlength=len(self.vocab.values))) if self.y.ndim == 1 else []
+        return {"parts": self.parts, "train": self.train_counts, "test": self.test_counts, "stats": stats,
+                "labels": [self.vocab.values[c] for c in seen]}  # fmt: skip
+
+    def scaled(self, info: TableInfo) -> tuple[Array, Array, Array, Array]:
+        """(x, y, x_test, y_test) as the network takes them: features scaled in place, labels
+        to class indices (or targets scaled), with the run's `info`."""
+        where = self.parts[0].path if self.parts else "the table"
+        x, y = info.scale(self.x), outputs_of(info, self.y, where, self.vocab)
+        return x, y, info.scale(self.x_test), outputs_of(info, self.y_test, where, self.vocab)
+
+    def shard_worker(self, network: Any, info: TableInfo, route: Route | None, me: int) -> ShardWorker:
+        """A ShardWorker over these rows, scaled in place with the run's `info`; `route`: map
+        the global training indices it is given to its own rows (None: it holds every part)."""
+        worker = ShardWorker(network, *self.scaled(info))
+        if route is not None:
+            worker.to_local = LocalRows(route, me)
+        return worker
+
+
+class LocalRows:
+    """Global training indices to a worker's own rows: its parts' training rows, held in part order."""
+
+    def __init__(self, route: Route, me: int) -> None:
+        mine = [p for p, w in enumerate(route.owner) if w == me]
+        self.starts = np.array([route.starts[p] for p in mine], np.int64)
+        sizes = [route.starts[p + 1] - route.starts[p] for p in mine]
+        self.local = np.concatenate([[0], np.cumsum(sizes)])[:-1].astype(np.int64)
+
+    def __call__(self, g: Array) -> Array:
+        p = np.searchsorted(self.starts, g, side="right") - 1
+        return self.local[p] + (g - self.starts[p])
+
+
+def _part_batches(dataset: Any, fragments: dict[str, Any], part: Part, features: list[str], labels: list[str], config: TrainConfig,
+                  vocab: Vocabulary) -> Any:  # fmt: skip
+    """(features, labels, whole rows, row within the part) of a part's batches; DataError naming the part."""
+    import pyarrow.dataset as pds
+
+    try:
+        fragment = fragments[part.path]
+        if part.group >= 0:
+            fragment = fragment.subset(row_group_ids=[part.group])
+        scanner = pds.Scanner.from_fragment(fragment, schema=dataset.schema, columns=features + labels,
+                                            batch_size=BATCH_ROWS, use_threads=False)  # fmt: skip
+        at = -part.lo  # a CSV part skips the file's rows before it
+        for batch in scanner.to_batches():
+            lo, hi = max(0, -at), min(batch.num_rows, part.hi - (at + part.lo))
+            if hi > lo:
+                block, y, keep = _block(batch.slice(lo, hi - lo), part.name(), features, labels, at + lo + part.lo,
+                                        config.drop_missing, config.task == "regress", vocab)  # fmt: skip
+                yield block, y, keep, at + lo
+            at += batch.num_rows
+            if at >= part.rows:
+                break
+    except DataError:
+        raise
+    except KeyError:
+        raise DataError(f"{part.name()}: the file is gone from {part.path.rsplit('/', 1)[0]}")
+    except Exception as e:  # a damaged or unreachable file
+        raise DataError(f"{part.name()}: cannot read it ({' '.join(str(e).split())[:300] or type(e).__name__})")
+
+
+def combine(config: TrainConfig, features: list[str], summaries: list[dict[str, Any]],
+            parts: list[Part]) -> tuple[TableInfo, list[int], list[int]]:  # fmt: skip
+    """(the run's TableInfo, training rows per part, test rows per part) from the workers'
+    summaries, combined in part order whoever read which."""
+    index = {p: i for i, p in enumerate(parts)}
+    train, test, stats = [0] * len(parts), [0] * len(parts), [None] * len(parts)
+    vocab = Vocabulary()
+    for s in summaries:
+        for p, a, b, st in zip(s["parts"], s["train"], s["test"], s["stats"]):
+            train[index[p]], test[index[p]], stats[index[p]] = a, b, st
+        for v in s["labels"]:
+            vocab._code(v)
+    if sum(train) == 0:
+        raise DataError(f"{config.data}: no training rows left to read")
+    labels = label_columns(config)
+    total_x: Moments = (0, np.zeros(len(features)), np.zeros(len(features)))
+    total_t: Moments = (0, np.zeros(len(labels)), np.zeros(len(labels)))
+    for x_moments, t_moments in stats:
+        total_x = merge(total_x, x_moments)
+        if t_moments is not None:
+            total_t = merge(total_t, t_moments)
+    mean, std = deviations(total_x) if config.standardize else (None, None)
+    if config.task == "classify":
+        names = class_names(np.arange(len(vocab.values)), vocab, config.data, config.label)
+        return TableInfo(tuple(features), names, mean, std), train, test
+    t_mean, t_std = deviations(total_t) if config.standardize else (None, None)
+    return TableInfo(tuple(features), (), mean, std, tuple(labels), t_mean, t_std), train, test

@@ -1,0 +1,155 @@
+"""A table cut into parts fixed by the data, and which worker owns each training row.
+
+`--partitioned` runs never hold a table in one place. The source is cut into parts by
+its own layout, read from metadata only: a Parquet file's row groups, or row ranges of
+PART_ROWS rows of a CSV file. Each part is a contiguous range of the table's row numbers,
+the same for every run on the same files. `assign` gives each of k workers a contiguous
+run of parts of about equal rows; each worker reads only its own (core/part_rows.py).
+
+The test split is a function of the row number (`held_out`: a hash of (seed, row)), so
+a worker knows its test rows without anyone holding a mask of all n rows. The training
+rows are numbered in part order, and `Route` maps the sampler's global indices to the
+worker owning each row: step t's batch is still drawn from all N training rows as a
+function of (seed, t), and each index goes to its owner, so shards are uneven by a few
+rows (sums do not care), an empty one kept in its place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from nnps.core.errors import DataError
+from nnps.core.sampler import Sampler
+from nnps.core.tables import TEST_SALT, open_source
+
+Array = np.ndarray
+PART_ROWS = 131_072  # rows per part of a CSV file (Parquet's parts are its row groups)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Rows lo..hi-1 of one file (`group`: its Parquet row group, -1 for a CSV's row range);
+    `test`: every row is a test row (the parts of --test-data)."""
+
+    path: str
+    group: int
+    lo: int
+    hi: int
+    test: bool = False
+
+    @property
+    def rows(self) -> int:
+        return self.hi - self.lo
+
+    def name(self) -> str:
+        return f"{self.path} row group {self.group}" if self.group >= 0 else f"{self.path} rows {self.lo}-{self.hi - 1}"
+
+    @classmethod
+    def from_list(cls, d: list[Any]) -> Part:
+        return cls(str(d[0]), int(d[1]), int(d[2]), int(d[3]), bool(d[4]))
+
+
+def find_parts(source: str, test: bool = False) -> list[Part]:
+    """The parts of `source` in row order, from Parquet footers (a CSV: a counting pass)."""
+    dataset = open_source(source)
+    parts: list[Part] = []
+    for fragment in dataset.get_fragments():
+        try:
+            meta = getattr(fragment, "metadata", None)
+            if meta is not None:
+                parts += [Part(fragment.path, g, 0, meta.row_group(g).num_rows, test)
+                          for g in range(meta.num_row_groups) if meta.row_group(g).num_rows]  # fmt: skip
+                continue
+            n = fragment.count_rows()
+        except Exception as e:  # a damaged footer, a ragged CSV row
+            raise DataError(f"{fragment.path}: cannot read its row counts ({' '.join(str(e).split())[:300]})")
+        parts += [Part(fragment.path, -1, lo, min(lo + PART_ROWS, n), test) for lo in range(0, n, PART_ROWS)]
+    if not parts:
+        raise DataError(f"{source}: no rows")
+    return parts
+
+
+def assign(parts: list[Part], k: int) -> list[int]:
+    """The owner of each part: k contiguous runs of parts, each near 1/k of the rows (a
+    worker may get none where there are fewer parts than workers)."""
+    ends = np.cumsum([p.rows for p in parts])
+    total = int(ends[-1])
+    return [min(k - 1, int((end - p.rows / 2) * k // total)) for p, end in zip(parts, ends)]
+
+
+def held_out(seed: int, fraction: float, rows: Array) -> Array:
+    """Which of the table's row numbers `rows` are test rows: a uniform hash of (seed, row)
+    below `fraction` (splitmix64), the same wherever the row is read."""
+    z = rows.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15 + TEST_SALT) % 2**64)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
+
+
+def table_rows_of(parts: list[Part]) -> list[int]:
+    """Each part's first row number in its table (--data's, or --test-data's)."""
+    first, at = [], {False: 0, True: 0}
+    for p in parts:
+        first.append(at[p.test])
+        at[p.test] += p.rows
+    return first
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the training rows are: part p holds training rows starts[p]..starts[p+1]-1
+    (global, in part order) and belongs to worker owner[p]."""
+
+    starts: tuple[int, ...]  # (P + 1,)
+    owner: tuple[int, ...]  # (P,)
+    workers: int
+    seed: int = 0
+    batch_size: int = 1
+
+    def owners(self, indices: Array) -> Array:
+        """The worker owning each global training index."""
+        return np.asarray(self.owner)[np.searchsorted(np.asarray(self.starts), indices, side="right") - 1]
+
+    def shards(self, indices: Array) -> list[Array]:
+        """A batch's indices by owner, in batch order: shards[w] is worker w's (maybe empty)."""
+        owners = self.owners(indices)
+        return [indices[owners == w] for w in range(self.workers)]
+
+    def rows_of(self, worker: int) -> Array:
+        """The global training indices worker `worker` owns, in order."""
+        s = self.starts
+        return np.concatenate([np.arange(s[p], s[p + 1]) for p, w in enumerate(self.owner) if w == worker] or
+                              [np.empty(0, np.int64)])  # fmt: skip
+
+    def to_meta(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def route_of(train_counts: list[int], owner: list[int], workers: int, seed: int, batch_size: int) -> Route:
+    """The Route of parts holding `train_counts` training rows each."""
+    starts = (0, *(int(s) for s in np.cumsum(train_counts)))
+    return Route(starts, tuple(owner), workers, seed, batch_size)
+
+
+class OwnBatches:
+    """Bounded/async training on parts: update t sent to worker w takes batch t of w's own
+    sampler over its own training rows (an epoch a permutation of them, seeded by (seed,
+    w)), as global indices. A pure function of (seed, w, t), as Li et al.'s workers each
+    sample their own data; a replay draws the same from the record's (t, w)."""
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.rows = [route.rows_of(w) for w in range(route.workers)]
+        self.samplers = [Sampler(len(r), min(route.batch_size, len(r)), route.seed * 1_000_003 + w) if len(r) else None
+                         for w, r in enumerate(self.rows)]  # fmt: skip
+
+    def batch(self, worker: int, t: int) -> Array:
+        sampler = self.samplers[worker]
+        if sampler is None:
+            raise DataError(f"worker {worker} owns no training rows; an update needs rows: use fewer --workers")
+        return self.rows[worker][sampler.batch(t)]
