@@ -113,7 +113,7 @@ def test_evaluate_and_predict_take_a_run_directory_and_its_own_data(tmp_path: Pa
         (["train", "--workers", "0", "--transport", "tcp"], 1,
          "error: --transport tcp does nothing here: it applies with Ray workers (--workers N, or auto)"),
         (["train", "--workers", "0", "--no-warm-start"], 1, "error: --no-warm-start does nothing here: it applies "
-         "with sync steps on Ray workers of an embedded Ray (no --address)"),
+         "with sync steps on Ray workers of an embedded Ray (no --address), the table not --partitioned"),
         (["evaluate", "/nonexistent.npz"], 1, "error: /nonexistent.npz: no such file"),
         (["evaluate", "/nonexistent"], 1, "error: /nonexistent: no checkpoint yet (neither final.npz nor ckpt-*.npz)"),
         (["data", "info", "cifar"], 1, "error: cifar: no such file or directory"),

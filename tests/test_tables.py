@@ -317,6 +317,17 @@ def test_the_readme_table_block_runs_as_written(tmp_path: Path) -> None:
     assert float(accuracy) > 0.8 and re.fullmatch(r"\['(high|low|mid)' '(high|low|mid)'\]", names), done.stdout
     assert re.fullmatch(r"\['(high|low|mid)'\] \[\[[0-9. ]+\]\]", one), one
     assert re.fullmatch(r"\[-?[0-9.]+\] [0-9.]+", regression), regression
+    # then "Data larger than one machine": 2 workers holding 3 row groups each equal one process reading all 6
+    parted = re.search(r"```bash\n(.*?)```", text[text.index("\n### Data larger than one machine\n") :], re.S)
+    assert parted
+    done = subprocess.run(["bash", "-e", "-c", parted.group(1)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    two, one = (checkpoint.load(str(tmp_path / "runs" / r / "final.npz")) for r in ("parted", "parted-serial"))
+    assert np.max(np.abs(two.params - one.params)) < 1e-9
+    parts = json.loads((tmp_path / "runs" / "parted" / "config.json").read_text())["extra"]["parts"]["parts"]
+    assert [(p[1], p[-1]) for p in parts] == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1), (5, 1)]
+    assert re.search(r"accuracy \d+\.\d\d%", done.stdout), done.stdout
 
 
 def test_the_quick_starts_table_block_runs_as_written(tmp_path: Path) -> None:
