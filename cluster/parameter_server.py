@@ -40,7 +40,7 @@ from nnps.cluster.transport import Transport, chain
 from nnps.core.config import TrainConfig
 from nnps.core.network import Network
 from nnps.core.parts import OwnBatches, Route
-from nnps.core.sampler import Sampler
+from nnps.core.sampler import sampler_for
 from nnps.core.server import Server, Snapshot
 from nnps.core.steps import run_updates, sync_steps
 from nnps.worker.channels.base import StepChannel
@@ -56,7 +56,7 @@ Array = np.ndarray
 class ParameterServer:
     def __init__(self, config: TrainConfig, network: Network, snapshot: Snapshot, n_train: int,
                  workers: list, inline_bytes: int, route: Route | None = None) -> None:  # fmt: skip
-        self.sampler = Sampler(n_train, config.batch_size, config.seed)
+        self.sampler = sampler_for(n_train, config.batch_size, config.seed, config.partitioned)
         self.route = route  # --partitioned: which worker holds each training row (core/parts.py)
         self.own = OwnBatches(route) if route is not None and config.consistency != "sync" else None
         self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)

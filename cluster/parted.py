@@ -69,7 +69,7 @@ def run(config: TrainConfig, run_dir: RunDir | None, resume: bool, reporter: Rep
     try:
         summaries = _gather([w.scan.remote() for w in workers], "reading its parts")
         data = parted(config, lay, summaries, owner, k)
-        if config.consistency != "sync" and (idle := [w for w in range(k) if not len(data.route.rows_of(w))]):
+        if config.consistency != "sync" and (idle := [w for w in range(k) if not data.route.rows_held(w)]):
             raise DataError(f"--consistency {config.consistency}: worker {idle[0]} owns no training rows "
                             f"({len(lay.parts)} parts over {k} workers); use fewer --workers")  # fmt: skip
         batches = (SYNC_BATCHES if config.consistency == "sync" else OWN_BATCHES)

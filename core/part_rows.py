@@ -157,7 +157,8 @@ def _part_batches(dataset: Any, fragments: dict[str, Any], part: Part, features:
         if part.group >= 0:
             fragment = fragment.subset(row_group_ids=[part.group])
         scanner = pds.Scanner.from_fragment(fragment, schema=dataset.schema, columns=features + labels,
-                                            batch_size=BATCH_ROWS, use_threads=False)  # fmt: skip
+                                            batch_size=BATCH_ROWS, batch_readahead=1, fragment_readahead=1,
+                                            use_threads=False)  # fmt: skip
         at = -part.lo  # a CSV part skips the file's rows before it
         for batch in scanner.to_batches():
             lo, hi = max(0, -at), min(batch.num_rows, part.hi - (at + part.lo))

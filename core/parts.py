@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from nnps.core.errors import DataError
-from nnps.core.sampler import Sampler
+from nnps.core.sampler import StreamSampler
 from nnps.core.tables import TEST_SALT, open_source
 
 Array = np.ndarray
@@ -120,11 +120,9 @@ class Route:
         owners = self.owners(indices)
         return [indices[owners == w] for w in range(self.workers)]
 
-    def rows_of(self, worker: int) -> Array:
-        """The global training indices worker `worker` owns, in order."""
-        s = self.starts
-        return np.concatenate([np.arange(s[p], s[p + 1]) for p, w in enumerate(self.owner) if w == worker] or
-                              [np.empty(0, np.int64)])  # fmt: skip
+    def rows_held(self, worker: int) -> int:
+        """How many training rows `worker` holds."""
+        return sum(self.starts[p + 1] - self.starts[p] for p, w in enumerate(self.owner) if w == worker)
 
     def to_meta(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,16 +138,23 @@ class OwnBatches:
     """Bounded/async training on parts: update t sent to worker w takes batch t of w's own
     sampler over its own training rows (an epoch a permutation of them, seeded by (seed,
     w)), as global indices. A pure function of (seed, w, t), as Li et al.'s workers each
-    sample their own data; a replay draws the same from the record's (t, w)."""
+    sample their own data; a replay draws the same from the record's (t, w). Constant memory:
+    a StreamSampler over w's row count, its ranks mapped to global rows through w's parts."""
 
     def __init__(self, route: Route) -> None:
         self.route = route
-        self.rows = [route.rows_of(w) for w in range(route.workers)]
-        self.samplers = [Sampler(len(r), min(route.batch_size, len(r)), route.seed * 1_000_003 + w) if len(r) else None
-                         for w, r in enumerate(self.rows)]  # fmt: skip
+        starts, owner = np.asarray(route.starts), np.asarray(route.owner)
+        self.parts = [np.flatnonzero(owner == w) for w in range(route.workers)]  # (P_w,) each
+        self.first = [starts[p] for p in self.parts]  # each owned part's first global row
+        sizes = [starts[p + 1] - starts[p] for p in self.parts]
+        self.rank = [np.concatenate([[0], np.cumsum(s)]) for s in sizes]  # (P_w + 1,) ranks where parts begin
+        self.samplers = [StreamSampler(int(r[-1]), min(route.batch_size, int(r[-1])), route.seed * 1_000_003 + w)
+                         if r[-1] else None for w, r in enumerate(self.rank)]  # fmt: skip
 
     def batch(self, worker: int, t: int) -> Array:
         sampler = self.samplers[worker]
         if sampler is None:
             raise DataError(f"worker {worker} owns no training rows; an update needs rows: use fewer --workers")
-        return self.rows[worker][sampler.batch(t)]
+        ranks = sampler.batch(t)
+        p = np.searchsorted(self.rank[worker], ranks, side="right") - 1
+        return self.first[worker][p] + (ranks - self.rank[worker][p])

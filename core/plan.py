@@ -13,7 +13,7 @@ from nnps.core.datasets import Dataset
 from nnps.core.errors import CheckpointError, ConfigError
 from nnps.core.network import Network, initial_params
 from nnps.core.rundir import RunDir
-from nnps.core.sampler import Sampler
+from nnps.core.sampler import Sampler, sampler_for
 from nnps.core.server import Snapshot
 from nnps.core.tables import TableInfo
 
@@ -63,7 +63,7 @@ def plan_run(config: TrainConfig, dataset: Dataset, run_dir: RunDir | None, resu
              say: Callable[[str], None] = lambda _: None) -> Plan:  # fmt: skip
     check_batch(config, dataset)
     network = build_network(config, dataset)
-    sampler = Sampler(dataset.n_train, config.batch_size, config.seed)
+    sampler = sampler_for(dataset.n_train, config.batch_size, config.seed, config.partitioned)
     total = config.epochs * sampler.steps_per_epoch
     if config.steps is not None:
         total = min(total, config.steps)

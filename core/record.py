@@ -19,7 +19,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.errors import DataError
 from nnps.core.network import Network
-from nnps.core.sampler import Sampler
+from nnps.core.sampler import sampler_for
 from nnps.core.server import Server, Snapshot
 from nnps.core.shard import ShardWorker
 from nnps.core.threads import blas_threads
@@ -132,7 +132,7 @@ def replay(config: TrainConfig, network: Network, dataset: Dataset, start: Snaps
     """Recompute a recorded run in this process: update u is step t's batch (`draw(w, t)`:
     worker w's, with --partitioned) on version d. Returns the end's snapshot and the
     parameters after each of the updates counted in `keep`."""
-    sampler = Sampler(dataset.n_train, config.batch_size, config.seed)
+    sampler = sampler_for(dataset.n_train, config.batch_size, config.seed, config.partitioned)
     draw = draw or (lambda _, t: sampler.batch(t))
     server = Server(config, network, start, sampler.steps_per_epoch)
     worker = ShardWorker(network, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)

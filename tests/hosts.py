@@ -54,13 +54,46 @@ def ray_token() -> None:
         token.write_text(secrets.token_hex(32))
 
 
+class MemoryLimit:
+    """A memory cgroup of `limit` bytes: cgroup v2's memory.max where the memory controller is
+    on the unified hierarchy, else v1's memory.limit_in_bytes (a hybrid host's)."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        v2 = Path("/sys/fs/cgroup")
+        if "memory" in (v2 / "cgroup.controllers").read_text().split() if (v2 / "cgroup.controllers").exists() else False:
+            self.path, self.limit_file, self.peak_file = v2 / name, "memory.max", "memory.peak"
+        else:
+            self.path, self.limit_file, self.peak_file = (v2 / "memory" / name, "memory.limit_in_bytes",
+                                                          "memory.max_usage_in_bytes")  # fmt: skip
+        self.path.mkdir()
+        (self.path / self.limit_file).write_text(str(limit))
+
+    def wrap(self, cmd: list[str]) -> list[str]:
+        """`cmd` run inside the cgroup (it moves itself in, then execs)."""
+        return ["sh", "-c", f'echo $$ > {self.path}/cgroup.procs && exec "$@"', "sh", *cmd]
+
+    def peak(self) -> int:
+        """The most memory the cgroup's processes have held at once, in bytes."""
+        return int((self.path / self.peak_file).read_text())
+
+    def remove(self) -> None:
+        for _ in range(50):  # its processes take a moment to leave after they are killed
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
 class Hosts:
-    def __init__(self, cpus: list[int], env: dict[str, str] | None = None) -> None:
+    def __init__(self, cpus: list[int], env: dict[str, str] | None = None, memory: int | None = None) -> None:
+        """`memory`: each host's Ray node in a memory cgroup of that many bytes."""
         self.tag = f"{os.getpid() % 100000}"
         self.names = [f"nnps{self.tag}-h{i + 1}" for i in range(len(cpus))]
         self.switch = f"nnps{self.tag}-sw"
         self.addresses = [f"{SUBNET}.{i + 1}" for i in range(len(cpus))]
         self.nodes: list[subprocess.Popen] = []
+        self.limits: list[MemoryLimit] = []
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
         for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
             self.env.pop(k, None)
@@ -71,6 +104,8 @@ class Hosts:
         self.env.update(env or {})  # the Ray nodes' environment, which their actors inherit
         ray_token()
         try:
+            for name in self.names if memory else []:
+                self.limits.append(MemoryLimit(f"{name}-mem", memory))
             self._network()
             for i, n in enumerate(cpus):
                 self._node(i, n)
@@ -101,6 +136,8 @@ class Hosts:
             [f"--address={self.addresses[0]}:{GCS_PORT}"]  # fmt: skip
         cmd = ["ip", "netns", "exec", self.names[i], str(BIN / "ray"), "start", "--block", *where,
                f"--node-ip-address={self.addresses[i]}", f"--num-cpus={cpus}", "--disable-usage-stats"]  # fmt: skip
+        if self.limits:
+            cmd = self.limits[i].wrap(cmd)
         self.nodes.append(subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                            start_new_session=True))  # fmt: skip
         if i == 0:
@@ -178,3 +215,5 @@ class Hosts:
                 node.wait()
         for ns in [*self.names, self.switch]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        for limit in self.limits:
+            limit.remove()

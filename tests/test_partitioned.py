@@ -25,7 +25,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.errors import ConfigError
 from nnps.core.part_rows import LocalRows, PartRows, combine
 from nnps.core.parted_data import layout, load_whole
-from nnps.core.parts import PART_ROWS, Part, assign, held_out, route_of
+from nnps.core.parts import PART_ROWS, OwnBatches, Part, assign, held_out, route_of
 from nnps.core.plan import plan_run
 from nnps.core.rundir import RunDir
 from nnps.core.server import Server
@@ -124,12 +124,12 @@ class Owners:
 
 @pytest.mark.parametrize("k", [2, 3, 5])
 def test_any_assignment_of_parts_equals_serial_sgd(k: int, table: Path) -> None:
-    cfg = config(table)
+    cfg = config(table, batch_size=3)
     owner = np.random.default_rng(k).integers(0, k, size=len(layout(cfg).parts)).tolist()  # not contiguous
     carrier = Owners(cfg, owner, k)
     server = Server(cfg, carrier.plan.network, carrier.plan.start, carrier.plan.steps_per_epoch)
     sync_steps(carrier, server, carrier.plan.sampler, k, 60, carrier.route)
-    assert carrier.empty > 0  # a batch of 7 over k owners leaves some without a row
+    assert carrier.empty > 0  # a batch of 3 over k owners leaves some without a row
     assert np.max(np.abs(server.params - serial_params(cfg))) < 1e-9
 
 
@@ -139,7 +139,10 @@ def test_a_worker_maps_global_rows_to_its_own() -> None:
     assert [s.tolist() for s in shards] == [[9, 11], [0, 5, 4]]
     assert LocalRows(route, 1)(np.array([0, 4, 5, 7])).tolist() == [0, 4, 5, 7]
     assert LocalRows(route, 0)(np.array([8, 11])).tolist() == [0, 3]
-    assert route.rows_of(0).tolist() == [8, 9, 10, 11]
+    assert route.rows_held(0) == 4 and route.rows_held(1) == 8
+    own = OwnBatches(route)  # batch size 4: an epoch of worker 1's 8 rows in 2 batches
+    assert sorted(np.concatenate([own.batch(1, t) for t in (0, 1)]).tolist()) == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert sorted(own.batch(0, 5).tolist()) == [8, 9, 10, 11]
 
 
 def test_parts_are_near_equal_runs_of_rows() -> None:

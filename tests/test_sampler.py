@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from nnps.core.sampler import Sampler, split
 
@@ -29,3 +30,26 @@ def test_split_is_near_equal_and_ordered() -> None:
     assert [len(p) for p in parts] == [4, 3, 3]
     np.testing.assert_array_equal(np.concatenate(parts), np.arange(10))
     assert len(split(np.arange(2), 4)) == 2  # no empty shards
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 64, 1000, 4097])
+def test_the_stream_sampler_visits_every_row_once_an_epoch(n: int) -> None:
+    from nnps.core.sampler import StreamSampler
+
+    s = StreamSampler(n, 7, seed=11)
+    for epoch in (0, 1):
+        seen = np.concatenate([s.batch(epoch * s.steps_per_epoch + k) for k in range(s.steps_per_epoch)])
+        assert sorted(seen.tolist()) == list(range(n))
+    assert np.array_equal(StreamSampler(n, 7, seed=11).batch(3 % s.steps_per_epoch), s.batch(3 % s.steps_per_epoch))
+
+
+def test_the_stream_sampler_orders_look_uniform() -> None:
+    """Over 400 epochs of 50 rows, each row lands at each half of the order about half the time."""
+    from nnps.core.sampler import StreamSampler
+
+    s = StreamSampler(50, 50, seed=2)
+    first_half = np.zeros(50)
+    for epoch in range(400):
+        first_half[s.order(epoch)[:25]] += 1
+    assert np.all(np.abs(first_half / 400 - 0.5) < 0.12), first_half
+    assert len({tuple(s.order(e)[:5]) for e in range(400)}) > 390  # epochs differ
