@@ -23,11 +23,20 @@ from nnps.core.errors import DataError
 from nnps.core.parts import Part, Route, held_out
 from nnps.core.shard import ShardWorker
 from nnps.core.table_labels import Vocabulary, class_names
-from nnps.core.table_rows import BATCH_ROWS, _block, label_columns, outputs_of
+from nnps.core.part_read import Placed, read_part
+from nnps.core.table_rows import label_columns, outputs_of
 from nnps.core.tables import CHUNK_ROWS, TableInfo, open_source
 
 Array = np.ndarray
 Moments = tuple[int, Array, Array]  # (n, mean, M2) of each column, float64
+
+
+def release_unused() -> None:
+    """Give the memory Arrow's pool keeps for reuse back to the system (mimalloc and jemalloc
+    keep freed pages)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def moments(x: Array) -> Moments:
@@ -81,28 +90,27 @@ class PartRows:
                  for p, r in zip(parts, first_rows)]  # fmt: skip
         n_test = sum(int(m.sum()) for m in masks)
         n_train, d = sum(p.rows for p in parts) - n_test, len(features)
-        xs = [np.empty((n_train, d), np.float32), np.empty((n_test, d), np.float32)]
-        ys: list[list[Array]] = [[], []]
-        filled, counts = [0, 0], [[], []]
+        into = Placed([np.empty((n_train, d), np.float32), np.empty((n_test, d), np.float32)])
+        counts: list[list[int]] = [[], []]
         vocab, sources = Vocabulary(), {}
         for part, mask in zip(parts, masks):
             source = config.test_data if part.test else config.data
             if source not in sources:
                 dataset = open_source(source)
                 sources[source] = (dataset, {f.path: f for f in dataset.get_fragments()})
-            before = list(filled)
-            for block, y, keep, at in _part_batches(*sources[source], part, features, labels, config, vocab):
-                for s in (0, 1):
-                    chosen = keep & (mask[at : at + len(keep)] == bool(s))
-                    k = int(chosen.sum())
-                    xs[s][filled[s] : filled[s] + k] = block[chosen]
-                    ys[s].append(y[chosen])
-                    filled[s] += k
+            dataset, fragments = sources[source]
+            if part.path not in fragments:
+                raise DataError(f"{part.name()}: the file is gone from {source}")
+            before = list(into.filled)
+            read_part(dataset, fragments[part.path], part, mask, features, labels, config.drop_missing, targets,
+                      vocab, into)  # fmt: skip
             for s in (0, 1):
-                counts[s].append(filled[s] - before[s])
+                counts[s].append(into.filled[s] - before[s])
+        release_unused()  # Arrow's freed buffers back to the system: the rows stay, the reading's peak goes
         empty = np.empty((0, len(labels)), np.float32) if targets else np.empty(0, np.int32)
-        y_of = [np.concatenate(ys[s]) if ys[s] else empty for s in (0, 1)]
-        return cls(parts, xs[0][: filled[0]], y_of[0], xs[1][: filled[1]], y_of[1], counts[0], counts[1], vocab)
+        y_of = [np.concatenate(into.ys[s]) if into.ys[s] else empty for s in (0, 1)]
+        x, x_test = (into.xs[s][: into.filled[s]] for s in (0, 1))
+        return cls(parts, x, y_of[0], x_test, y_of[1], counts[0], counts[1], vocab)
 
     def summary(self) -> dict[str, Any]:
         """What the driver needs of these parts: per part its training and test row counts and
@@ -145,36 +153,6 @@ class LocalRows:
     def __call__(self, g: Array) -> Array:
         p = np.searchsorted(self.starts, g, side="right") - 1
         return self.local[p] + (g - self.starts[p])
-
-
-def _part_batches(dataset: Any, fragments: dict[str, Any], part: Part, features: list[str], labels: list[str], config: TrainConfig,
-                  vocab: Vocabulary) -> Any:  # fmt: skip
-    """(features, labels, whole rows, row within the part) of a part's batches; DataError naming the part."""
-    import pyarrow.dataset as pds
-
-    try:
-        fragment = fragments[part.path]
-        if part.group >= 0:
-            fragment = fragment.subset(row_group_ids=[part.group])
-        scanner = pds.Scanner.from_fragment(fragment, schema=dataset.schema, columns=features + labels,
-                                            batch_size=BATCH_ROWS, batch_readahead=1, fragment_readahead=1,
-                                            use_threads=False)  # fmt: skip
-        at = -part.lo  # a CSV part skips the file's rows before it
-        for batch in scanner.to_batches():
-            lo, hi = max(0, -at), min(batch.num_rows, part.hi - (at + part.lo))
-            if hi > lo:
-                block, y, keep = _block(batch.slice(lo, hi - lo), part.name(), features, labels, at + lo + part.lo,
-                                        config.drop_missing, config.task == "regress", vocab)  # fmt: skip
-                yield block, y, keep, at + lo
-            at += batch.num_rows
-            if at >= part.rows:
-                break
-    except DataError:
-        raise
-    except KeyError:
-        raise DataError(f"{part.name()}: the file is gone from {part.path.rsplit('/', 1)[0]}")
-    except Exception as e:  # a damaged or unreachable file
-        raise DataError(f"{part.name()}: cannot read it ({' '.join(str(e).split())[:300] or type(e).__name__})")
 
 
 def combine(config: TrainConfig, features: list[str], summaries: list[dict[str, Any]],

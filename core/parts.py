@@ -31,7 +31,7 @@ PART_ROWS = 131_072  # rows per part of a CSV file (Parquet's parts are its row 
 
 @dataclass(frozen=True)
 class Part:
-    """Rows lo..hi-1 of one file (`group`: its Parquet row group, -1 for a CSV's row range);
+    """Rows lo..hi-1 of one file: its Parquet row group `group`, or (-1) a CSV's row range;
     `test`: every row is a test row (the parts of --test-data)."""
 
     path: str
@@ -45,7 +45,7 @@ class Part:
         return self.hi - self.lo
 
     def name(self) -> str:
-        return f"{self.path} row group {self.group}" if self.group >= 0 else f"{self.path} rows {self.lo}-{self.hi - 1}"
+        return f"{self.path} row group {self.group}" if self.group >= 0 else f"{self.path} rows {self.lo + 1}-{self.hi}"
 
     @classmethod
     def from_list(cls, d: list[Any]) -> Part:
@@ -59,9 +59,10 @@ def find_parts(source: str, test: bool = False) -> list[Part]:
     for fragment in dataset.get_fragments():
         try:
             meta = getattr(fragment, "metadata", None)
-            if meta is not None:
-                parts += [Part(fragment.path, g, 0, meta.row_group(g).num_rows, test)
-                          for g in range(meta.num_row_groups) if meta.row_group(g).num_rows]  # fmt: skip
+            if meta is not None:  # row group g: the file's rows lo..hi-1
+                ends = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+                parts += [Part(fragment.path, g, int(ends[g]), int(ends[g + 1]), test)
+                          for g in range(meta.num_row_groups) if ends[g + 1] > ends[g]]  # fmt: skip
                 continue
             n = fragment.count_rows()
         except Exception as e:  # a damaged footer, a ragged CSV row

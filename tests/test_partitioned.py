@@ -8,6 +8,7 @@ bounded/async run's record.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import ray
 
 from nnps.cluster import driver
 from nnps.core.config import TrainConfig
-from nnps.core.errors import ConfigError
+from nnps.core.errors import ConfigError, DataError
 from nnps.core.part_rows import LocalRows, PartRows, combine
 from nnps.core.parted_data import layout, load_whole
 from nnps.core.parts import PART_ROWS, OwnBatches, Part, assign, held_out, route_of
@@ -270,3 +271,21 @@ def test_what_cannot_be_partitioned_is_one_line(flags: list[str], message: str, 
 def test_an_error_in_the_config_is_refused_before_reading(table: Path) -> None:
     with pytest.raises(ConfigError, match="--validation-fraction"):
         config(table, validation_fraction=0.2)
+
+
+def test_a_missing_value_in_a_row_group_is_refused_by_row_or_its_row_left_out(tmp_path: Path) -> None:
+    x, y = rows(300, 9)
+    f2 = pa.array(x[:, 2], mask=np.arange(300) == 150)  # a null in row group 1 (rows 100-199)
+    table = pa.table({"f0": x[:, 0], "f1": x[:, 1], "f2": f2, "label": y})
+    (tmp_path / "t").mkdir()
+    pq.write_table(table, tmp_path / "t" / "m.parquet", row_group_size=100)
+    with pytest.raises(DataError, match=r"^" + re.escape(f"{tmp_path / 't' / 'm.parquet'} row group 1: a missing "
+                                                         "value in column 'f2' at row 151 (--drop-missing leaves "
+                                                         "such rows out)") + "$"):  # fmt: skip
+        load_whole(config(tmp_path / "t"))
+    ds, data = load_whole(config(tmp_path / "t", drop_missing=True, standardize=False))
+    held = np.concatenate([ds.x_train, ds.x_test])
+    whole = np.delete(x, 150, axis=0).astype(np.float32)
+    assert len(held) == 299 and not np.isnan(held).any()
+    assert sorted(map(tuple, held.tolist())) == sorted(map(tuple, whole.tolist()))
+    assert data.n_train + data.n_test == 299
