@@ -60,11 +60,15 @@ def _row_group(dataset: Any, fragment: Any, part: Part, mask: Array, features: l
                drop_missing: bool, targets: bool, vocab: Vocabulary, into: Placed) -> None:  # fmt: skip
     import pyarrow.compute as pc
 
+    import pyarrow.dataset as pds
+
     piece = fragment.subset(row_group_ids=[part.group])
+    # the columns of a read fetched in few requests (coalesced ranges): an object store's latency per request
+    buffered = pds.ParquetFragmentScanOptions(pre_buffer=True)
     n, where = part.rows, [~mask, mask]
     missing, y = np.zeros(n, bool), np.zeros(n, np.int32)
     if labels:
-        table = _scanner(dataset, piece, labels).to_table()
+        table = _scanner(dataset, piece, labels, fragment_scan_options=buffered).to_table()
         if targets:
             y = np.stack([_floats(table.column(t)) for t in labels], axis=1)
             missing |= np.isnan(y).any(axis=1)
@@ -76,7 +80,7 @@ def _row_group(dataset: Any, fragment: Any, part: Part, mask: Array, features: l
     views = [into.xs[s][into.filled[s] : into.filled[s] + int(where[s].sum())] for s in (0, 1)]
     per = max(1, READ_BYTES // (4 * n))
     for lo in range(0, len(features), per):
-        table = _scanner(dataset, piece, features[lo : lo + per]).to_table()
+        table = _scanner(dataset, piece, features[lo : lo + per], fragment_scan_options=buffered).to_table()
         for j, name in enumerate(features[lo : lo + per]):
             v = _floats(table.column(name))  # (n,) float32; a null is NaN
             if (nan := np.isnan(v)).any():

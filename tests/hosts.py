@@ -141,9 +141,9 @@ class Hosts:
         self.nodes.append(subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                            start_new_session=True))  # fmt: skip
         if i == 0:
-            self._wait_for_port(self.addresses[0], GCS_PORT)
+            self.wait_for_port(self.addresses[0], GCS_PORT)
 
-    def _wait_for_port(self, host: str, port: int, timeout: float = 60) -> None:
+    def wait_for_port(self, host: str, port: int, timeout: float = 60) -> None:
         probe = f"import socket; socket.create_connection(('{host}', {port}), timeout=1).close()"
         deadline = time.monotonic() + timeout
         while self.run(0, sys.executable, "-c", probe, check=False).returncode != 0:
