@@ -62,6 +62,10 @@ def base_config(fixed: list[str], validation_fraction: float) -> dict[str, Any]:
     given = [a for a in fixed if a.split("=")[0] in NOT_IN_A_SWEEP]
     if given:
         raise ConfigError(f"{given[0].split('=')[0]} is not a trial flag: a sweep has its own, or takes none")
+    if params.get("partitioned"):
+        raise ConfigError("--partitioned: nnps sweep reads the table once on the driver, shares it with every trial "
+                          "and picks by a validation split it holds; train one network at a time on data larger "
+                          "than a machine")  # fmt: skip
     workers = params["workers"]  # the trials' workers: auto (the cost model) or N, kept in the base
     params.update(workers="0", address=None, validation_fraction=params["validation_fraction"] or validation_fraction)
     base = config_from_options(params).replace(workers=0).to_dict()

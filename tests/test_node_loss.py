@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -113,3 +114,41 @@ def test_unix_across_nodes_refuses_and_runs_on_ray_calls(mnist10k) -> None:
         assert (fell["step"], fell["from"], fell["to"]) == (0, "unix", "ray")
         away = r"(worker [01]|workers 0, 1) on another node than the server, which a step file cannot reach"
         assert re.fullmatch(away, fell["reason"]), fell
+
+
+class RemoveAWorkersNode(AfterSteps):
+    """Removes the node of a GradientWorker (found by its process's parent raylet) after `after` steps."""
+
+    def __init__(self, cluster: Cluster, after: int) -> None:
+        super().__init__(after)
+        self.cluster, self.removed = cluster, None
+
+    def fire(self) -> None:
+        from tests.test_distributed import actor_pids
+
+        raylets = {n.all_processes["raylet"][0].process.pid: n for n in self.cluster.worker_nodes}
+        for pid in actor_pids("GradientWorker"):
+            while pid > 1 and pid not in raylets:
+                pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if pid in raylets:
+                self.removed = raylets[pid]
+                self.cluster.remove_node(self.removed)
+                return
+
+
+def test_a_lost_nodes_parts_are_read_again_where_its_worker_restarts(tmp_path) -> None:
+    """--partitioned: each worker holds only its parts; when its node goes, Ray restarts it on
+    the spare node, where it reads its parts again (from the disk every node sees) and the
+    run's description from the holder on the driver's node, and the run equals serial."""
+    from nnps.cluster import driver
+    from tests.test_partitioned import config, write_parquet
+
+    table = write_parquet(tmp_path / "t", [700, 333, 900], group=128)
+    cfg = config(table, workers=2, transport="ray", steps=200, checkpoint_every=20)  # chunks of at most 20 steps
+    serial = driver.run(cfg.replace(workers=0), None)["params"]
+    with simulated_nodes(1, 1, 1) as cluster:  # one worker a node, a third node spare
+        remover = RemoveAWorkersNode(cluster, after=20)
+        done = driver.run(cfg, None, reporter=remover)
+        assert remover.removed is not None and len([n for n in ray.nodes() if n["Alive"]]) == 3
+    assert done["step"] == 200 and done["channels"]["steps"] == {"ray": 200}
+    assert np.max(np.abs(done["params"] - serial)) < 1e-9

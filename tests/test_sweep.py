@@ -75,6 +75,7 @@ def test_the_validation_split_is_seeded_and_disjoint(mnist10k) -> None:
     (["--batch-size", "10,0"], "--batch-size must be >= 1, got 0"),
     (["--hidden", "30"], "nothing varies: give some flag a list (a,b) or a range (lo:hi)"),
     (["--lr", "1,3", "--bogus", "1"], "No such option: --bogus"),
+    (["--lr", "1,3", "--partitioned"], "--partitioned: nnps sweep reads the table once on the driver"),
 ])  # fmt: skip
 def test_bad_flags_are_one_line(args: list[str], message: str, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
