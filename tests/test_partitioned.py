@@ -289,3 +289,12 @@ def test_a_missing_value_in_a_row_group_is_refused_by_row_or_its_row_left_out(tm
     assert len(held) == 299 and not np.isnan(held).any()
     assert sorted(map(tuple, held.tolist())) == sorted(map(tuple, whole.tolist()))
     assert data.n_train + data.n_test == 299
+
+
+@pytest.mark.ray
+def test_a_partitioned_run_resumes_as_if_never_stopped(table: Path, tmp_path: Path, local_ray) -> None:
+    cfg = config(table, workers=2, steps=60, checkpoint_every=20)
+    straight = driver.run(cfg, RunDir(str(tmp_path / "a")))["params"]
+    driver.run(cfg.replace(steps=40), RunDir(str(tmp_path / "b")))
+    resumed = driver.run(cfg, RunDir(str(tmp_path / "b")), resume=True)
+    assert resumed["step"] == 60 and np.max(np.abs(resumed["params"] - straight)) < 1e-12
