@@ -25,7 +25,8 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
     done = nothing_left(config, run_dir) if resume and run_dir is not None else None
     if done:  # no Ray started for a run with no step to take: its summary, in-process
         say(f"nothing left to do: {done}")
-        config = config.replace(workers=0)
+        # (a partitioned table's rows stay on workers: one process might not hold them)
+        config = config if config.partitioned else config.replace(workers=0)
     if config.workers == 0:
         dataset = load_data(config, progress)
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter,

@@ -30,6 +30,7 @@ checkpoint (`ray_executor.RayExecutor.restore`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -58,7 +59,7 @@ class ParameterServer:
                  workers: list, inline_bytes: int, route: Route | None = None) -> None:  # fmt: skip
         self.sampler = sampler_for(n_train, config.batch_size, config.seed, config.partitioned)
         self.route = route  # --partitioned: which worker holds each training row (core/parts.py)
-        self.own = OwnBatches(route) if route is not None and config.consistency != "sync" else None
+        self.own = OwnBatches(route, snapshot.draws) if route is not None and config.consistency != "sync" else None
         self.server = Server(config, network, snapshot, self.sampler.steps_per_epoch)
         self.workers = workers
         self.setting, self.inline_bytes = config.transport, inline_bytes
@@ -87,7 +88,7 @@ class ParameterServer:
         """Apply steps until `stop` (or divergence); returns the channel record (`channels`)
         and, in bounded or async training, each update's (step, worker, version) ("updates")."""
         if self.asynchronous:
-            draw = self.own.batch if self.own is not None else lambda _, t: self.sampler.batch(t)
+            draw = self.own.next if self.own is not None else lambda _, t: self.sampler.batch(t)
             rows = run_updates(self._transport(), self.server, draw, len(self.workers), self.tau, stop)
             return {"channels": self.channels(), "updates": rows}
         sync_steps(self._transport(), self.server, self.sampler, len(self.workers), stop, self.route)
@@ -103,7 +104,7 @@ class ParameterServer:
             self.transport.close()
         return self.channels()
 
-    def load(self, snapshot: Snapshot) -> int:
+    def load(self, snapshot: Snapshot) -> int:  # (no --partitioned run has a warm start to hand over)
         """Take over a run at `snapshot` (its parameters, optimizer state, step and epoch
         sums): where a warm start's in-process steps left off (cluster/warm_start.py)."""
         self.server.restore(snapshot)
@@ -113,7 +114,8 @@ class ParameterServer:
         return self.server.params
 
     def snapshot(self) -> Snapshot:
-        return self.server.snapshot()
+        snap = self.server.snapshot()
+        return snap if self.own is None else dataclasses.replace(snap, draws=tuple(self.own.draws))
 
     def pid(self) -> int:
         return os.getpid()

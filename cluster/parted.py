@@ -34,17 +34,20 @@ from nnps.worker.gradient_worker import GradientWorker, worker_options
 
 
 SYNC_BATCHES = "step t's batch drawn from all training rows by (seed, t); each index computed by its row's worker"
-OWN_BATCHES = ("update t sent to worker w takes batch t of w's own sampler over w's training rows, seeded by "
-               "(seed, w) (core/parts.py: OwnBatches)")
+OWN_BATCHES = ("the j-th update sent to worker w takes batch j of w's own sampler over w's training rows, seeded "
+               "by (seed, w) (core/parts.py: OwnBatches)")
+
+
+START_S = 120.0  # for the workers to be placed and started
 
 
 def workers_for(config: TrainConfig, say: Callable[[str], None]) -> int:
     """--workers N, or auto: one worker per live node (each reads its share of the parts)."""
     if isinstance(config.workers, int):
         return config.workers
-    k = len([n for n in ray.nodes() if n["Alive"]])
-    say(f"--workers auto with --partitioned: {k} (one per node of the Ray cluster)")
-    return k
+    k = len([n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1])
+    say(f"--workers auto with --partitioned: {k} (one per node of the Ray cluster with a CPU)")
+    return max(k, 1)
 
 
 def threads(k: int) -> int:
@@ -65,8 +68,12 @@ def run(config: TrainConfig, run_dir: RunDir | None, resume: bool, reporter: Rep
     sources = [training_data.PartsSource(config, lay.features, [p for p, o in zip(lay.parts, owner) if o == w],
                                          [r for r, o in zip(lay.first_rows, owner) if o == w], holder_name, w)
                for w in range(k)]  # fmt: skip
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if k * t > cpus:  # Ray would wait for the CPUs forever
+        raise ClusterError(f"{k} workers x {t} CPUs need {k * t} CPUs; the Ray cluster has {cpus}")
     workers = [GradientWorker.options(**worker_options(t)).remote(None, s, t) for s in sources]
     try:
+        _started(workers, t)
         summaries = _gather([w.scan.remote() for w in workers], "reading its parts")
         data = parted(config, lay, summaries, owner, k)
         if config.consistency != "sync" and (idle := [w for w in range(k) if not data.route.rows_held(w)]):
@@ -84,6 +91,17 @@ def run(config: TrainConfig, run_dir: RunDir | None, resume: bool, reporter: Rep
     finally:
         for actor in [*workers, holder]:
             ray.kill(actor, no_restart=True)
+
+
+def _started(workers: list, t: int) -> None:
+    """Every worker placed and started within START_S, or one line: a cluster whose nodes
+    each have fewer free CPUs than a worker asks for would leave it pending forever."""
+    ready, pending = ray.wait([w.__ray_ready__.remote() for w in workers], num_returns=len(workers),
+                              timeout=START_S)  # fmt: skip
+    if pending:
+        raise ClusterError(f"{len(pending)} of {len(workers)} workers not started after {START_S:.0f} s: no node "
+                           f"has {t} free CPUs for them (NNPS_WORKER_THREADS, --workers)")  # fmt: skip
+    _gather(ready, "starting")
 
 
 def _gather(refs: list, doing: str) -> list[Any]:

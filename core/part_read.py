@@ -35,17 +35,25 @@ class Placed:
     ys: list[list[Array]] = field(default_factory=lambda: [[], []])
 
 
-def read_part(dataset: Any, fragment: Any, part: Part, mask: Array, features: list[str], labels: list[str],
-              drop_missing: bool, targets: bool, vocab: Vocabulary, into: Placed) -> None:  # fmt: skip
-    """Part `part`'s rows into `into` (mask: which of its rows are test rows); DataError naming the part."""
+def read_parts(dataset: Any, fragment: Any, parts: list[Part], masks: list[Array], features: list[str],
+               labels: list[str], drop_missing: bool, targets: bool, vocab: Vocabulary,
+               into: Placed) -> list[tuple[int, int]]:  # fmt: skip
+    """Parts of one file into `into` (masks: which of each part's rows are test rows): row groups
+    one by one, a run of consecutive CSV row ranges in one pass. Returns each part's (training,
+    test) rows placed; DataError naming the part."""
+    counts = []
     try:
-        if part.group >= 0:
+        if parts[0].group < 0:
+            return _row_ranges(dataset, fragment, parts, masks, features, labels, drop_missing, targets, vocab, into)
+        for part, mask in zip(parts, masks):
+            before = list(into.filled)
             _row_group(dataset, fragment, part, mask, features, labels, drop_missing, targets, vocab, into)
-        else:
-            _row_range(dataset, fragment, part, mask, features, labels, drop_missing, targets, vocab, into)
+            counts.append((into.filled[0] - before[0], into.filled[1] - before[1]))
+        return counts
     except DataError:
         raise
     except Exception as e:  # a damaged or unreachable file
+        part = parts[len(counts)]
         raise DataError(f"{part.name()}: cannot read it ({' '.join(str(e).split())[:300] or type(e).__name__})")
 
 
@@ -76,7 +84,10 @@ def _row_group(dataset: Any, fragment: Any, part: Part, mask: Array, features: l
             column = table.column(labels[0]).combine_chunks()
             missing |= pc.is_null(column, nan_is_null=True).to_numpy(zero_copy_only=False)
             y = vocab.encode(column)
-    gap = (int(np.argmax(missing)), labels[0]) if missing.any() else (n, "")  # the first missing value
+    gap = (n, "")  # (row, column) of the first missing value
+    if missing.any():
+        r = int(np.argmax(missing))
+        gap = (r, labels[int(np.argmax(np.isnan(y[r])))] if targets else labels[0])
     views = [into.xs[s][into.filled[s] : into.filled[s] + int(where[s].sum())] for s in (0, 1)]
     per = max(1, READ_BYTES // (4 * n))
     for lo in range(0, len(features), per):
@@ -99,20 +110,29 @@ def _row_group(dataset: Any, fragment: Any, part: Part, mask: Array, features: l
         into.filled[s] += int(keep.sum())
 
 
-def _row_range(dataset: Any, fragment: Any, part: Part, mask: Array, features: list[str], labels: list[str],
-               drop_missing: bool, targets: bool, vocab: Vocabulary, into: Placed) -> None:  # fmt: skip
-    at = -part.lo  # the batch's first row, counted from the part's
+def _row_ranges(dataset: Any, fragment: Any, parts: list[Part], masks: list[Array], features: list[str],
+                labels: list[str], drop_missing: bool, targets: bool, vocab: Vocabulary,
+                into: Placed) -> list[tuple[int, int]]:  # fmt: skip
+    """Consecutive row ranges of a CSV file in one pass from its start (a CSV has no index to
+    seek by): the rows before the first skipped, each row to its place; per part (training, test)."""
+    first, span = parts[0].lo, parts[-1].hi - parts[0].lo
+    mask, ends = np.concatenate(masks), np.cumsum([p.rows for p in parts])
+    counts = np.zeros((len(parts), 2), np.int64)
+    at = -first  # the batch's first row, counted from the first part's
     for batch in _scanner(dataset, fragment, features + labels, batch_size=BATCH_ROWS).to_batches():
-        lo, hi = max(0, -at), min(batch.num_rows, part.rows - at)
+        lo, hi = max(0, -at), min(batch.num_rows, span - at)
         if hi > lo:
-            block, y, keep = _block(batch.slice(lo, hi - lo), part.name(), features, labels, part.lo + at + lo,
+            block, y, keep = _block(batch.slice(lo, hi - lo), parts[0].path, features, labels, first + at + lo,
                                     drop_missing, targets, vocab)  # fmt: skip
+            which = np.searchsorted(ends, np.arange(at + lo, at + hi), side="right")  # each row's part
             for s in (0, 1):
                 chosen = keep & (mask[at + lo : at + hi] == bool(s))
                 k = int(chosen.sum())
                 into.xs[s][into.filled[s] : into.filled[s] + k] = block[chosen]
                 into.ys[s].append(y[chosen])
                 into.filled[s] += k
+                counts[:, s] += np.bincount(which[chosen], minlength=len(parts))
         at += batch.num_rows
-        if at >= part.rows:
+        if at >= span:
             break
+    return [(int(a), int(b)) for a, b in counts]

@@ -23,7 +23,7 @@ from nnps.core.errors import DataError
 from nnps.core.parts import Part, Route, held_out
 from nnps.core.shard import ShardWorker
 from nnps.core.table_labels import Vocabulary, class_names
-from nnps.core.part_read import Placed, read_part
+from nnps.core.part_read import Placed, read_parts
 from nnps.core.table_rows import label_columns, outputs_of
 from nnps.core.tables import CHUNK_ROWS, TableInfo, open_source
 
@@ -93,19 +93,18 @@ class PartRows:
         into = Placed([np.empty((n_train, d), np.float32), np.empty((n_test, d), np.float32)])
         counts: list[list[int]] = [[], []]
         vocab, sources = Vocabulary(), {}
-        for part, mask in zip(parts, masks):
-            source = config.test_data if part.test else config.data
+        for run in _runs(parts):
+            source = config.test_data if parts[run[0]].test else config.data
             if source not in sources:
                 dataset = open_source(source)
                 sources[source] = (dataset, {f.path: f for f in dataset.get_fragments()})
             dataset, fragments = sources[source]
-            if part.path not in fragments:
-                raise DataError(f"{part.name()}: the file is gone from {source}")
-            before = list(into.filled)
-            read_part(dataset, fragments[part.path], part, mask, features, labels, config.drop_missing, targets,
-                      vocab, into)  # fmt: skip
+            if parts[run[0]].path not in fragments:
+                raise DataError(f"{parts[run[0]].name()}: the file is gone from {source}")
+            placed = read_parts(dataset, fragments[parts[run[0]].path], [parts[i] for i in run], [masks[i] for i in run],
+                                features, labels, config.drop_missing, targets, vocab, into)  # fmt: skip
             for s in (0, 1):
-                counts[s].append(into.filled[s] - before[s])
+                counts[s] += [c[s] for c in placed]
         release_unused()  # Arrow's freed buffers back to the system: the rows stay, the reading's peak goes
         empty = np.empty((0, len(labels)), np.float32) if targets else np.empty(0, np.int32)
         y_of = [np.concatenate(into.ys[s]) if into.ys[s] else empty for s in (0, 1)]
@@ -135,10 +134,29 @@ class PartRows:
     def shard_worker(self, network: Any, info: TableInfo, route: Route | None, me: int) -> ShardWorker:
         """A ShardWorker over these rows, scaled in place with the run's `info`; `route`: map
         the global training indices it is given to its own rows (None: it holds every part)."""
+        if route is not None:
+            mine = [p for p, w in enumerate(route.owner) if w == me]
+            for part, p, n in zip(self.parts, mine, self.train_counts):
+                if route.starts[p + 1] - route.starts[p] != n:  # a worker restarted after the file changed
+                    raise DataError(f"{part.name()}: {n} training rows now, {route.starts[p + 1] - route.starts[p]} "
+                                    f"when the run read it: the table changed under the run")  # fmt: skip
         worker = ShardWorker(network, *self.scaled(info))
         if route is not None:
             worker.to_local = LocalRows(route, me)
         return worker
+
+
+def _runs(parts: list[Part]) -> list[list[int]]:
+    """The parts' indices in runs read together: consecutive row ranges of one CSV file (one
+    pass over it), each Parquet row group alone."""
+    runs: list[list[int]] = []
+    for i, p in enumerate(parts):
+        prev = parts[i - 1] if i else None
+        if prev is not None and p.group < 0 and prev.group < 0 and prev.path == p.path and prev.hi == p.lo:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
 
 
 class LocalRows:
@@ -169,6 +187,9 @@ def combine(config: TrainConfig, features: list[str], summaries: list[dict[str, 
             vocab._code(v)
     if sum(train) == 0:
         raise DataError(f"{config.data}: no training rows left to read")
+    if sum(test) == 0:
+        raise DataError(f"{config.data}: --test-fraction {config.test_fraction} of {sum(train)} rows leaves no test "
+                        f"row (the split is a hash of each row's number)")  # fmt: skip
     labels = label_columns(config)
     total_x: Moments = (0, np.zeros(len(features)), np.zeros(len(features)))
     total_t: Moments = (0, np.zeros(len(labels)), np.zeros(len(labels)))

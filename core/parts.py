@@ -136,14 +136,16 @@ def route_of(train_counts: list[int], owner: list[int], workers: int, seed: int,
 
 
 class OwnBatches:
-    """Bounded/async training on parts: update t sent to worker w takes batch t of w's own
-    sampler over its own training rows (an epoch a permutation of them, seeded by (seed,
-    w)), as global indices. A pure function of (seed, w, t), as Li et al.'s workers each
-    sample their own data; a replay draws the same from the record's (t, w). Constant memory:
-    a StreamSampler over w's row count, its ranks mapped to global rows through w's parts."""
+    """Bounded/async training on parts: the j-th update sent to worker w takes batch j of w's
+    own sampler over its own training rows (an epoch a permutation of them, seeded by (seed,
+    w)), as global indices, as Li et al.'s workers each sample their own data. `draws`: each
+    worker's j so far (a Snapshot's, so a rebuilt server and a resumed run go on where it
+    was); a replay counts them from the record. Constant memory: a StreamSampler over w's
+    row count, its ranks mapped to global rows through w's parts."""
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, draws: tuple[int, ...] = ()) -> None:
         self.route = route
+        self.draws = list(draws) or [0] * route.workers
         starts, owner = np.asarray(route.starts), np.asarray(route.owner)
         self.parts = [np.flatnonzero(owner == w) for w in range(route.workers)]  # (P_w,) each
         self.first = [starts[p] for p in self.parts]  # each owned part's first global row
@@ -152,10 +154,16 @@ class OwnBatches:
         self.samplers = [StreamSampler(int(r[-1]), min(route.batch_size, int(r[-1])), route.seed * 1_000_003 + w)
                          if r[-1] else None for w, r in enumerate(self.rank)]  # fmt: skip
 
-    def batch(self, worker: int, t: int) -> Array:
+    def next(self, worker: int, t: int) -> Array:
+        """The batch of the update `worker` is sent now (update t of the run)."""
+        self.draws[worker] += 1
+        return self.batch(worker, self.draws[worker] - 1)
+
+    def batch(self, worker: int, j: int) -> Array:
+        """Worker `worker`'s j-th batch, as global training indices."""
         sampler = self.samplers[worker]
         if sampler is None:
             raise DataError(f"worker {worker} owns no training rows; an update needs rows: use fewer --workers")
-        ranks = sampler.batch(t)
+        ranks = sampler.batch(j)
         p = np.searchsorted(self.rank[worker], ranks, side="right") - 1
         return self.first[worker][p] + (ranks - self.rank[worker][p])

@@ -118,7 +118,8 @@ def _resume_point(config: TrainConfig, network: Network, dataset: Dataset, run_d
     if ck.meta.get("dataset") != dataset.fingerprint:
         raise ConfigError(f"--resume: the data differs from the data {run_dir} was trained on")
     progress = ck.meta.get("progress", [0.0, 0, 0])
-    return Snapshot(ck.params, ck.opt_state, ck.step, (float(progress[0]), int(progress[1]), int(progress[2])))
+    return Snapshot(ck.params, ck.opt_state, ck.step, (float(progress[0]), int(progress[1]), int(progress[2])),
+                    draws=tuple(int(d) for d in ck.meta.get("draws", ())))  # fmt: skip
 
 
 def nothing_left(config: TrainConfig, run_dir: RunDir) -> str | None:
@@ -145,6 +146,8 @@ def checkpoint_bytes(plan: Plan, dataset: Dataset, snap: Snapshot) -> bytes:
         "config": plan.config.to_dict(),
         "progress": list(snap.epoch_sums),
     }
+    if snap.draws:  # --partitioned bounded/async: where each worker's own sampler is
+        meta["draws"] = list(snap.draws)
     if dataset.table is not None:  # what a reader needs to turn a table's rows into inputs
         meta["table"] = dataset.table.to_meta()
     return checkpoint.to_bytes(checkpoint.Checkpoint(plan.network, snap.params, snap.opt_state, meta))

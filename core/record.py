@@ -127,13 +127,14 @@ def check_record(log: UpdateLog, config: TrainConfig, where: str) -> None:
 
 
 def replay(config: TrainConfig, network: Network, dataset: Dataset, start: Snapshot, log: UpdateLog,
-           keep: set[int] = frozenset(), draw: Callable[[int, int], Array] | None = None,
+           keep: set[int] = frozenset(), own: Callable[[int, int], Array] | None = None,
            ) -> tuple[Snapshot, dict[int, Array]]:  # fmt: skip
-    """Recompute a recorded run in this process: update u is step t's batch (`draw(w, t)`:
-    worker w's, with --partitioned) on version d. Returns the end's snapshot and the
-    parameters after each of the updates counted in `keep`."""
+    """Recompute a recorded run in this process: update u is step t's batch on version d, or
+    (`own(w, j)`, --partitioned) worker w's j-th batch of its own, j counted from the record
+    (a worker has one update out at a time, so its updates apply in the order it was sent
+    them). Returns the end's snapshot and the parameters after each of the updates in `keep`."""
     sampler = sampler_for(dataset.n_train, config.batch_size, config.seed, config.partitioned)
-    draw = draw or (lambda _, t: sampler.batch(t))
+    drawn: dict[int, int] = {}  # worker -> its updates so far
     server = Server(config, network, start, sampler.steps_per_epoch)
     worker = ShardWorker(network, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
     rows = log.rows
@@ -144,9 +145,11 @@ def replay(config: TrainConfig, network: Network, dataset: Dataset, start: Snaps
     kept: dict[int, Array] = {}
     with blas_threads(1):  # as workers sharing a node's cores compute: the same sums, bit for bit
         for u, (t, w, d) in enumerate(rows):
+            j = drawn[int(w)] = drawn.get(int(w), -1) + 1
             if u < start.step:
                 continue
-            grad = worker.gradient_sums(versions[int(d)], draw(int(w), int(t)))
+            batch = own(int(w), j) if own is not None else sampler.batch(int(t))
+            grad = worker.gradient_sums(versions[int(d)], batch)
             server.apply(grad)
             if u + 1 in keep:
                 kept[u + 1] = server.params.copy()

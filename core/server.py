@@ -39,6 +39,7 @@ class Snapshot:
     epoch_sums: tuple[float, int, int] = (0.0, 0, 0)  # (cost, correct, examples) of the epoch in progress
     diverged_at: int | None = None  # the step whose cost was not finite
     bad_cost: float | None = None
+    draws: tuple[int, ...] = ()  # --partitioned bounded/async: batches each worker has drawn (core/parts.py)
 
 
 def make_optimizer(config: TrainConfig, network: Network, steps_per_epoch: int) -> Optimizer:

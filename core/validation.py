@@ -40,10 +40,6 @@ def data_for(config: TrainConfig, progress: catalog.Progress | None = None,
     """What `--data` names, read as the config says (a table, or images by name or path),
     less its validation split where the config holds one out. `info`: a checkpoint's table
     description, to read the table as that network was trained (table_rows.load)."""
-    if tables.is_table(config.data) and config.partitioned:  # every part, read here (the serial reference)
-        from nnps.core.parted_data import load_whole
-
-        return load_whole(config)[0]
     if tables.is_table(config.data):
         return for_config(config, table_rows.load(config, info))
     return for_config(config, catalog.load(config.data, progress=progress))

@@ -221,7 +221,15 @@ def test_each_worker_samples_its_own_rows_and_the_record_replays(mode: str, tau:
     workers = np.load(run / "updates.npy")[:, 1]
     assert sorted(set(workers.tolist())) == [0, 1, 2]
     saved = json.loads((run / "config.json").read_text())["extra"]["parts"]
-    assert saved["batches"].startswith("update t sent to worker w takes batch t of w's own sampler")
+    assert saved["batches"].startswith("the j-th update sent to worker w takes batch j of w's own sampler")
+    # each worker's updates visit its own rows: its first epoch's worth of them, no row twice
+    route = load_whole(cfg, 3)[1].route
+    for w in range(3):
+        updates = int((workers == w).sum())
+        held = route.rows_held(w)
+        if updates * 16 <= held:
+            drawn = np.concatenate([OwnBatches(route).batch(w, j) for j in range(updates)])
+            assert len(set(drawn.tolist())) == len(drawn) and set(route.owners(drawn)) == {w}
 
 
 @pytest.mark.ray
@@ -298,3 +306,25 @@ def test_a_partitioned_run_resumes_as_if_never_stopped(table: Path, tmp_path: Pa
     driver.run(cfg.replace(steps=40), RunDir(str(tmp_path / "b")))
     resumed = driver.run(cfg, RunDir(str(tmp_path / "b")), resume=True)
     assert resumed["step"] == 60 and np.max(np.abs(resumed["params"] - straight)) < 1e-12
+
+
+@pytest.mark.ray
+def test_csv_parts_with_gaps_on_two_workers_equal_serial_and_evaluate_scores_the_runs_test_rows(
+        tmp_path: Path, local_ray) -> None:  # fmt: skip
+    """A CSV of two row ranges (one pass each worker), rows with a gap left out, the test rows a
+    hash of the row: 2 workers equal serial, and nnps.load(run).evaluate() scores exactly the
+    test rows the run held."""
+    import nnps
+
+    n = PART_ROWS + 5000
+    x, y = rows(n, 8)
+    a = pa.array(x[:, 0], mask=np.arange(n) % 997 == 5)  # a gap every 997 rows, in both parts
+    pcsv.write_csv(pa.table({"a": a, "b": x[:, 1], "c": x[:, 4], "label": y}), tmp_path / "g.csv")
+    cfg = config(tmp_path / "g.csv", workers=2, drop_missing=True, batch_size=50, steps=40)
+    assert [p.rows for p in layout(cfg).parts] == [PART_ROWS, 5000]
+    done = driver.run(cfg, RunDir(str(tmp_path / "run")))
+    assert np.max(np.abs(done["params"] - serial_params(cfg))) < 1e-9
+    parts = json.loads((tmp_path / "run" / "config.json").read_text())["extra"]["parts"]["parts"]
+    kept = n - len(range(5, n, 997))
+    assert sum(p[5] + p[6] for p in parts) == kept
+    assert nnps.load(str(tmp_path / "run")).evaluate().examples == sum(p[6] for p in parts)
