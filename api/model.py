@@ -142,7 +142,7 @@ def dataset_for(model: Model, data: str | None, split: str) -> Dataset:
     if ck.table is None:
         ds = catalog.load(data)
     elif trained is not None and data == trained.data:
-        ds = table_rows.load(trained, info=ck.table)
+        ds = validation.table_of(trained, info=ck.table)
     elif split != "test":
         raise DataError(f"--split {split}: {data} is not the table the network was trained on; all its rows are tested")
     else:

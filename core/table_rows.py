@@ -26,10 +26,6 @@ BATCH_ROWS = 16_384  # rows of a table decoded at a time
 
 def load(config: TrainConfig, info: TableInfo | None = None) -> Dataset:
     """The training and test rows of a table run (`info`: a checkpoint's, to read as it was trained)."""
-    if config.partitioned:  # its parts, its test rows a hash of the row number: as its workers read them
-        from nnps.core.parted_data import load_whole
-
-        return load_whole(config)[0]
     source = open_source(config.data)
     n = _count(source, config.data)
     labels, targets = label_columns(config), config.task == "regress"

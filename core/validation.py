@@ -18,6 +18,7 @@ from nnps.core import catalog, table_rows, tables
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.errors import ConfigError
+from nnps.core.parted_data import load_whole
 
 SPLIT_SALT = 0x76616C  # "val": a stream of its own, apart from the batch order's
 
@@ -41,8 +42,16 @@ def data_for(config: TrainConfig, progress: catalog.Progress | None = None,
     less its validation split where the config holds one out. `info`: a checkpoint's table
     description, to read the table as that network was trained (table_rows.load)."""
     if tables.is_table(config.data):
-        return for_config(config, table_rows.load(config, info))
+        return for_config(config, table_of(config, info))
     return for_config(config, catalog.load(config.data, progress=progress))
+
+
+def table_of(config: TrainConfig, info: tables.TableInfo | None = None) -> Dataset:
+    """A table run's rows as the run read them: a --partitioned table's parts, its test rows a
+    hash of the row number (parted_data.py), else table_rows.load's."""
+    if config.partitioned:
+        return load_whole(config)[0]
+    return table_rows.load(config, info)
 
 
 def for_config(config: TrainConfig, dataset: Dataset) -> Dataset:

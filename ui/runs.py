@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nnps.core import catalog, checkpoint, table_rows
+from nnps.core import catalog, checkpoint, validation
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.errors import NnpsError
@@ -91,7 +91,7 @@ class Run:
         with self._lock:
             if "data" not in self._cache:
                 if info is not None:
-                    self._cache["data"] = table_rows.load(TrainConfig.from_dict(config), info=info)
+                    self._cache["data"] = validation.table_of(TrainConfig.from_dict(config), info=info)
                 else:
                     self._cache["data"] = catalog.load(config.get("data") or "mnist")
             return self._cache["data"]
