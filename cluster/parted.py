@@ -19,7 +19,7 @@ from typing import Any, Callable
 import ray
 from ray.exceptions import RayTaskError
 
-from nnps.cluster.ray_executor import LOST, RayExecutor, cause_of, node_cpus, one_node
+from nnps.cluster.ray_executor import LOST, RayExecutor, cause_of, node_cpus, one_node, root_cause
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.environment import WORKER_THREADS
@@ -63,14 +63,14 @@ def run(config: TrainConfig, run_dir: RunDir | None, resume: bool, reporter: Rep
     k = workers_for(config, say)
     lay = layout(config)
     owner = assign(lay.parts, k)
-    holder_name, holder = training_data.share([])
     t = threads(k)
-    sources = [training_data.PartsSource(config, lay.features, [p for p, o in zip(lay.parts, owner) if o == w],
-                                         [r for r, o in zip(lay.first_rows, owner) if o == w], holder_name, w)
-               for w in range(k)]  # fmt: skip
     cpus = int(ray.cluster_resources().get("CPU", 0))
     if k * t > cpus:  # Ray would wait for the CPUs forever
         raise ClusterError(f"{k} workers x {t} CPUs need {k * t} CPUs; the Ray cluster has {cpus}")
+    holder_name, holder = training_data.share([])
+    sources = [training_data.PartsSource(config, lay.features, [p for p, o in zip(lay.parts, owner) if o == w],
+                                         [r for r, o in zip(lay.first_rows, owner) if o == w], holder_name, w)
+               for w in range(k)]  # fmt: skip
     workers = [GradientWorker.options(**worker_options(t)).remote(None, s, t) for s in sources]
     try:
         _started(workers, t)
@@ -110,10 +110,7 @@ def _gather(refs: list, doing: str) -> list[Any]:
     try:
         return ray.get(refs)
     except RayTaskError as e:
-        cause = e.cause
-        while isinstance(cause, RayTaskError) and cause.cause is not None:
-            cause = cause.cause
-        if isinstance(cause, DataError):
+        if isinstance(cause := root_cause(e), DataError):
             raise DataError(str(cause)) from None
         raise ClusterError(f"a worker failed {doing}: {cause_of(e)}")
     except LOST as e:

@@ -80,11 +80,17 @@ def merge_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {**records[-1], "steps": steps, "fallbacks": [f for r in records for f in r["fallbacks"]]}
 
 
-def cause_of(e: RayTaskError) -> str:
-    """"IndexError: index 200 is out of bounds ...": what the task raised, in a line."""
+def root_cause(e: RayTaskError) -> BaseException:
+    """What the task raised, through any task it was raised through."""
     cause = e.cause if e.cause is not None else e
     while isinstance(cause, RayTaskError) and cause.cause is not None:  # raised through another task
         cause = cause.cause
+    return cause
+
+
+def cause_of(e: RayTaskError) -> str:
+    """"IndexError: index 200 is out of bounds ...": what the task raised, in a line."""
+    cause = root_cause(e)
     return f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}".rstrip(": ")
 
 

@@ -25,10 +25,9 @@ from nnps.core.shard import ShardWorker
 from nnps.core.table_labels import Vocabulary, class_names
 from nnps.core.part_read import Placed, read_parts
 from nnps.core.table_rows import label_columns, outputs_of
-from nnps.core.tables import CHUNK_ROWS, TableInfo, open_source
+from nnps.core.tables import Moments, TableInfo, deviations, merge, moments, open_source
 
 Array = np.ndarray
-Moments = tuple[int, Array, Array]  # (n, mean, M2) of each column, float64
 
 
 def release_unused() -> None:
@@ -37,34 +36,6 @@ def release_unused() -> None:
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
-
-
-def moments(x: Array) -> Moments:
-    """(n, mean, sum of squared deviations) of each column, in chunks, float64."""
-    n = len(x)
-    mean = sum((x[lo : lo + CHUNK_ROWS].sum(axis=0, dtype=np.float64) for lo in range(0, n, CHUNK_ROWS)),
-               np.zeros(x.shape[1])) / max(n, 1)  # fmt: skip
-    m2 = sum((((x[lo : lo + CHUNK_ROWS] - mean) ** 2).sum(axis=0) for lo in range(0, n, CHUNK_ROWS)),
-             np.zeros(x.shape[1]))  # fmt: skip
-    return n, mean, m2
-
-
-def merge(a: Moments, b: Moments) -> Moments:
-    """The moments of two sets of rows together (Chan, Golub and LeVeque's update)."""
-    (na, ma, sa), (nb, mb, sb) = a, b
-    n = na + nb
-    if n == 0:
-        return a
-    delta = mb - ma
-    return n, ma + delta * (nb / n), sa + sb + delta**2 * (na * nb / n)
-
-
-def deviations(m: Moments) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) as standardization wants them: a constant column's deviation 1."""
-    n, mean, m2 = m
-    std = np.sqrt(m2 / max(n, 1))
-    std[~(std > 1e-12)] = 1.0
-    return tuple(mean.tolist()), tuple(std.tolist())
 
 
 @dataclass
@@ -135,11 +106,10 @@ class PartRows:
         """A ShardWorker over these rows, scaled in place with the run's `info`; `route`: map
         the global training indices it is given to its own rows (None: it holds every part)."""
         if route is not None:
-            mine = [p for p, w in enumerate(route.owner) if w == me]
-            for part, p, n in zip(self.parts, mine, self.train_counts):
-                if route.starts[p + 1] - route.starts[p] != n:  # a worker restarted after the file changed
-                    raise DataError(f"{part.name()}: {n} training rows now, {route.starts[p + 1] - route.starts[p]} "
-                                    f"when the run read it: the table changed under the run")  # fmt: skip
+            for part, then, n in zip(self.parts, route.held(me)[1], self.train_counts):
+                if then != n:  # a worker restarted after the file changed
+                    raise DataError(f"{part.name()}: {n} training rows now, {then} when the run read it: the "
+                                    f"table changed under the run")  # fmt: skip
         worker = ShardWorker(network, *self.scaled(info))
         if route is not None:
             worker.to_local = LocalRows(route, me)
@@ -163,9 +133,7 @@ class LocalRows:
     """Global training indices to a worker's own rows: its parts' training rows, held in part order."""
 
     def __init__(self, route: Route, me: int) -> None:
-        mine = [p for p, w in enumerate(route.owner) if w == me]
-        self.starts = np.array([route.starts[p] for p in mine], np.int64)
-        sizes = [route.starts[p + 1] - route.starts[p] for p in mine]
+        self.starts, sizes = route.held(me)
         self.local = np.concatenate([[0], np.cumsum(sizes)])[:-1].astype(np.int64)
 
     def __call__(self, g: Array) -> Array:

@@ -42,13 +42,14 @@ def layout(config: TrainConfig) -> Layout:
         if source and source.lower().endswith(".npz"):
             raise ConfigError(f"--partitioned: {source} is an .npz, which numpy reads whole; write it as Parquet "
                               f"to read it in parts")  # fmt: skip
-    labels = label_columns(config)
-    features = columns_of(open_source(config.data), config.data, labels, config.features, config.task == "regress")
-    parts = find_parts(config.data)
+    labels, targets = label_columns(config), config.task == "regress"
+    train = open_source(config.data)  # listed, and every footer read, once
+    features = columns_of(train, config.data, labels, config.features, targets)
+    parts = find_parts(train, config.data)
     if config.test_data:
-        columns_of(open_source(config.test_data), config.test_data, labels, tuple(features),
-                   config.task == "regress", given=False)  # fmt: skip
-        parts += find_parts(config.test_data, test=True)
+        test = open_source(config.test_data)
+        columns_of(test, config.test_data, labels, tuple(features), targets, given=False)
+        parts += find_parts(test, config.test_data, test=True)
     return Layout(features, parts)
 
 

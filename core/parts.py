@@ -16,14 +16,15 @@ rows (sums do not care), an empty one kept in its place.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from nnps.core.errors import DataError
-from nnps.core.sampler import StreamSampler
-from nnps.core.tables import TEST_SALT, open_source
+from nnps.core.sampler import StreamSampler, mix64
+from nnps.core.tables import TEST_SALT
 
 Array = np.ndarray
 PART_ROWS = 131_072  # rows per part of a CSV file (Parquet's parts are its row groups)
@@ -47,14 +48,10 @@ class Part:
     def name(self) -> str:
         return f"{self.path} row group {self.group}" if self.group >= 0 else f"{self.path} rows {self.lo + 1}-{self.hi}"
 
-    @classmethod
-    def from_list(cls, d: list[Any]) -> Part:
-        return cls(str(d[0]), int(d[1]), int(d[2]), int(d[3]), bool(d[4]))
 
-
-def find_parts(source: str, test: bool = False) -> list[Part]:
-    """The parts of `source` in row order, from Parquet footers (a CSV: a counting pass)."""
-    dataset = open_source(source)
+def find_parts(dataset: Any, source: str, test: bool = False) -> list[Part]:
+    """The parts of `source` (opened: tables.open_source) in row order, from Parquet footers (a
+    CSV: a counting pass)."""
     parts: list[Part] = []
     for fragment in dataset.get_fragments():
         try:
@@ -84,11 +81,7 @@ def assign(parts: list[Part], k: int) -> list[int]:
 def held_out(seed: int, fraction: float, rows: Array) -> Array:
     """Which of the table's row numbers `rows` are test rows: a uniform hash of (seed, row)
     below `fraction` (splitmix64), the same wherever the row is read."""
-    z = rows.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15 + TEST_SALT) % 2**64)
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+    z = mix64(rows.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15 + TEST_SALT) % 2**64))
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
 
 
@@ -112,21 +105,30 @@ class Route:
     seed: int = 0
     batch_size: int = 1
 
+    @cached_property
+    def arrays(self) -> tuple[Array, Array]:
+        """(starts, owner) as arrays, made once: `owners` runs every step."""
+        return np.asarray(self.starts, np.int64), np.asarray(self.owner)
+
     def owners(self, indices: Array) -> Array:
         """The worker owning each global training index."""
-        return np.asarray(self.owner)[np.searchsorted(np.asarray(self.starts), indices, side="right") - 1]
+        starts, owner = self.arrays
+        return owner[np.searchsorted(starts, indices, side="right") - 1]
 
     def shards(self, indices: Array) -> list[Array]:
         """A batch's indices by owner, in batch order: shards[w] is worker w's (maybe empty)."""
         owners = self.owners(indices)
         return [indices[owners == w] for w in range(self.workers)]
 
+    def held(self, worker: int) -> tuple[Array, Array]:
+        """(the first global training row, the training rows) of each part `worker` holds, in part order."""
+        starts, owner = self.arrays
+        mine = np.flatnonzero(owner == worker)
+        return starts[mine], starts[mine + 1] - starts[mine]
+
     def rows_held(self, worker: int) -> int:
         """How many training rows `worker` holds."""
-        return sum(self.starts[p + 1] - self.starts[p] for p, w in enumerate(self.owner) if w == worker)
-
-    def to_meta(self) -> dict[str, Any]:
-        return asdict(self)
+        return int(self.held(worker)[1].sum())
 
 
 def route_of(train_counts: list[int], owner: list[int], workers: int, seed: int, batch_size: int) -> Route:
@@ -146,11 +148,9 @@ class OwnBatches:
     def __init__(self, route: Route, draws: tuple[int, ...] = ()) -> None:
         self.route = route
         self.draws = list(draws) or [0] * route.workers
-        starts, owner = np.asarray(route.starts), np.asarray(route.owner)
-        self.parts = [np.flatnonzero(owner == w) for w in range(route.workers)]  # (P_w,) each
-        self.first = [starts[p] for p in self.parts]  # each owned part's first global row
-        sizes = [starts[p + 1] - starts[p] for p in self.parts]
-        self.rank = [np.concatenate([[0], np.cumsum(s)]) for s in sizes]  # (P_w + 1,) ranks where parts begin
+        held = [route.held(w) for w in range(route.workers)]
+        self.first = [first for first, _ in held]  # each owned part's first global row
+        self.rank = [np.concatenate([[0], np.cumsum(sizes)]) for _, sizes in held]  # (P_w + 1,) ranks where parts begin
         self.samplers = [StreamSampler(int(r[-1]), min(route.batch_size, int(r[-1])), route.seed * 1_000_003 + w)
                          if r[-1] else None for w, r in enumerate(self.rank)]  # fmt: skip
 

@@ -84,7 +84,7 @@ class StreamSampler(Sampler):
         h, mask = np.uint64(self.half), np.uint64((1 << self.half) - 1)
         left, right = x >> h, x & mask
         for key in keys:
-            left, right = right, left ^ (_mix(right ^ key) & mask)
+            left, right = right, left ^ (mix64(right ^ key) & mask)
         return (left << h) | right
 
     def order(self, epoch: int) -> Array:
@@ -96,7 +96,7 @@ class StreamSampler(Sampler):
         return self.permute(epoch, np.arange(lo, min(lo + self.batch_size, self.n)))
 
 
-def _mix(z: Array) -> Array:
+def mix64(z: Array) -> Array:
     """splitmix64's finalizer, elementwise on uint64."""
     with np.errstate(over="ignore"):
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

@@ -126,16 +126,37 @@ def _check_stats(mean: tuple[float, ...] | None, std: tuple[float, ...] | None, 
 def standardization(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Each column's mean and standard deviation (1 where it is constant), in float64, two
     passes of CHUNK_ROWS rows."""
+    return deviations(moments(x))
+
+
+Moments = tuple[int, np.ndarray, np.ndarray]  # (n, mean, M2) of each column, float64
+
+
+def moments(x: np.ndarray) -> Moments:
+    """(n, mean, sum of squared deviations) of each column, in chunks, float64."""
     n = len(x)
-    total = np.zeros(x.shape[1])
-    for lo in range(0, n, CHUNK_ROWS):
-        total += x[lo : lo + CHUNK_ROWS].sum(axis=0, dtype=np.float64)
-    mean = total / max(n, 1)
-    squares = np.zeros(x.shape[1])
-    for lo in range(0, n, CHUNK_ROWS):
-        squares += ((x[lo : lo + CHUNK_ROWS] - mean) ** 2).sum(axis=0)
-    std = np.sqrt(squares / max(n, 1))
-    std[~(std > 1e-12)] = 1.0  # a constant column: every row becomes 0
+    mean = sum((x[lo : lo + CHUNK_ROWS].sum(axis=0, dtype=np.float64) for lo in range(0, n, CHUNK_ROWS)),
+               np.zeros(x.shape[1])) / max(n, 1)  # fmt: skip
+    m2 = sum((((x[lo : lo + CHUNK_ROWS] - mean) ** 2).sum(axis=0) for lo in range(0, n, CHUNK_ROWS)),
+             np.zeros(x.shape[1]))  # fmt: skip
+    return n, mean, m2
+
+
+def merge(a: Moments, b: Moments) -> Moments:
+    """The moments of two sets of rows together (Chan, Golub and LeVeque's update)."""
+    (na, ma, sa), (nb, mb, sb) = a, b
+    n = na + nb
+    if n == 0:
+        return a
+    delta = mb - ma
+    return n, ma + delta * (nb / n), sa + sb + delta**2 * (na * nb / n)
+
+
+def deviations(m: Moments) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) as standardization wants them: a constant column's deviation 1."""
+    n, mean, m2 = m
+    std = np.sqrt(m2 / max(n, 1))
+    std[~(std > 1e-12)] = 1.0
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
