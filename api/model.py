@@ -26,7 +26,7 @@ from nnps.core.datasets import Dataset
 from nnps.core.errors import ConfigError, DataError
 from nnps.core.metrics import Evaluation, unpack
 from nnps.core.rundir import RunDir, default_run_dir
-from nnps.core.shard import ShardWorker
+from nnps.core.steps import ShardWorker
 
 Rows = Union[str, Path, np.ndarray, Any]  # a path or URI, an (n, features) array, or a pyarrow.Table
 

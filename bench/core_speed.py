@@ -54,7 +54,7 @@ def child(case_index: int) -> dict:
     from nnps.core.config import TrainConfig
     from nnps.core.network import Network, initial_params
     from nnps.core.server import Server, Snapshot
-    from nnps.core.shard import ShardWorker
+    from nnps.core.steps import ShardWorker
     from nnps.core.threads import blas_threads, threads_for
 
     sizes, act, out, cost, batch = CASES[case_index]

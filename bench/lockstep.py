@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.sampler import split
-from nnps.core.shard import ShardWorker
+from nnps.core.steps import ShardWorker
 from nnps.core.plan import build_network
 from nnps.worker.channels.step_file import Mapped, NodeBuffers
 from nnps.worker.channels.unix import ServerSockets, serve

@@ -33,7 +33,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server
-from nnps.core.shard import ShardWorker
+from nnps.core.steps import ShardWorker
 from nnps.core.plan import plan_run
 from nnps.core.training import train
 from nnps.worker import training_data

@@ -18,7 +18,7 @@ from nnps.core import table_rows
 from nnps.core.errors import DataError
 from nnps.core.inspect import Inside, look_inside, mistakes, outputs, shard_sums
 from nnps.core.metrics import unpack
-from nnps.core.shard import ShardWorker
+from nnps.core.steps import ShardWorker
 
 MAX_NEURONS = 100  # first-layer neurons drawn (the rest are in --json)
 

@@ -43,8 +43,7 @@ from nnps.core.network import Network
 from nnps.core.parts import OwnBatches, Route
 from nnps.core.sampler import sampler_for
 from nnps.core.server import Server, Snapshot
-from nnps.core.steps import run_updates, sync_steps
-from nnps.worker.channels.base import StepChannel
+from nnps.core.steps import StepChannel, run_updates, sync_steps
 from nnps.worker.channels.ray_calls import RayCalls
 from nnps.worker.channels.tcp import TcpChannel
 from nnps.worker.channels.unix import UnixChannel

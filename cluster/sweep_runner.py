@@ -296,7 +296,7 @@ def best_of(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 def finish(sweep_dir: Path, spec: SweepSpec, seen: Any = None) -> dict[str, Any]:
     """result.json: the trials, the best, and the best's accuracy on the test set, read once here."""
     from nnps.core import checkpoint, metrics
-    from nnps.core.shard import ShardWorker
+    from nnps.core.steps import ShardWorker
 
     rows = outcomes(sweep_dir, spec)
     if not rows:

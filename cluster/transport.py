@@ -35,8 +35,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 
 from nnps.core.config import TRANSPORTS
-from nnps.worker.channels.base import StepChannel
-from nnps.worker.channels.wire import ChannelBroken
+from nnps.core.steps import ChannelBroken, StepChannel
 
 Array = np.ndarray
 T = TypeVar("T")

@@ -111,7 +111,7 @@ def transfer_seconds(network: Network, k: int, rate: float) -> float:
 def step_seconds(network: Network, batch: int, threads: int | None, steps: int = 0) -> float:
     """Measured seconds of one in-process step at `batch` (random data of the right shape)."""
     from nnps.core.server import Server, Snapshot
-    from nnps.core.shard import ShardWorker
+    from nnps.core.steps import ShardWorker
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch, network.sizes[0]), dtype=np.uint8)

@@ -16,7 +16,7 @@ import numpy as np
 
 from nnps.core.network import Network
 from nnps.core.sampler import Sampler, split
-from nnps.core.shard import ShardWorker
+from nnps.core.steps import ShardWorker
 
 Array = np.ndarray
 

@@ -21,7 +21,7 @@ import numpy as np
 from nnps.core.config import TrainConfig
 from nnps.core.errors import DataError
 from nnps.core.parts import Part, Route, held_out
-from nnps.core.shard import ShardWorker
+from nnps.core.steps import ShardWorker
 from nnps.core.table_labels import Vocabulary, class_names
 from nnps.core.part_read import Placed, read_parts
 from nnps.core.table_rows import label_columns, outputs_of

@@ -21,7 +21,7 @@ from nnps.core.errors import DataError
 from nnps.core.network import Network
 from nnps.core.sampler import sampler_for
 from nnps.core.server import Server, Snapshot
-from nnps.core.shard import ShardWorker
+from nnps.core.steps import ShardWorker
 from nnps.core.threads import blas_threads
 
 Array = np.ndarray

@@ -26,8 +26,7 @@ from nnps.core.plan import Plan, checkpoint_bytes, plan_run
 from nnps.core.rundir import RunDir
 from nnps.core.sampler import Sampler
 from nnps.core.server import Server, Snapshot
-from nnps.core.shard import ShardWorker
-from nnps.core.steps import InProcessCarrier, sync_steps
+from nnps.core.steps import InProcessCarrier, ShardWorker, sync_steps
 from nnps.core.threads import blas_threads, threads_for
 
 Array = np.ndarray

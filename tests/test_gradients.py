@@ -76,7 +76,7 @@ def test_vectorized_sums_equal_per_example_loop() -> None:
 
 
 def test_shard_sums_add_up_to_batch_sum(tiny) -> None:
-    from nnps.core.shard import ShardWorker
+    from nnps.core.steps import ShardWorker
 
     net = Network((36, 7, 10), "tanh", "softmax", "cross-entropy", "float64")
     params = initial_params(net, "scaled", seed=2)

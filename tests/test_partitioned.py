@@ -30,7 +30,7 @@ from nnps.core.parts import PART_ROWS, OwnBatches, Part, assign, held_out, route
 from nnps.core.plan import plan_run
 from nnps.core.rundir import RunDir
 from nnps.core.server import Server
-from nnps.core.shard import ShardWorker
+from nnps.core.steps import ShardWorker
 from nnps.core.steps import sync_steps
 
 FEATURES = 6

@@ -10,7 +10,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.errors import ConfigError, DataError
 from nnps.core.sampler import Sampler
 from nnps.core.server import Server
-from nnps.core.shard import ShardWorker
+from nnps.core.steps import ShardWorker
 from nnps.core.record import UpdateLog, replay
 from nnps.core.staleness import Gate
 from nnps.core.plan import plan_run

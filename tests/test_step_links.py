@@ -17,7 +17,7 @@ from nnps.worker.channels.links import TOKEN_BYTES, ServerLinks, serve
 from nnps.worker.channels.relay import NodeRelay, relay_sums
 from nnps.worker.channels.step_file import SHM_DIR, Mapped
 from nnps.worker.channels.unix import serve as serve_slot
-from nnps.worker.channels.wire import ChannelBroken
+from nnps.core.steps import ChannelBroken
 
 SIZE = 5  # parameters; a reply is SIZE + N_STATS (3)
 

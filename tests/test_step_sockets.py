@@ -15,7 +15,7 @@ import pytest
 
 from nnps.worker.channels.step_file import NodeBuffers, sweep_stale
 from nnps.worker.channels.unix import ServerSockets, serve, socket_path
-from nnps.worker.channels.wire import ChannelBroken
+from nnps.core.steps import ChannelBroken
 
 
 def exchange(server: ServerSockets, shards: list[np.ndarray]) -> None:

@@ -13,11 +13,11 @@ from nnps.cluster.transport import REOPEN_AFTER, Transport, chain
 from nnps.core.config import TRANSPORTS, TrainConfig
 from nnps.core.sampler import Sampler, split
 from nnps.core.server import Server
-from nnps.core.shard import ShardWorker
+from nnps.core.steps import ShardWorker
 from nnps.core.plan import plan_run
 from nnps.core.training import train
-from nnps.worker.channels.base import StepChannel
-from nnps.worker.channels.wire import ChannelBroken
+from nnps.core.steps import StepChannel
+from nnps.core.steps import ChannelBroken
 from tests.conftest import REPO
 
 CFG = TrainConfig(data="mnist-10k", hidden=(20,), batch_size=50, epochs=1, steps=60, lr=3.0, dtype="float64",

@@ -1,4 +1,4 @@
-"""`GradientWorker`: `nnps.core.shard.ShardWorker` behind a Ray actor.
+"""`GradientWorker`: `nnps.core.steps.ShardWorker` behind a Ray actor.
 
 The training data reaches the actor from Ray's object store as read-only numpy views:
 one copy per node, shared zero-copy by every worker on it, put there once by the driver.
@@ -25,9 +25,8 @@ import ray
 from threadpoolctl import threadpool_limits
 
 from nnps.core.network import Network
-from nnps.core.shard import ShardWorker
+from nnps.core.steps import ShardWorker, WorkerEnd
 from nnps.worker import training_data
-from nnps.worker.channels.base import WorkerEnd
 
 Array = np.ndarray
 
@@ -87,14 +86,11 @@ class GradientWorker:
         """The shard's reply (P + N_STATS,): what the `ray` channel calls."""
         return self.core.gradient_sums(params, indices)
 
-    def _sums(self, params: Array, indices: Array, out: Array) -> None:
-        self.core.gradient_sums(params, indices, out=out)
-
     def serve_channel(self, end: WorkerEnd) -> Any:
         """Serve a channel's end (worker/channels/: unix.UnixEnd, tcp.RelayEnd, tcp.LinkEnd)
         from a thread of this process, computing with this worker's shard sums; returns at
         once, with what the end returns (why it could not, or what the server needs next)."""
-        return end.start(self._sums, self._channel_state)
+        return end.start(self.core.gradient_sums, self._channel_state)
 
     def evaluate(self, params: Array, split: str, lo: int, hi: int | None) -> Array:
         return self.core.evaluate(params, split, lo, hi)

@@ -27,7 +27,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from nnps.core.config import TrainConfig
 from nnps.core.part_rows import PartRows
 from nnps.core.parts import Part
-from nnps.core.shard import ShardWorker
+from nnps.core.steps import ShardWorker
 
 
 @ray.remote(num_cpus=0)

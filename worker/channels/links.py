@@ -43,7 +43,8 @@ from typing import Callable
 
 import numpy as np
 
-from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, OK, ChannelBroken, accept_workers, broken, failure,
+from nnps.core.steps import ChannelBroken
+from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, OK, accept_workers, broken, failure,
                                        read_answer, read_shard, recv_exact, recv_into, reply_size,
                                        send_shard)  # fmt: skip
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import ray
 
-from nnps.worker.channels.base import StepChannel
+from nnps.core.steps import StepChannel
 
 Array = np.ndarray
 

@@ -36,10 +36,9 @@ from typing import Callable
 
 import numpy as np
 
-from nnps.worker.channels.base import Sums
+from nnps.core.steps import ChannelBroken, Sums
 from nnps.worker.channels.step_file import Mapped, NodeBuffers
 from nnps.worker.channels.unix import ServerSockets
-from nnps.worker.channels.wire import ChannelBroken
 
 Array = np.ndarray
 

@@ -23,11 +23,11 @@ from ray.exceptions import RayError
 
 from nnps.core.environment import LINK_PORT
 from nnps.core.errors import ConfigError
+from nnps.core.steps import ChannelBroken, StepChannel, Sums
 from nnps.worker.channels import links
-from nnps.worker.channels.base import StepChannel, Sums
 from nnps.worker.channels.relay import NodeRelay, relay_sums
 from nnps.worker.channels.unix import UnixEnd
-from nnps.worker.channels.wire import CONNECT_TIMEOUT_S, ChannelBroken, broken
+from nnps.worker.channels.wire import CONNECT_TIMEOUT_S, broken
 
 Array = np.ndarray
 

@@ -35,9 +35,9 @@ import numpy as np
 import ray
 from ray.exceptions import RayError
 
-from nnps.worker.channels.base import StepChannel, Sums
+from nnps.core.steps import ChannelBroken, StepChannel, Sums
 from nnps.worker.channels.step_file import Mapped, NodeBuffers
-from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, OK, ChannelBroken, accept_workers, broken, failure,
+from nnps.worker.channels.wire import (CONNECT_TIMEOUT_S, OK, accept_workers, broken, failure,
                                        read_answer, read_shard, recv_exact, send_shard)  # fmt: skip
 
 Array = np.ndarray

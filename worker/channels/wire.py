@@ -1,10 +1,10 @@
-"""What every step channel shares: the reply's layout, the framing, and `ChannelBroken`.
+"""What the socket channels share: the reply's layout, the framing, and the answers.
 
 A step's reply from a worker (or a node's relay) is one flat vector in the network's dtype,
 
     [ P gradient sums | cost, correct, examples ]          # (P + N_STATS,)
 
-where every entry is a sum over the shard's examples (core/shard.py), so replies add.
+where every entry is a sum over the shard's examples (core/steps.py), so replies add.
 On a socket, a shard of indices is `int64 n` then n `int64` indices, and an answer is
 one byte: 1 = the step's sums are ready (in the step file, or following on the link),
 0 = the step failed there.
@@ -19,16 +19,12 @@ from typing import Callable
 import numpy as np
 
 from nnps.core.network import N_STATS
+from nnps.core.steps import ChannelBroken
 
 Array = np.ndarray
 CONNECT_TIMEOUT_S = 60.0  # a worker process Ray is still starting can take a while
 OK, FAILED = b"\x01", b"\x00"
 CAUSE_CHARS = 300  # of a failed step's cause, sent after FAILED
-
-
-class ChannelBroken(Exception):
-    """A channel cannot carry this step (a worker or host gone, a port blocked, no room for
-    a step file): the transport closes it and gives the same step to the next channel."""
 
 
 def broken(what: str, e: OSError) -> ChannelBroken:
