@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated, Optional
 
 import typer
 
 from nnps.cli.errors import handle_errors
+from nnps.cli.formatting import print_json
 from nnps.cli.options import JsonOut
 from nnps.core.environment import RAY_ADDRESS
 from nnps.core.config import parse_hidden
@@ -54,8 +53,7 @@ def bench(
     if save:
         path = costmodel.save_overhead(overheads(rows), where)
     if json_out:
-        sys.stdout.write(json.dumps({"round_trip_s": rt, "rows": [r.__dict__ for r in rows]}) + "\n")
-        return
+        return print_json({"round_trip_s": rt, "rows": [r.__dict__ for r in rows]})
     print(f"784-{hidden.replace(',', '-')}-10 on {where}; Ray actor round trip {rt * 1e3:.2f} ms; sync steps "
           f"(bench/consistency.py measures --consistency bounded and async)")  # fmt: skip
     print(f"{'batch':>6} {'workers':>7} {'mode':>14} {'ms/step':>8} {'ex/s':>10} {'vs 1 process':>12}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +11,7 @@ from rich.console import Console
 
 from nnps.cli.errors import handle_errors
 from nnps.cli.options import JsonOut
-from nnps.cli.formatting import download_progress
+from nnps.cli.formatting import download_progress, print_json
 from nnps.core import catalog
 from nnps.core.datasets import write_parquet_dir
 
@@ -47,8 +45,7 @@ def info(
            "train_classes": np.bincount(ds.y_train, minlength=10).tolist(),
            "test_classes": np.bincount(ds.y_test, minlength=10).tolist()}  # fmt: skip
     if json_out:
-        sys.stdout.write(json.dumps(out) + "\n")
-        return
+        return print_json(out)
     print(f"{out['name']}: {out['train']} train, {out['test']} test, images {ds.image_shape[0]}x{ds.image_shape[1]} uint8")
     print(f"fingerprint {out['fingerprint']}")
     print("class   " + " ".join(f"{c:>6}" for c in range(10)))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated, Optional
 
 import numpy as np
@@ -13,6 +11,7 @@ from rich.table import Table
 
 import nnps
 from nnps.cli.errors import handle_errors
+from nnps.cli.formatting import print_json
 from nnps.cli.options import JsonOut
 from nnps.core import catalog, checkpoint
 from nnps.core.errors import DataError
@@ -34,8 +33,7 @@ def evaluate(
     result = {"checkpoint": model.path, "data": data, "split": split, **describe(e),
               ("targets" if model.checkpoint.network.regression else "classes"): model.classes}  # fmt: skip
     if json_out:
-        sys.stdout.write(json.dumps(result) + "\n")
-        return
+        return print_json(result)
     _show(data.rstrip("/").rsplit("/", 1)[-1], split, e, model.classes)
 
 
@@ -67,8 +65,7 @@ def predict(
     model = nnps.load(ckpt)
     results = _predict_rows(model, images) if model.checkpoint.table else _predict_images(model.checkpoint, images)
     if json_out:
-        sys.stdout.write(json.dumps(results) + "\n")
-        return
+        return print_json(results)
     for r in results:
         if "values" in r:  # a regression's row
             print(f"{r['input']}: " + "  ".join(f"{k} {v:.6g}" for k, v in r["values"].items()))

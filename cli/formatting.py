@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import json
+import sys
+from typing import Any, Callable
 
 from rich.console import Console
+
+
+def print_json(obj: Any, sort_keys: bool = False) -> None:
+    """`--json`'s output: one line of JSON on stdout."""
+    sys.stdout.write(json.dumps(obj, sort_keys=sort_keys) + "\n")
 
 
 def consistency_note(s: dict | None) -> str:

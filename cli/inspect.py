@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -13,6 +11,7 @@ import typer
 
 import nnps
 from nnps.cli import pictures
+from nnps.cli.formatting import print_json
 from nnps.cli.inspect_table import inspect_table
 from nnps.cli.errors import handle_errors
 from nnps.core.images import box_for, read_image
@@ -73,8 +72,7 @@ def inspect(
     b = batch_size or int(config.get("batch_size", 10))
     s = shard_sums(net, params, ds.x_train, ds.y_train, min(b, len(ds.y_train)), shards, int(config.get("seed", 0)))
     if json_out:
-        sys.stdout.write(json.dumps(_numbers(inside, wrong, s, net, what, names)) + "\n")
-        return
+        return print_json(_numbers(inside, wrong, s, net, what, names))
     for f in _pictures(out, ck, rd, ds, inside, wrong, s, names, what):
         print(f)
 

@@ -5,8 +5,6 @@ true values (a regression), and a mini-batch's shard sums. The same numbers as f
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import numpy as np
 
 import nnps
 from nnps.cli import pictures
+from nnps.cli.formatting import print_json
 from nnps.core import table_rows
 from nnps.core.errors import DataError
 from nnps.core.inspect import Inside, look_inside, mistakes, outputs, shard_sums
@@ -37,8 +36,7 @@ def inspect_table(model: nnps.Model, row: str | None, out: Path, shards: int, ba
                    config.seed if config else 0)  # fmt: skip
     test = _test(model, ds)
     if json_out:
-        sys.stdout.write(json.dumps(_numbers(inside, test, s, model, what)) + "\n")
-        return
+        return print_json(_numbers(inside, test, s, model, what))
     for f in _pictures(out, model, inside, test, ds, s, what):
         print(f)
 

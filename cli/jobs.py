@@ -8,7 +8,6 @@ any code for whoever reaches it: keep it on loopback or behind token auth and TL
 from __future__ import annotations
 
 import datetime
-import json
 import sys
 import uuid
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from nnps.cli.errors import handle_errors
-from nnps.cli.formatting import consistency_note, steps_by_channel
+from nnps.cli.formatting import consistency_note, print_json, steps_by_channel
 from nnps.cli.options import Dashboard as Address
 from nnps.cli.options import JsonOut, command_of
 from nnps.core.errors import ClusterError, ConfigError
@@ -73,8 +72,7 @@ def submit(
     rd = run_dir or f"/tmp/nnps-runs/{jid}" + (f"-{uuid.uuid4().hex[:6]}" if job_id else "")
     jobs.submit(train_args, rd, code=code, wheel=wheel, job_id=jid, command=command)
     if json_out and not wait:
-        sys.stdout.write(json.dumps({"job_id": jid, "run_dir": rd, "address": jobs.address}) + "\n")
-        return
+        return print_json({"job_id": jid, "run_dir": rd, "address": jobs.address})
     if not json_out:
         print(f"submitted {jid} to {jobs.address}; run directory {rd}")
         print(f"  nnps status {jid} --address {jobs.address}\n  nnps logs {jid} --follow --address {jobs.address}\n"
@@ -82,7 +80,7 @@ def submit(
     if wait:
         final = jobs.wait(jid)
         if json_out:
-            sys.stdout.write(json.dumps(final) + "\n")
+            print_json(final)
         else:
             _print_status(final)
         if final["status"] != "SUCCEEDED":
@@ -141,7 +139,7 @@ def status(
         return _list(jobs, json_out)
     s = jobs.status(job_id)
     if json_out:
-        sys.stdout.write(json.dumps(s) + "\n")
+        print_json(s)
     else:
         _print_status(s)
 
@@ -150,8 +148,7 @@ def _list(jobs, json_out: bool) -> None:  # type: ignore[no-untyped-def]
     rows = [{"job_id": j.submission_id, "status": str(getattr(j.status, "value", j.status)),
              "start_time": j.start_time, "run_dir": (j.metadata or {}).get("run_dir")} for j in jobs.list()]  # fmt: skip
     if json_out:
-        sys.stdout.write(json.dumps(rows) + "\n")
-        return
+        return print_json(rows)
     # Plain lines, not a table that fits the terminal: a job id or a run directory is what
     # a user copies into the next command, so neither is ever cut or folded.
     print(f"nnps jobs at {jobs.address}")

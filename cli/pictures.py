@@ -20,14 +20,14 @@ Array = np.ndarray
 DIVERGING = "RdBu_r"
 
 
-def pyplot() -> Any:
+def pyplot(who: str = "nnps inspect") -> Any:
     try:
         import matplotlib
 
         matplotlib.use("Agg")  # files only, no display
         import matplotlib.pyplot as plt
     except ImportError:
-        raise NnpsError("nnps inspect needs matplotlib: pip install 'nnps[plot]'")
+        raise NnpsError(f"{who} needs matplotlib: pip install 'nnps[plot]'")
     return plt
 
 

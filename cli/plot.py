@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from nnps.cli.errors import handle_errors
+from nnps.cli.pictures import pyplot
 from nnps.core.errors import NnpsError
 from nnps.core.rundir import RunDir
 
@@ -18,13 +19,7 @@ def plot(
     out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("curves.png"),
 ) -> None:
     """Write a learning-curve PNG: train/test cost and test accuracy per epoch, runs overlaid."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only, no display
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise NnpsError("nnps plot needs matplotlib: pip install 'nnps[plot]'")
+    plt = pyplot("nnps plot")
     runs = []
     for uri in run_dirs:
         rows = RunDir(uri).read_metrics()

@@ -83,13 +83,8 @@ class LogView:
                 out.append(json.dumps(record, sort_keys=True))
             elif record.get("epochs_done", 0) > self.shown:
                 self.shown = record["epochs_done"]
-                out.append(epoch_line(record))
+                out.append(epoch_text(record["epochs_done"], record))
         return "".join(f"{line}\n" for line in out)
-
-
-def epoch_line(record: dict[str, Any]) -> str:
-    """A progress record at an epoch's end, as `nnps train` printed that epoch."""
-    return epoch_text(record["epochs_done"], record)
 
 
 def epoch_text(epoch: int, r: dict[str, Any], note: str = "") -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from nnps.cli.errors import handle_errors
+from nnps.cli.formatting import print_json
 from nnps.cli.options import JsonOut
 from nnps.core.rundir import RunDir
 
@@ -24,7 +23,6 @@ def replay(
 
     out = replay_run(RunDir(run_dir))
     if json_out:
-        sys.stdout.write(json.dumps(out, sort_keys=True) + "\n")
-        return
+        return print_json(out, sort_keys=True)
     Console(stderr=True).print(f"replayed {out['updates']} updates of {run_dir} in one process: max |w - final.npz| = "
                                f"{out['max_abs_diff']:.3g}; weights in {out['final']}", soft_wrap=True)  # fmt: skip

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nnps.cli.errors import handle_errors
+from nnps.cli.formatting import print_json
 from nnps.cli.options import PASS_ON, RayAddress, command_of
 from nnps.core import space
 from nnps.core.errors import ConfigError
@@ -183,8 +184,7 @@ def table(result: dict[str, Any]) -> Table:
 
 def report(result: dict[str, Any], json_out: bool) -> None:
     if json_out:
-        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
-        return
+        return print_json(result, sort_keys=True)
     console = Console()
     console.print(table(result))
     b = result["best"]
@@ -210,13 +210,9 @@ def shown(sweep_dir: Path, json_out: bool) -> None:
 
 
 def plot_curves(result: dict[str, Any], out: Path, epochs: int) -> Path:
-    try:
-        import matplotlib
+    from nnps.cli.pictures import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("the plot needs matplotlib: pip install 'nnps[plot]'")
+    plt = pyplot("the plot")
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for r in result["trials"]:
         xs = list(range(1, len(r["curve"]) + 1))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated, Optional
 
@@ -10,7 +9,7 @@ import typer
 from rich.console import Console
 
 from nnps.cli.errors import handle_errors
-from nnps.cli.formatting import consistency_note, download_progress, steps_by_channel
+from nnps.cli.formatting import consistency_note, download_progress, print_json, steps_by_channel
 from nnps.cli.options import JsonOut, RayAddress
 from nnps.cli.progress import RichReporter
 from nnps.core.config import TrainConfig, parse_features, parse_hidden
@@ -97,7 +96,7 @@ def _train(options: dict, given: set[str]) -> None:
                                  say=lambda line: print(line, file=sys.stderr))
     summary.pop("params")
     if options["json_out"]:
-        sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
+        print_json(summary, sort_keys=True)
     else:
         say_done(console, config, summary)
 

@@ -31,15 +31,19 @@ _inline_bytes = RAY_DEFAULT_INLINE_BYTES
 _embedded = False  # see embedded()
 
 
-class _AuthOnNotice(logging.Filter):
-    """Drops Ray's notice that token authentication is on (the safe default, said on
-    every embedded start); keeps everything else, its warning that it is off included."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+@contextmanager
+def hiding(logger: str, text: str) -> Iterator[None]:
+    """Drop `logger`'s records that contain `text` during the block; keep everything else."""
+    hide = lambda record: text not in record.getMessage()  # noqa: E731
+    logging.getLogger(logger).addFilter(hide)
+    try:
+        yield
+    finally:
+        logging.getLogger(logger).removeFilter(hide)
 
 
 AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+AUTH_ON = "Token authentication is enabled for this Ray cluster"  # said on every embedded start: hidden
 
 
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"  # where `ray start` keeps a cluster's token by default
@@ -61,12 +65,8 @@ def token_auth() -> str:
     if not RAY_AUTH_MODE.get():
         from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
 
-        quiet = _AuthOnNotice()
-        logging.getLogger(AUTH_LOGGER).addFilter(quiet)
-        try:  # Ray's own switch: sets RAY_AUTH_MODE=token and refreshes its cached config in this process
+        with hiding(AUTH_LOGGER, AUTH_ON):  # Ray's own switch: sets RAY_AUTH_MODE=token and refreshes its config
             maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-        finally:
-            logging.getLogger(AUTH_LOGGER).removeFilter(quiet)
     return where
 
 
@@ -115,17 +115,14 @@ def ray_connection(address: str | None, num_cpus: int | None = None) -> Iterator
     global _inline_bytes, _embedded
     _inline_bytes = RAY_DEFAULT_INLINE_BYTES if address else INLINE_BYTES
     _embedded = not address
-    quiet = _AuthOnNotice()
-    logging.getLogger(AUTH_LOGGER).addFilter(quiet)
     reaper = None if address else Reaper()  # an embedded Ray goes with its driver, killed or not
     try:
-        _init(kwargs, address)
+        with hiding(AUTH_LOGGER, AUTH_ON):
+            _init(kwargs, address)
     except BaseException:
         if reaper:
             reaper.close()
         raise
-    finally:
-        logging.getLogger(AUTH_LOGGER).removeFilter(quiet)
     if reaper:
         reaper.watch()
     try:

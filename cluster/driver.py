@@ -28,37 +28,42 @@ def run(config: TrainConfig, run_dir: RunDir | None, *, resume: bool = False, re
         # (a partitioned table's rows stay on workers: one process might not hold them)
         config = config if config.partitioned else config.replace(workers=0)
     if config.workers == 0:
-        dataset = load_data(config, progress)
+        dataset = validation.data_for(config, progress)
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter,
                      say=say)
     if config.partitioned:
         return _partitioned(config, run_dir, resume, reporter, say)
     import ray
 
-    from nnps.cluster.ray_executor import ray_session
-
     if config.address:
         return _on_cluster(config, run_dir, resume, reporter, progress, say)
     # An embedded Ray (or the caller's): decide before starting it; it has this machine's CPUs.
-    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else os.cpu_count() or 1
-    check_placeable(config, cpus, "the Ray at hand" if ray.is_initialized() else "this machine (the embedded Ray)")
-    dataset = load_data(config, progress)
+    up = ray.is_initialized()
+    cpus = int(ray.cluster_resources().get("CPU", 1)) if up else os.cpu_count() or 1
+    where = "the Ray at hand" if up else "this machine (the embedded Ray)"
+    return _decided(config, run_dir, resume, reporter, progress, say, cpus, where, warm=not up)
+
+
+def _decided(config: TrainConfig, run_dir: RunDir | None, resume: bool, reporter: Reporter | None,
+             progress: catalog.Progress | None, say: Callable[[str], None], cpus: int, where: str,
+             warm: bool) -> dict[str, Any]:  # fmt: skip
+    """Check the workers against `cpus`, read the data, let the cost model decide, then train
+    in-process, warm-started (`warm`: an embedded Ray not started yet) or on Ray workers."""
+    from nnps.cluster.ray_executor import ray_session
+
+    check_placeable(config, cpus, where)
+    dataset = validation.data_for(config, progress)
     check_batch(config, dataset)
     config = decide(config, dataset, cpus, say)  # before Ray starts: it times in-process steps
     if config.workers == 0:
         return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter,
                      say=say)
     # The warm start's in-process steps are sync steps: bounded and async runs wait for the workers.
-    if config.warm_start and config.consistency == "sync" and not ray.is_initialized():
+    if warm and config.warm_start and config.consistency == "sync":
         return noted(_warm(config, dataset, run_dir, resume, reporter, say), say)
     with ray_session(config) as factory:
         return noted(train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter,
                            say=say), say)
-
-
-def load_data(config: TrainConfig, progress: catalog.Progress | None = None) -> Dataset:
-    """The run's data: the dataset, less its validation split where the config holds one out."""
-    return validation.data_for(config, progress)
 
 
 def noted(summary: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
@@ -76,21 +81,11 @@ def _on_cluster(config: TrainConfig, run_dir: RunDir | None, resume: bool, repor
     import ray
 
     from nnps.cluster.connect import ray_connection
-    from nnps.cluster.ray_executor import ray_session
 
     cpus = max(os.cpu_count() or 1, config.workers if isinstance(config.workers, int) else 0)
     with ray_connection(config.address, num_cpus=cpus):
-        cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
-        check_placeable(config, cluster_cpus, f"the Ray cluster at {config.address}")
-        dataset = load_data(config, progress)
-        check_batch(config, dataset)
-        config = decide(config, dataset, cluster_cpus, say)
-        if config.workers == 0:
-            return train(config, dataset, run_dir, resume=resume, make_executor=make_in_process, reporter=reporter,
-                     say=say)
-        with ray_session(config) as factory:
-            return noted(train(config, dataset, run_dir, resume=resume, make_executor=factory, reporter=reporter,
-                           say=say), say)
+        return _decided(config, run_dir, resume, reporter, progress, say, int(ray.cluster_resources().get("CPU", 1)),
+                        f"the Ray cluster at {config.address}", warm=False)  # fmt: skip
 
 
 def _partitioned(config: TrainConfig, run_dir: RunDir | None, resume: bool, reporter: Reporter | None,
@@ -206,7 +201,7 @@ def replay(run_dir: RunDir) -> dict[str, Any]:
         dataset, parts = load_whole(config, int(config.workers))
         draw = OwnBatches(parts.route).batch
     else:
-        dataset = load_data(config)
+        dataset = validation.data_for(config)
     plan = plan_run(config.replace(steps=final.step), dataset, None, False)
     snap, at = record.replay(config, plan.network, dataset, plan.start, log, set(kept), draw)
     run_dir.write_atomic("replay.npz", checkpoint_bytes(plan, dataset, snap))

@@ -66,7 +66,7 @@ class Model:
     def __init__(self, target: str, name: str, follow: bool, max_batch_size: int, batch_wait_s: float) -> None:
         first = serving.load_weights(target)
         self.name = name
-        self.follower = serving.Follower(target, first) if follow and not serving.is_checkpoint_file(target) else None
+        self.follower = serving.Follower(target, first) if follow and not target.endswith(".npz") else None
         self.fixed = first
         self.batch_sizes: Counter[int] = Counter()
         self.requests = 0

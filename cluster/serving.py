@@ -73,14 +73,10 @@ class Weights:
         return self.table.unscale_targets(a) if self.table.targets else a
 
 
-def is_checkpoint_file(target: str) -> bool:
-    return target.endswith(".npz")
-
-
 def load_weights(target: str) -> Weights:
     """A checkpoint file's weights, or a run directory's newest checkpoint's."""
     uri = checkpoint.resolve(target)
-    return Weights.of(checkpoint.load(uri), target if is_checkpoint_file(target) else uri.rsplit("/", 1)[-1])
+    return Weights.of(checkpoint.load(uri), target if target.endswith(".npz") else uri.rsplit("/", 1)[-1])
 
 
 class Follower:

@@ -26,7 +26,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.early_stopping import EarlyStopping
-from nnps.core.rundir import RunDir
+from nnps.core.rundir import RunDir, write_atomically
 from nnps.core.training import ExecutorFactory, make_in_process, train
 
 METRIC, COST = "val_accuracy", "val_cost"
@@ -112,10 +112,8 @@ class RecordedASHA(AsyncHyperBandScheduler):
                 self.__dict__.update(pickle.load(f))
 
     def keep(self) -> None:
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump({k: v for k, v in self.__dict__.items() if k not in ("state_path", "loaded")}, f)
-        os.replace(tmp, self.state_path)
+        write_atomically(self.state_path, pickle.dumps({k: v for k, v in self.__dict__.items()
+                                                        if k not in ("state_path", "loaded")}))  # fmt: skip
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         self.load()

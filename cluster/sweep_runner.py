@@ -12,7 +12,6 @@ restore), progress lines, and the results read back from the trials' own run dir
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,7 @@ from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
 from nnps.core.tables import TableInfo
 from nnps.core.errors import ClusterError, ConfigError
-from nnps.core.rundir import RunDir
+from nnps.core.rundir import RunDir, write_atomically
 
 @dataclass
 class SweepSpec:
@@ -65,9 +64,7 @@ class SweepSpec:
 
     def save(self, sweep_dir: Path) -> None:
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        tmp = sweep_dir / "sweep.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, sweep_dir / "sweep.json")
+        write_atomically(sweep_dir / "sweep.json", (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode())
 
     @classmethod
     def load(cls, sweep_dir: Path) -> "SweepSpec":
@@ -313,7 +310,5 @@ def finish(sweep_dir: Path, spec: SweepSpec, seen: Any = None) -> dict[str, Any]
         ds = validation.data_for(base, info=ck.table)
         worker = ShardWorker(ck.network, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
         best["test_accuracy"] = metrics.unpack(worker.evaluate(ck.params, "test"), ck.network).accuracy
-    tmp = sweep_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, sweep_dir / "result.json")
+    write_atomically(sweep_dir / "result.json", (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
     return result

@@ -19,6 +19,8 @@ from typing import Any
 
 from ray import tune
 
+from nnps.core.rundir import write_atomically
+
 KEPT = "tune-state.pkl"
 PATTERNS = ("experiment_state-*.json", "basic-variant-state-*.json")  # Tune's own file names
 
@@ -68,12 +70,3 @@ def put_back(sweep_dir: Path) -> bool:
     for name, data in pair.items():
         write_atomically(str(tune_dir / name), data)
     return True
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

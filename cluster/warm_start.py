@@ -28,7 +28,6 @@ rebuilt on Ray, as without warm start).
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -40,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from nnps.cluster.connect import ray_connection
+from nnps.cluster.connect import hiding, ray_connection
 from nnps.core.datasets import Dataset
 from nnps.core.server import Snapshot
 from nnps.core.threads import blas_cap
@@ -49,14 +48,6 @@ from nnps.core.training import Executor, make_in_process
 
 if TYPE_CHECKING:
     from nnps.cluster.ray_executor import RayExecutor
-
-
-class _NotMainThread(logging.Filter):
-    """Hides Ray's warning that ray.init off the main thread sets no SIGTERM handler:
-    RayStart sets the same handler on the main thread itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "SIGTERM handler is not set" not in record.getMessage()
 
 
 class RayStart:
@@ -75,9 +66,8 @@ class RayStart:
             # What ray.init does on the main thread: SIGTERM (`ray job stop`, kill) exits
             # through the finally blocks, so Ray is shut down, not orphaned.
             self.stack.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, _exit_on_sigterm))
-        quiet = _NotMainThread()
-        logging.getLogger("ray._private.worker").addFilter(quiet)
-        self.stack.callback(logging.getLogger("ray._private.worker").removeFilter, quiet)
+        # Ray's warning that ray.init off the main thread sets no SIGTERM handler: set above
+        self.stack.enter_context(hiding("ray._private.worker", "SIGTERM handler is not set"))
         self._capped = ExitStack()  # until the start thread is done forking Ray's processes (blas_cap)
         self._capped.enter_context(blas_cap(1))
         self.connected: Future = self._pool.submit(self._ray.enter_context, ray_connection(None, num_cpus))

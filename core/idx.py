@@ -24,20 +24,6 @@ IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes, decompressed when it is gzip'd (by magic bytes, not by name)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})")
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path}: corrupt gzip stream ({e})")
-    return raw
-
-
 def parse(data: bytes, path: Path, magic: int) -> np.ndarray:
     """Parse IDX bytes into a uint8 array of the header's shape."""
     kind = "images" if magic == IMAGES_MAGIC else "labels"
@@ -59,52 +45,36 @@ def parse(data: bytes, path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def check_fits(path: Path, magic: int) -> None:
-    """From the header alone (before the body is read or decompressed): DataError if the
-    array it announces cannot fit in memory. A header that does not parse is left to
-    `parse`, which names the fault."""
-    ndim = magic & 0xFF
-    try:
-        with path.open("rb") as raw:
-            gzipped = raw.read(2) == b"\x1f\x8b"
-        with (gzip.open(path, "rb") if gzipped else path.open("rb")) as f:
-            head = f.read(4 + 4 * ndim)
-    except (OSError, EOFError, zlib.error):
-        return
-    if len(head) < 4 + 4 * ndim or struct.unpack(">I", head[:4])[0] != magic:
-        return
-    dims = struct.unpack(f">{ndim}I", head[4:])
-    kind = "images" if magic == IMAGES_MAGIC else "labels"
-    check_data(path, int(np.prod(dims, dtype=np.int64)), f"{' x '.join(map(str, dims))} uint8 {kind}")
-
-
 def read_images(path: Path) -> np.ndarray:
     """(count, rows, cols) uint8."""
-    check_fits(path, IMAGES_MAGIC)
     return parse(read_declared(path, IMAGES_MAGIC), path, IMAGES_MAGIC)
 
 
 def read_labels(path: Path) -> np.ndarray:
     """(count,) uint8."""
-    check_fits(path, LABELS_MAGIC)
     return parse(read_declared(path, LABELS_MAGIC), path, LABELS_MAGIC)
 
 
 def read_declared(path: Path, magic: int) -> bytes:
-    """The file's bytes, a gzip'd one inflated only as far as its header declares (and one
+    """The file's bytes, refused (DataError) from its header alone if the array it announces
+    cannot fit in memory; a gzip'd one inflated only as far as its header declares (and one
     byte more, for `parse` to see trailing bytes): a small file that would inflate to
-    gigabytes (a gzip bomb) costs what its header promised, which check_fits has checked."""
+    gigabytes (a gzip bomb) costs what its header promised. A header that does not parse is
+    left to `parse`, which names the fault."""
+    ndim, kind = magic & 0xFF, "images" if magic == IMAGES_MAGIC else "labels"
     try:
         with path.open("rb") as raw:
             gzipped = raw.read(2) == b"\x1f\x8b"
-        if not gzipped:
-            return read_bytes(path)
-        ndim = magic & 0xFF
-        with gzip.open(path, "rb") as f:
+        with (gzip.open(path, "rb") if gzipped else path.open("rb")) as f:
             head = f.read(4 + 4 * ndim)
             size = 0
             if len(head) == 4 + 4 * ndim:
-                size = int(np.prod(struct.unpack(f">{ndim}I", head[4:]), dtype=np.int64))
+                dims = struct.unpack(f">{ndim}I", head[4:])
+                size = int(np.prod(dims, dtype=np.int64))
+                if struct.unpack(">I", head[:4])[0] == magic:
+                    check_data(path, size, f"{' x '.join(map(str, dims))} uint8 {kind}")
+            if not gzipped:
+                return head + f.read()
             body = bytearray()
             while len(body) <= size and (chunk := f.read(min(CHUNK, size + 1 - len(body)))):
                 body += chunk  # in chunks: a header's promise is not allocated before the bytes arrive
@@ -117,7 +87,7 @@ def read_declared(path: Path, magic: int) -> bytes:
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
-    """Write a uint8 array as IDX (used by `data prepare` and by tests to make fixtures)."""
+    """Write a uint8 array as IDX (tests and bench/fuzz.py make their fixtures with it)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     data = header + array.tobytes()

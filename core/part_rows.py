@@ -30,14 +30,6 @@ from nnps.core.tables import Moments, TableInfo, deviations, merge, moments, ope
 Array = np.ndarray
 
 
-def release_unused() -> None:
-    """Give the memory Arrow's pool keeps for reuse back to the system (mimalloc and jemalloc
-    keep freed pages)."""
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-
-
 @dataclass
 class PartRows:
     """The rows of some parts, as read: unscaled float32 features, label codes (in `vocab`)
@@ -76,7 +68,9 @@ class PartRows:
                                 features, labels, config.drop_missing, targets, vocab, into)  # fmt: skip
             for s in (0, 1):
                 counts[s] += [c[s] for c in placed]
-        release_unused()  # Arrow's freed buffers back to the system: the rows stay, the reading's peak goes
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()  # Arrow's freed pages back to the system: the reading's peak goes
         empty = np.empty((0, len(labels)), np.float32) if targets else np.empty(0, np.int32)
         y_of = [np.concatenate(into.ys[s]) if into.ys[s] else empty for s in (0, 1)]
         x, x_test = (into.xs[s][: into.filled[s]] for s in (0, 1))

@@ -46,6 +46,16 @@ def read_bytes(uri: str) -> bytes:
         raise CheckpointError(f"{uri}: cannot read ({e})")
 
 
+def write_atomically(path: str | Path, data: bytes) -> None:
+    """A local file whole or not at all: written to a temporary name, synced, then renamed."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def default_run_dir() -> str:
     """runs/<local time>, or runs/<local time>-N where that is taken: where a run goes when no --run-dir is given."""
     import time
