@@ -79,7 +79,7 @@ def measure(data: str, concurrency: int, where: Path) -> dict[str, float]:
         done.set()
         t.join()
     peak["copies"] = float(len(result.get("data", {}).get("trials_with_a_copy", [])))
-    from nnps.cluster.sweep_runner import sweep_data
+    from nnps.cluster.sweep_spec import sweep_data
 
     d = sweep_data(spec)
     peak["data"] = peak["store"] + peak["copies"] * sum(a.nbytes for a in (d.x_train, d.y_train, d.x_test, d.y_test))

@@ -22,6 +22,7 @@ from rich.table import Table
 from nnps.cli.errors import handle_errors
 from nnps.cli.formatting import print_json
 from nnps.cli.options import PASS_ON, RayAddress, command_of
+from nnps.cluster import sweep_spec
 from nnps.core import space
 from nnps.core.errors import ConfigError
 
@@ -95,15 +96,13 @@ def sweep(
     log_progress: Annotated[bool, typer.Option(help="Print NNPS_PROGRESS lines (for jobs: nnps status reads them)")] = False,
 ) -> None:  # fmt: skip
     """Search hyperparameters on Ray Tune: train flags as lists (a,b) or ranges (lo:hi[:log]) vary."""
-    from nnps.cluster import sweep_runner as runner
-
     if show:
         return shown(Path(show), json_out)
     if not run_dir:
         raise ConfigError("--run-dir is required: the sweep's directory")
     sweep_dir = Path(run_dir)
     if resume:
-        spec = runner.SweepSpec.load(sweep_dir)
+        spec = sweep_spec.SweepSpec.load(sweep_dir)
     else:
         if (sweep_dir / "sweep.json").exists():
             raise ConfigError(f"{sweep_dir} already holds a sweep: --resume it, or give another --run-dir")
@@ -116,12 +115,10 @@ def sweep(
 def spec_of(args: list[str], epochs: int, samples: int | None, scheduler: str, grace_period: int,
             reduction_factor: float, validation_fraction: float, concurrency: str) -> Any:  # fmt: skip
     """The SweepSpec that the command line describes, checked."""
-    from nnps.cluster import sweep_runner as runner
-
     varied, fixed = split_flags(args)
     cap = None if concurrency == "auto" else parse_count(concurrency)
-    spec = runner.SweepSpec(base_config(fixed, validation_fraction), varied, epochs, samples, scheduler,
-                            grace_period, reduction_factor, cap)  # fmt: skip
+    spec = sweep_spec.SweepSpec(base_config(fixed, validation_fraction), varied, epochs, samples, scheduler,
+                                grace_period, reduction_factor, cap)  # fmt: skip
     spec.check()
     return spec
 
@@ -152,11 +149,11 @@ def run(spec: Any, sweep_dir: Path, resume: bool, address: str | None, log_progr
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # its notes on loggers nnps turned off
     if address is None and not ray.is_initialized():  # before starting Ray (a caller's own Ray: its CPUs, below)
-        runner.check_fits(spec, os.cpu_count() or 1, "this machine")
-    data = runner.sweep_data(spec)  # a bad --data fails here, before Ray starts or anything is written
+        sweep_spec.check_fits(spec, os.cpu_count() or 1, "this machine")
+    data = sweep_spec.sweep_data(spec)  # a bad --data fails here, before Ray starts or anything is written
     with ray_connection(address):
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        c, k, why = runner.shape(spec, data, cpus)
+        c, k, why = sweep_spec.shape(spec, data, cpus)
         if not resume:
             spec.save(sweep_dir)
         each = "each in-process" if k == 0 else f"each with {k} Ray worker{'s' if k > 1 else ''}"
@@ -200,7 +197,7 @@ def shown(sweep_dir: Path, json_out: bool) -> None:
     """A sweep's table (finished or not) and curves.png of every trial's validation accuracy."""
     from nnps.cluster import sweep_runner as runner
 
-    spec = runner.SweepSpec.load(sweep_dir)
+    spec = sweep_spec.SweepSpec.load(sweep_dir)
     done = sweep_dir / "result.json"
     result = json.loads(done.read_text()) if done.exists() else {
         "trials": runner.outcomes(sweep_dir, spec), "best": None, "epochs_trained": 0, "epochs_fifo": 0}

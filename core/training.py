@@ -1,14 +1,10 @@
-"""The training loop: epochs, evaluation, metrics, checkpoints, resume.
+"""The training loop: chunks of steps, and at their ends evaluation, metrics, checkpoints,
+and the rebuild of a lost server.
 
-The loop drives an `Executor`, which owns a server and workers and applies steps. This
-module's `InProcess` executor calls the plain `Server` and `ShardWorker` objects;
-`nnps.cluster.driver` supplies one that runs them as Ray actors. Everything else (which
-batches, when to evaluate and checkpoint, what to write) is here, once, for both.
-
-A run is a pure function of (config, data, seed): the initial weights come from the
-seed, step t's mini-batch from `Sampler.batch(t)`, and a resumed run restores the
-parameters, the optimizer state and the epoch's running sums from its last checkpoint.
-"""
+The loop drives an `Executor`: `InProcess` below calls the plain Server and ShardWorker,
+cluster/ray_executor.py runs them as Ray actors; the rest is here, once, for both. A run is
+a pure function of (config, data, seed): a resumed run restores the parameters, the optimizer
+state and the epoch's running sums from its last checkpoint (core/plan.py)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import pytest
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from nnps.cli.main import main
-from nnps.cluster.sweep_runner import SweepSpec, domains
+from nnps.cluster.sweep_spec import SweepSpec, domains
 from nnps.core import checkpoint, validation
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import load_path
