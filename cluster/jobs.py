@@ -1,16 +1,11 @@
 """Ray jobs through the dashboard's HTTP API: submit, status, logs, stop, list, fetch.
 
-Everything here needs only the dashboard's address (`http://HOST:8265`): Ray's
-`JobSubmissionClient` speaks HTTP to it, adds Ray's auth token when RAY_AUTH_MODE=token
-(read from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), and uploads a local
-wheel named in the runtime environment to the cluster. The training's live progress
-comes from the job's log (`nnps.core.progress`); its results from its run directory,
-which for a multi-node cluster should be shared storage (s3://, gs://, NFS), as with Ray
-Train's `storage_path`.
-
-Ray's Jobs API runs whatever code it is sent, for whoever can reach it: keep the
-dashboard on loopback (reach it through `kubectl port-forward` or an SSH tunnel) or
-behind token authentication and TLS.
+Everything needs only the dashboard's address (`http://HOST:8265`): Ray's `JobSubmissionClient`
+speaks HTTP to it, with Ray's auth token where there is one (README.md, "Security"), and uploads a
+local wheel named in the runtime environment. Progress comes from the job's log
+(docs/architecture.md, "Live status"); results from its run directory, which on a multi-node
+cluster should be shared storage (s3://, gs://, NFS). The Jobs API runs whatever it is sent, for
+whoever reaches it: keep the dashboard on loopback or behind token authentication and TLS.
 """
 
 from __future__ import annotations

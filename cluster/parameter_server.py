@@ -1,31 +1,12 @@
 """`ParameterServer`: `nnps.core.server.Server` behind a Ray actor, driving the steps.
 
-It holds the flat parameters, the optimizer and its state, the step counter and the
-epoch's running metrics, and it runs the steps itself: for each step of a chunk it draws
-the mini-batch from the sampler (a pure function of seed and step), hands each worker its
-shard through the run's transport, waits for the replies and applies them:
-
-    for step in range(self.step, stop):                     # on the server: core/steps.py's sync_steps
-        shards = split(sampler.batch(step), k)
-        replies = transport.step(params, shards)     # unix, tcp or ray: cluster/transport.py
-        server.apply(*replies)                       # sum, / m, optimizer step
-
-One exchange (server <-> workers) per step; the driver only starts a chunk and reads the
-result, off the critical path. In bounded and asynchronous training (core/staleness.py)
-each worker's batch is an update of its own instead, applied as it arrives, and a free
-worker is sent the next step's batch as soon as the staleness bound lets it:
-
-    while applied < stop:                                   # core/steps.py: run_updates
-        while a worker is free and gate.may_start(version): transport.send(worker, params, batch(t)); t += 1
-        worker, reply = transport.receive();  server.apply(reply);  record (t, worker, d)
-
-A chunk ends with no task out, so checkpoints and evaluation see a quiescent server. (Driving each step from the driver would cost two round
-trips per step: bench/step_overhead.py measured both.)
-
-It asks for no CPU (`num_cpus=0`): its work per step is one vector sum and an optimizer
-update, small beside the workers' backprop, and on a 2-core laptop both cores go to
-workers. A lost server is not restarted by Ray: the driver rebuilds it from the last
-checkpoint (`ray_executor.RayExecutor.restore`).
+It holds the parameters, the optimizer state, the step counter and the epoch's running metrics,
+and runs each chunk of steps itself through the run's transport (core/steps.py's `sync_steps`, or
+`run_updates` in bounded and async runs): from the driver each step would cost two round trips
+(bench/step_overhead.py). It asks for no CPU (`num_cpus=0`): a step's vector sum and optimizer
+update are small beside the workers' backprop. Ray does not restart a lost server; the driver
+rebuilds it from the last checkpoint (`ray_executor.RayExecutor.restore`). The step, file by file:
+docs/architecture.md, "One step".
 """
 
 from __future__ import annotations

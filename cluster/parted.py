@@ -1,15 +1,10 @@
 """`--partitioned` training on Ray: each worker reads and holds only its own parts.
 
-    layout (driver: footers, schemas)  ->  k GradientWorkers, each given its parts
-    worker.scan()    reads its parts (core/part_rows.py), returns counts and moments
-    parted(...)      the driver combines them: TableInfo, Route, PartedData (no row)
-    holder           publishes {network, info, route}; each worker scales its rows with it
-    train(...)       the usual loop; the server routes each index to its owner
-
-A worker Ray restarts (its process or its node lost) reads its parts again, wherever Ray
-places it, from the shared store, and takes the run's {network, info, route} from the
-holder: the parts go with it to a surviving node. Nothing of the data passes through the
-driver or the object store.
+The driver reads metadata; each GradientWorker `scan`s its parts (counts and moments), which
+core/parted_data.py's `parted` combines; the holder publishes {network, info, route} to the
+workers. A worker Ray restarts reads its parts again from the shared store, wherever Ray places
+it. Nothing of the data passes through the driver or the object store. The flow, step by step:
+docs/architecture.md, "Data larger than one machine: `--partitioned`".
 """
 
 from __future__ import annotations

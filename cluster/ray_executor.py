@@ -1,20 +1,12 @@
 """Running the training loop's steps on Ray actors.
 
-The driver creates k `GradientWorker`s and one `ParameterServer` holding their handles,
-puts the dataset in the object store once, and then runs chunks of steps by asking the
-server to run them (`server.run.remote(stop)`: it hands each worker its shard through the
-run's transport, cluster/transport.py, and applies the replies, see parameter_server.py).
-Only indices and the parameters travel per step; the replies go from the workers to the
-server, never through the driver, which waits only at the end of a chunk (progress,
-evaluation, checkpoints).
-
-Faults: a dead worker is restarted by Ray and its call retried (see GradientWorker); a
-channel it broke hands the step to Ray calls (cluster/transport.py). As a reply is a pure
-function of (params, indices) and the server only applies a step once every reply has
-arrived, the step is applied exactly once with every gradient in it. A dead server raises
-`ServerLost`; the loop rebuilds it from the last checkpoint. A server that dies as it
-starts is started again, and one that dies before a warm start's handover (`load`) is
-replaced by one built from the state handed over.
+The driver creates k `GradientWorker`s and one `ParameterServer` holding their handles, puts the
+dataset in the object store once, and runs chunks of steps through the server
+(`server.run.remote(stop)`), waiting only at a chunk's end. Ray restarts a dead worker; here a
+dead server raises `ServerLost` for the loop to rebuild it from the last checkpoint, a server that
+dies as it starts is started again, and one that dies before a warm start's handover is replaced
+by one built from the state handed over. docs/architecture.md, "One step" and "Equivalence and
+faults".
 """
 
 from __future__ import annotations

@@ -1,29 +1,13 @@
 """Warm start: train in the driver while Ray starts, then hand the run to the workers.
 
-An embedded Ray takes seconds to start (`ray.init` alone: its GCS, raylet, API server and
-agents are processes that import Ray one after another), and the actors more; a run that
-waited for them would do nothing meanwhile (docs/results.md has the times). But
-synchronous SGD with k workers computes the same steps as one process (the k shard sums
-add up to the batch's sum, and step t's batch is `Sampler.batch(t)` either way), so the
-steps before the workers are up can run in the driver without changing the result:
+`RayStart` starts Ray and the actors on a thread; `WarmStart` takes the steps in-process
+meanwhile and, at the first chunk boundary after the actors are ready, hands the parameter server
+its state (`ParameterServer.load`). Synchronous SGD computes the same steps in one process as in
+k, so the result does not change. The handover, its faults and its traps: docs/architecture.md,
+"Start-up: the warm start".
 
-    driver thread:   in-process steps 0 .. s-1 ------------> | server.load(state at s) | workers: s, s+1, ...
-    start thread:    ray.init -> put data -> actors ready --> |
-
-At the first chunk boundary after the actors are ready, the driver gives the parameter
-server its in-process state (parameters, optimizer state, step, the epoch's running sums)
-and the workers go on from step s. If the run ends first, every step ran in-process (it
-still waits for the workers, to shut them down). If Ray or the workers fail to start, the
-run fails with that error, at the handover or at its end, keeping what it wrote. A worker
-or the server killed in any window of this (the actors starting, the server starting, the
-handover, the first chunk on the workers) is survived as mid-run: Ray restarts a worker,
-and RayExecutor starts the server again from the state it was to have
-(tests/test_warm_start_faults.py).
-
-Only for an embedded Ray (no --address): joining a running cluster takes a second, and
-the cost model's choice needs that cluster's CPUs first. `--no-warm-start` waits for the
-workers instead. Left out: handing back from the workers to the driver (a lost server is
-rebuilt on Ray, as without warm start).
+Left out: handing back from the workers to the driver (a lost server is rebuilt on Ray, as
+without warm start).
 """
 
 from __future__ import annotations

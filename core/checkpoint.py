@@ -1,15 +1,10 @@
 """Checkpoints: one `.npz` that `numpy.load(path, allow_pickle=False)` opens.
 
-Arrays: `w1, b1, ..., wL, bL` (wl has shape (n_l, n_{l-1}), as in the seed), the
-optimizer's state as `opt_<name>` flat vectors, and `meta`, a JSON string:
-
-    format, sizes, activation, output, cost, dtype, step, epoch, seed,
-    dataset (fingerprint), optimizer, config (the whole TrainConfig), progress
-    (the running sums of the epoch in progress, so a resumed epoch reports the same cost)
-
-`load` checks every array against `meta` and refuses, naming the file and the fault, what
-does not fit. Writing is the run directory's job (`rundir.RunDir.write_atomic`): bytes to
-a temporary name, then a rename, so a reader never sees half a checkpoint.
+Its arrays and `meta` keys: docs/architecture.md, "Files". wl has shape (n_l, n_{l-1}), as in the
+seed; meta's `progress` holds the running sums of the epoch in progress, so a resumed epoch
+reports the same cost. `load` checks every array against `meta` and refuses, naming the file and
+the fault, what does not fit. Writing is the run directory's job (`rundir.RunDir.write_atomic`:
+a temporary name, then a rename, so a reader never sees half a checkpoint).
 """
 
 from __future__ import annotations

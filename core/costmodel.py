@@ -1,24 +1,12 @@
 """When does distribution pay? A cost model of one synchronous step.
 
-    t_serial(b)  = the in-process step at batch b                       (measured here)
-    t_k(b)       = t_shard(ceil(b / k)) + c_k(b) + (k + 1) x |params| / R   (k Ray workers)
-
-t_shard is the in-process step at the shard's size on a worker's BLAS threads (measured
-here, a few steps on random data of the network's shape; the threads are
-core/threads.py's worker_threads: 1 across nodes, a share of the cores on one). c_k(b) is
-what a step with k workers costs beyond its shard's compute (the signals, the server's
-update, the shards not running fully in parallel), measured on the cluster at hand by
-`nnps bench` at each batch it runs and saved to ~/.cache/nnps/overhead.json; between the
-batches measured it is interpolated in log(batch). Without that file DEFAULT_OVERHEAD, from
-bench/step_overhead.py on a 2-core machine, stands in.
-
-The last term is the step's vectors: the parameters out and k replies back, |params|
-bytes each, at the rate R the server moves them (VECTOR_RATE: through the /dev/shm step
-file on one node, through Ray's object store across nodes). c_k is measured on 784-30-10,
-whose vectors are small, so it leaves out this term, which dominates for wide networks.
-
-`predict` picks the k (0 = in-process) with the smallest predicted time per step; since
-sync SGD with k workers equals serial SGD, the choice changes speed only.
+`predict` picks the k (0 = in-process) with the smallest predicted step (the model:
+docs/performance.md, "The cost model"): a shard's in-process step on core/threads.py's
+worker_threads, measured here on random data of the network's shape; plus c_k, the coordination
+`nnps bench` measured, interpolated in log(batch) between its batches (without its file,
+DEFAULT_OVERHEAD, from bench/step_overhead.py); plus the vectors at VECTOR_RATE. That last term
+stands apart because c_k is measured on 784-30-10, whose vectors are small, and it dominates for
+wide networks. Sync SGD with k workers equals serial SGD, so the choice changes speed only.
 """
 
 from __future__ import annotations

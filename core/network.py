@@ -6,13 +6,11 @@ each layer as one matrix product (the seed's column-vector equations, transposed
     z^l = a^{l-1} (W^l)^T + b^l     # (m, n_l): m examples, W^l is (n_l, n_{l-1})
     a^l = sigma(z^l)
 
-All parameters live in ONE contiguous flat vector; `Layout.views` returns each layer's
-W^l and b^l as views into it. A gradient has the same layout, so summing, averaging,
-optimizer steps, transport and checkpoints are single array operations.
-
-Backprop returns SUMS over the shard (not means): the parameter server adds the sums from
-its workers and divides once by the mini-batch size, so sharding changes nothing but the
-order of floating-point additions.
+All parameters live in ONE flat vector; `Layout.views` returns each layer's W^l and b^l as views
+into it, and a gradient has the same layout, so summing, optimizer steps, transport and
+checkpoints are single array operations. Backprop (BP1-BP4, labelled where computed) returns SUMS
+over the shard, not means: the server adds its workers' sums and divides once by the mini-batch
+size (docs/architecture.md, "Equivalence and faults").
 
 Left out: convolutions, dropout, batch norm: nnps is about fully-connected nets.
 """

@@ -1,17 +1,11 @@
 """A table cut into parts fixed by the data, and which worker owns each training row.
 
-`--partitioned` runs never hold a table in one place. The source is cut into parts by
-its own layout, read from metadata only: a Parquet file's row groups, or row ranges of
-PART_ROWS rows of a CSV file. Each part is a contiguous range of the table's row numbers,
-the same for every run on the same files. `assign` gives each of k workers a contiguous
-run of parts of about equal rows; each worker reads only its own (core/part_rows.py).
-
-The test split is a function of the row number (`held_out`: a hash of (seed, row)), so
-a worker knows its test rows without anyone holding a mask of all n rows. The training
-rows are numbered in part order, and `Route` maps the sampler's global indices to the
-worker owning each row: step t's batch is still drawn from all N training rows as a
-function of (seed, t), and each index goes to its owner, so shards are uneven by a few
-rows (sums do not care), an empty one kept in its place.
+Parts come from metadata only (a Parquet file's row groups, or PART_ROWS-row ranges of a CSV),
+each a contiguous range of row numbers, the same for every run on the same files. `assign` gives
+each of k workers a contiguous run of parts; `held_out` makes the test split a function of the
+row number; `Route` sends each of a batch's global indices to its row's owner (uneven shards,
+an empty one kept in place). So no process holds the table or a mask of all its rows:
+docs/architecture.md, "Data larger than one machine: `--partitioned`".
 """
 
 from __future__ import annotations

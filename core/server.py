@@ -1,19 +1,13 @@
 """The parameter server's job as a plain object: sum, average, step.
 
-`Server.apply(*replies)` takes the workers' replies for ONE global mini-batch (each the
-flat vector of `ShardWorker.gradient_sums`), adds them, and applies one optimizer step
-with the mean gradient: the sum divided by the mini-batch size m (the sum of the shards'
-sizes). Adding sums and dividing once is why k workers give serial SGD's result up to the order of
-floating-point additions.
+`Server.apply(*replies)` adds the workers' replies for ONE mini-batch (each the flat vector of
+`ShardWorker.gradient_sums`), divides by the mini-batch size m and takes one optimizer step;
+adding sums and dividing once is why k workers equal serial SGD. It also keeps the epoch's
+running train cost and accuracy, and a NaN or infinite cost freezes the parameters and records
+the step, so the driver can stop with the last good checkpoint intact.
 
-The server also keeps the running train cost and accuracy of the epoch in progress, and
-notices divergence: a NaN or infinite cost freezes the parameters and records the step,
-so the driver can stop with the last good checkpoint intact.
-
-For a wide network the step is memory-bound: the sum and the update pass over the whole
-parameter vector. It runs on one thread: splitting it over threads made no difference to
-a whole step with workers (docs/results/log-2026-11-28_2026-12-02.md, "Beyond one machine").
-
+It runs on one thread: for a wide network the step is memory-bound, and threads made no
+difference to a whole step (docs/results/log-2026-11-28_2026-12-02.md, "Beyond one machine").
 `nnps.cluster.ParameterServer` is this class behind a Ray actor.
 """
 

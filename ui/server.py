@@ -1,5 +1,5 @@
-"""`nnps ui`'s web server: aiohttp (Ray's dashboard already installs it), plain HTML, CSS
-and JavaScript from this package (no build step, no CDN: works offline).
+"""`nnps ui`'s web server: aiohttp, plain HTML, CSS and JavaScript from this package (README.md,
+"Looking inside").
 
     GET  /                                   the page (static/index.html)
     GET  /api/runs                           the runs: local run directories and the dashboard's nnps jobs
@@ -10,9 +10,8 @@ and JavaScript from this package (no build step, no CDN: works offline).
     GET  /api/runs/{i}/confusion             the latest checkpoint's confusion matrix on the test set
     GET  /api/runs/{i}/confusion/{t}/{p}.png  test images of true class t predicted as p
 
-Every error is JSON {"error": "..."} with a 4xx status, and the server keeps serving.
-Request bodies are capped (MAX_BODY); the work (numpy, file reads) runs in a thread pool so
-that a slow checkpoint read does not stall the other requests.
+Every error is JSON {"error": "..."} with a 4xx status; bodies are capped (MAX_BODY). The work
+(numpy, file reads) runs in a thread pool, so a slow checkpoint read stalls no other request.
 """
 
 from __future__ import annotations

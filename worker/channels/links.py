@@ -1,35 +1,22 @@
 """TCP links: the framing of the `tcp` channel (tcp.py) on each end of a link.
 
-Across nodes the workers cannot map the server's step file, and a step through Ray is a
-`.remote` call per worker carrying the parameters and the reply through the object store,
-with the task machinery's round trips around each. Here the server instead listens on a TCP port of its node, a thread of one worker
-per node (its relay, relay.py) connects to it, and a step is one message each way:
+The server listens on a port of its node (any free one, or NNPS_LINK_PORT's: core/environment.py);
+each node's relay (relay.py) connects to it, and a step is one message each way, in the network's
+dtype, read straight into preallocated arrays (`recv_into`), no pickling:
 
     g times: int64 n, then n int64 indices (shard of each worker)  (server -> relay)
     the P parameters                                               (server -> relay)
     one byte: 1 = the reply follows, 0 = the step failed           (relay -> server)
     the reply: P + N_STATS sums (wire.py)                          (relay -> server)
 
-in the network's dtype, read straight into preallocated arrays (`recv_into`), no pickling.
-So the server sends the parameters once per node and reads one reply per node, as Ray's
-object store would fetch them once per node.
+Security: anyone who reaches the port may connect, so a connection first says a 16-byte token the
+server handed its workers through Ray's (authenticated) calls, or is closed. The traffic is not
+encrypted, like Ray's own object transfers between nodes.
 
-Who may connect: anyone who can reach the port, so the first thing a connection says is
-a 16-byte token the server made and handed to its workers through Ray's (authenticated)
-calls; a connection without it is closed. The traffic itself is not encrypted, like Ray's
-own object transfers between nodes. The port is any free one, or NNPS_LINK_PORT's
-(core/environment.py) where a firewall between nodes opens only that one.
-
-A worker that cannot reach the server's port (a firewall between nodes, a network policy
-between pods that allows only Ray's ports) says so to the server's Ray call within
-LINK_CONNECT_TIMEOUT_S, and the run goes on with the next channel from the first step.
-
-Faults: a worker (or its node) that dies closes or resets its connection (a relay's member
-that dies: the relay answers the step as failed); the server raises `ChannelBroken`. A host
-that dies without a word (power, network) closes nothing: TCP keepalive probes and a limit
-on unacknowledged bytes (`keep_alive`) end a link whose other end stops answering within
-~15 s, even while a step legitimately takes long (a computing worker's kernel still
-answers the probes); a step that takes more than LINK_STEP_TIMEOUT_S ends it too.
+A worker that cannot connect within LINK_CONNECT_TIMEOUT_S (a firewall, a network policy between
+pods) says so to the server's Ray call. A closed or reset connection, a step longer than
+LINK_STEP_TIMEOUT_S or a silent host (`keep_alive`) raises `ChannelBroken`. Why TCP across nodes,
+and the faults: docs/architecture.md, "Which channel runs where" and "Equivalence and faults".
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """The `ray` channel: a Ray actor call per worker, the last of every chain.
 
-Each step is `ray.get([w.gradient_sums.remote(params, shard) ...])` from the server. Ray
-inlines arguments up to `inline_bytes` (cluster/connect.py); above that each call would put
-its own copy of the parameters in the object store, so the server puts ONE copy per step,
-which the workers on a node share. The replies come back through the object store.
-
-It never breaks as the others do: a dead worker is restarted by Ray and the call retried
-(`gradient_sums` is a pure function of its arguments), and what Ray cannot retry goes up
-as Ray's own error, to the executor.
+Parameters larger than `inline_bytes` (cluster/connect.py) are put in the object store once per
+step, which the workers on a node share, not once per call; the replies come back through it. It
+does not break as the others do: Ray restarts a dead worker and retries the call (`gradient_sums`
+is a pure function of its arguments), and what Ray cannot retry goes up as Ray's own error, to the
+executor. docs/architecture.md, "Which channel runs where".
 """
 
 from __future__ import annotations

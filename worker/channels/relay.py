@@ -1,30 +1,17 @@
 """A node's relay: one TCP link to the server for all the workers on a node.
 
-Across nodes each step goes over TCP links (links.py). With one link per worker the server
-would send the P parameters k times a step and read k replies, so with many workers a node
-its NIC and its one core carry k vectors each way, where a node needs the parameters once
-and the server only needs the node's sum (bench/scaling.py: `host_sum`).
-Here the first worker on each node (the relay) holds the node's one link:
+The first worker on each node holds the node's link (links.py), so the parameters cross once per
+node and the server reads the node's sum, not k_node replies (bench/scaling.py: `host_sum`):
 
-    server --link--> relay: each member's shard of indices, then the parameters, read
-                            straight into the node's step file (step_file.py)
-    relay --Unix sockets--> the node's other workers (members): their shards
-                            (unix.py; they read the parameters from the file)
-    relay:                  its own shard's sums, straight into the link's reply
+    server --link--> relay: each member's shard, then the parameters, into the node's step file
+    relay --Unix sockets--> the other workers (members): their shards (unix.py)
     members --> relay:      one byte each when their sums are in their slots
-    relay --link--> server: ONE reply, the node's sum of the k_node replies
+    relay:                  its own shard's sums, straight into the link's reply
+    relay --link--> server: ONE reply, the node's sum
 
-Every entry of a reply is a sum over examples (gradient sums, cost, correct, examples), so
-the node's sum is what the server would have added up itself: the step is unchanged, up
-to the order of float additions (serial equivalence holds to 1e-9 in float64:
-tests/test_distributed.py).
-
-The step file and its socket are unlinked as soon as the members are connected: each
-has mapped the file by then, the mappings stay valid, and nothing is left in /dev/shm
-whatever kills the processes later. A member that dies breaks its socket; the relay then
-answers the server's step with a failure, and the server goes on with the next channel for
-the rest of the run (as for a broken link): Ray calls, which Ray retries on restarted workers.
-A worker alone on its node needs no relay: it answers its link itself.
+Every entry of a reply is a sum over examples, so the node's sum is what the server would have
+added itself. A member that dies makes the relay answer the step as failed. The step file's
+cleanup and the faults: docs/architecture.md, "Which channel runs where" and "Equivalence and faults".
 
 Left out: nested relays (a tree of nodes), and a relay on the server's node that reads the
 server's own step file instead of a link (one TCP copy over loopback per step, kept simple).

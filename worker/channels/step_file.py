@@ -1,24 +1,15 @@
 """The step file: the step's vectors in shared memory, for a server and workers on one node.
 
-Every step moves the parameter vector from the server to k workers and k gradient
-vectors back. Through Ray each vector is serialized into the object store and read out
-again, which for a wide network costs more than a worker's backprop of its shard
-(bench/vector_exchange.py measures both). On one node the processes can instead map ONE
-file in /dev/shm (`NodeBuffers`), laid out as
+The server and its workers map ONE file in /dev/shm (`NodeBuffers`):
 
     [ params (P) | reply of worker 0 (P + N_STATS) | ... | reply of worker k-1 ]
 
-The server updates `params` in place; worker i reads it and writes its gradient sums
-straight into its reply slot; the messages (unix.py) carry only the shard's indices and an
-acknowledgement. Synchronous SGD makes this safe without locks: the server writes the
-parameters only after every reply of the step is in, and reads a slot only after its
-worker has answered. A retried call (a worker restarted by Ray) writes the same numbers
-into the same slot.
-
-What it leaves out: workers on other nodes (they cannot map the file: tcp.py carries the
-vectors there), and cleanup after a SIGKILL: the file's name carries the
-creating process's id, and the next `create` on the node removes files whose creator is
-gone. A full /dev/shm is caught at creation (`posix_fallocate`), not as a SIGBUS later.
+The server updates `params` in place and worker i writes its gradient sums into its slot, so no
+vector goes through Ray's object store (for a wide network that costs more than a worker's
+backprop: bench/vector_exchange.py). Why no locks are needed, and how a killed server's file is
+removed: docs/architecture.md, "Which channel runs where". A retried call (a worker Ray
+restarted) writes the same numbers into the same slot; a full /dev/shm is caught at creation
+(`posix_fallocate`), not as a SIGBUS later.
 """
 
 from __future__ import annotations

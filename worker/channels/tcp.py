@@ -1,15 +1,11 @@
 """The `tcp` channel: one TCP link per node, for workers on other nodes than the server's.
 
-`open` groups the workers by node (their placement, in order of first appearance); the
-first worker of each group is its node's relay (relay.py). For a group of several, the
-relay makes a step file for its members and they serve it over Unix sockets (`RelayEnd`,
-then unix.UnixEnd); then each relay connects its link to the server's port (`LinkEnd`,
-links.py). A worker alone on its node is its own link's end, with no relay.
-
-Per step the server sends each link its workers' shards and the parameters once, and
-reads one reply per node: the sum of that node's replies. A link that cannot be made (a
-port a firewall drops, a relay whose members did not connect) breaks the channel at
-`open`, and the run goes on with the next channel from the first step.
+`open` groups the workers by node (in order of first appearance); each group's first worker is its
+relay (relay.py), which serves its members over a step file and Unix sockets (`RelayEnd`, then
+unix.UnixEnd) and connects the node's link to the server's port (`LinkEnd`, links.py); a worker
+alone on its node ends its link itself. A link that cannot be made (a port a firewall drops, a relay
+whose members did not connect) breaks the channel at `open`: docs/architecture.md, "Which channel
+runs where".
 """
 
 from __future__ import annotations

@@ -1,24 +1,14 @@
 """The `unix` channel: the step file in /dev/shm and a Unix socket per worker, on one node.
 
-With the vectors in the step file (step_file.py) what a step still sends is small: each
-worker's shard of indices, and one byte back when its sums are in its slot. As a Ray call
-that costs a round trip of Ray's task machinery; a Unix socket wakes a blocked reader in
-microseconds, and a blocked reader uses no CPU (the step times: docs/performance.md).
+The vectors stay in the step file (step_file.py; `open` returns the parameters in it, which the
+optimizer updates in place). The server listens on `<step file>.sock`; worker i's thread
+(`UnixEnd`) maps the file, connects and says i. Per step the server sends worker i its shard
+(wire.py) and reads one byte: 1 = sums written to slot i, 0 = the step failed there.
 
-The server listens on `<step file>.sock`; worker i's thread (started by its end, `UnixEnd`)
-maps the file, connects and says i. Per step the server sends worker i its shard (wire.py)
-and reads one byte: 1 = sums written to slot i, 0 = the step failed there. The optimizer
-updates the parameters in the file in place (`open` returns them), so nothing is copied.
-
-Faults: a worker process that dies closes its socket; the server reads EOF and raises
-`ChannelBroken`, and the transport gives the step to the next channel. The step in flight
-was not applied, so none is lost or applied twice. A server that dies closes its end: the
-workers' threads read EOF and end. The socket file of a SIGKILLed server is swept with its
-step file (same prefix).
-
-What it leaves out: workers on other nodes (a Unix socket is per machine: `open` refuses
-them, and the chain goes on to the next channel), and authentication beyond the file's
-mode: the socket is the server's user's (0600), like the step file, in the node's /dev/shm.
+A dead worker's EOF raises `ChannelBroken`; a dead server's EOF ends the workers' threads; a
+SIGKILLed server's socket file is swept with its step file (same prefix). No authentication
+beyond the file's mode: the socket is the server's user's (0600), like the step file. Why this
+channel on one node, and its fallback: docs/architecture.md, "Which channel runs where".
 """
 
 from __future__ import annotations
