@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
-from nnps.core.sampler import split
+from nnps.core.sampler import split_batch
 from nnps.core.steps import ShardWorker
 from nnps.core.plan import build_network
 from nnps.worker.channels.step_file import Mapped, NodeBuffers
@@ -40,7 +40,7 @@ def arg(name: str, default: str) -> str:
     return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
-HIDDEN = tuple(int(n) for n in arg("--hidden", "30").split(","))
+HIDDEN = tuple(int(n) for n in arg("--hidden", "30").split_batch(","))
 STEPS = 100 if HIDDEN == (30,) else 20
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, (10000, 784), dtype=np.uint8)
@@ -95,7 +95,7 @@ def main() -> None:
         for p in procs:
             p.start()
         server.accept(30)
-        lockstep = best(lambda: [exchange(server, split(b[:batch], k)) for b in BATCHES])
+        lockstep = best(lambda: [exchange(server, split_batch(b[:batch], k)) for b in BATCHES])
     finally:
         server.close()
         for p in procs:

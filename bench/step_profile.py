@@ -31,7 +31,7 @@ from nnps.cluster.calibrate import best_single_process, per_step
 from nnps.cluster.ray_executor import RayExecutor, ray_session
 from nnps.core.config import TrainConfig
 from nnps.core.datasets import Dataset
-from nnps.core.sampler import Sampler, split
+from nnps.core.sampler import Sampler, split_batch
 from nnps.core.server import Server
 from nnps.core.steps import ShardWorker
 from nnps.core.plan import plan_run
@@ -86,10 +86,10 @@ def plain_processes(batch: int, backprop: bool, steps: int) -> float:
             p.start()
         server.accept(60)
         for s in range(20):
-            exchange(server, split(sampler.batch(s), K))
+            exchange(server, split_batch(sampler.batch(s), K))
         t0 = time.perf_counter()
         for s in range(steps):
-            exchange(server, split(sampler.batch(s), K))
+            exchange(server, split_batch(sampler.batch(s), K))
         return (time.perf_counter() - t0) / steps
     finally:
         server.close()
@@ -116,7 +116,7 @@ def driver_loop(batch: int, steps: int) -> dict[str, float]:
             if step == 20:
                 parts = dict.fromkeys(parts, 0.0)
             t0 = time.perf_counter()
-            shards = split(sampler.batch(step), K)
+            shards = split_batch(sampler.batch(step), K)
             t1 = time.perf_counter()
             replies = channel.step(server.params, shards)
             t2 = time.perf_counter()

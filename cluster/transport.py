@@ -84,7 +84,7 @@ class Transport:
                 self._fall_back(step, e)
         return self.channel
 
-    def params(self, params: Array, step: int) -> Array:
+    def open(self, params: Array, step: int) -> Array:
         """Open the current channel if none is (falling back as it must); returns where
         the server is to keep its parameters: the channel's own array, `params` copied in,
         or `params` itself."""
@@ -101,7 +101,7 @@ class Transport:
         self._reopen(params, step)
 
         def on(channel: StepChannel) -> tuple[Array, list[Array]]:
-            home = self.params(params, step)
+            home = self.open(params, step)
             return home, channel.step(home, shards)
 
         return self._carry(step, params, on)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnps.core.network import Network
-from nnps.core.sampler import Sampler, split
+from nnps.core.sampler import Sampler, split_batch
 from nnps.core.steps import ShardWorker
 
 Array = np.ndarray
@@ -103,11 +103,11 @@ class ShardSums:
 
 def shard_sums(network: Network, params: Array, x_train: Array, y_train: Array, batch_size: int, k: int,
                seed: int = 0, step: int = 0) -> ShardSums:  # fmt: skip
-    """Step `step`'s mini-batch of the run's sampler, split into k shards (core/sampler.split)."""
+    """Step `step`'s mini-batch of the run's sampler, split into k shards (core/sampler.split_batch)."""
     worker = ShardWorker(network, x_train, y_train, x_train[:0], y_train[:0])
     batch = Sampler(len(y_train), batch_size, seed).batch(step)
     P = network.layout.size
-    shards = split(batch, k)
+    shards = split_batch(batch, k)
     sums = [worker.gradient_sums(params, s)[:P].copy() for s in shards]
     whole = worker.gradient_sums(params, batch)[:P].copy()
     return ShardSums(step, shards, sums, np.sum(sums, axis=0), whole)

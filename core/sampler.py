@@ -43,7 +43,7 @@ class Sampler:
         return self.order(epoch)[k * self.batch_size : (k + 1) * self.batch_size]
 
 
-def split(indices: Array, k: int) -> list[Array]:
+def split_batch(indices: Array, k: int) -> list[Array]:
     """Split a mini-batch into k near-equal consecutive shards (sizes differ by at most 1).
     Empty shards are dropped, so a batch of 3 over 4 workers uses 3 of them."""
     shards = np.array_split(indices, k)

@@ -5,7 +5,7 @@ channel: cluster/transport.py picks it, worker/channels/ are the channels):
 
     sync_steps                                  run_updates (bounded and async)
     for each step:                              while updates are to be applied:
-        shards = split(batch(step), k)              while a worker is free and the gate allows:
+        shards = split_batch(batch(step), k)        while a worker is free and the gate allows:
         replies = carrier.step(params, shards)          tasks.send(worker, params, batch(t))
         server.apply(*replies)                      worker, reply = tasks.receive()
                                                     server.apply(reply)
@@ -32,7 +32,7 @@ from nnps.core.costs import cost_sum
 from nnps.core.metrics import evaluation_size, target_sums
 from nnps.core.network import N_STATS, Network
 from nnps.core.parts import Route
-from nnps.core.sampler import split
+from nnps.core.sampler import split_batch
 from nnps.core.server import Server
 from nnps.core.staleness import Gate
 
@@ -49,9 +49,10 @@ class Batches(Protocol):
 class Carrier(Protocol):
     """What carries synchronous steps: `InProcessCarrier` below, or cluster/transport.Transport."""
 
-    def params(self, params: Array, step: int) -> Array:
-        """Where the server is to keep its parameters from now on (a channel may share
-        them in place with the workers): `params`, or its own array with them copied in."""
+    def open(self, params: Array, step: int) -> Array:
+        """Ready to carry steps (a channel opened); returns where the server is to keep its
+        parameters from now on (a channel may share them in place with the workers):
+        `params`, or its own array with them copied in."""
 
     def step(self, params: Array, shards: list[Array], step: int) -> tuple[Array, list[Array]]:
         """(the parameters' home, which a fall back may change; the replies to add up, in order)."""
@@ -69,10 +70,10 @@ def sync_steps(carrier: Carrier, server: Server, sampler: Batches, k: int, stop:
     """Apply synchronous steps until `stop` (or divergence): each step's batch split over
     k shards as the workers take them (`route`: each index to the worker holding its row,
     an empty shard kept in place), their sums added in shard order, one optimizer step."""
-    server.params = carrier.params(server.params, server.step)
+    server.params = carrier.open(server.params, server.step)
     while server.step < stop and server.diverged_at is None:
         batch = sampler.batch(server.step)
-        shards = split(batch, k) if route is None else route.shards(batch)
+        shards = split_batch(batch, k) if route is None else route.shards(batch)
         server.params, replies = carrier.step(server.params, shards, server.step)
         server.apply(*replies)
 
@@ -107,7 +108,7 @@ class InProcessCarrier:
         self.worker = worker
         self.replies: list[Array] = []
 
-    def params(self, params: Array, step: int) -> Array:
+    def open(self, params: Array, step: int) -> Array:
         return params
 
     def step(self, params: Array, shards: list[Array], step: int) -> tuple[Array, list[Array]]:

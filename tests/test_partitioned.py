@@ -115,7 +115,7 @@ class Owners:
         self.workers = [r.shard_worker(self.plan.network, info, self.route, w) for w, r in enumerate(read)]
         self.empty = 0
 
-    def params(self, params: np.ndarray, step: int) -> np.ndarray:
+    def open(self, params: np.ndarray, step: int) -> np.ndarray:
         return params
 
     def step(self, params: np.ndarray, shards: list[np.ndarray], step: int) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnps.core.sampler import Sampler, split
+from nnps.core.sampler import Sampler, split_batch
 
 
 def test_each_epoch_visits_every_example_once_in_consecutive_batches() -> None:
@@ -26,10 +26,10 @@ def test_batches_are_a_pure_function_of_seed_and_step() -> None:
 
 
 def test_split_is_near_equal_and_ordered() -> None:
-    parts = split(np.arange(10), 3)
+    parts = split_batch(np.arange(10), 3)
     assert [len(p) for p in parts] == [4, 3, 3]
     np.testing.assert_array_equal(np.concatenate(parts), np.arange(10))
-    assert len(split(np.arange(2), 4)) == 2  # no empty shards
+    assert len(split_batch(np.arange(2), 4)) == 2  # no empty shards
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 64, 1000, 4097])

@@ -11,7 +11,7 @@ import pytest
 
 from nnps.cluster.transport import REOPEN_AFTER, Transport, chain
 from nnps.core.config import TRANSPORTS, TrainConfig
-from nnps.core.sampler import Sampler, split
+from nnps.core.sampler import Sampler, split_batch
 from nnps.core.server import Server
 from nnps.core.steps import ShardWorker
 from nnps.core.plan import plan_run
@@ -102,10 +102,10 @@ def test_a_broken_channel_hands_the_same_step_to_the_next(at: int | None, mnist1
 
     transport = Transport(("unix", "ray"), make)
     for chunk in ((0, 30), (30, 60)):  # as the server runs a chunk: its parameters' home first
-        server.params = transport.params(server.params, server.step)
+        server.params = transport.open(server.params, server.step)
         for step in range(*chunk):
             steps.append(step)
-            server.params, replies = transport.step(server.params, split(sampler.batch(step), 3), step)
+            server.params, replies = transport.step(server.params, split_batch(sampler.batch(step), 3), step)
             server.apply(*replies)
     transport.close()
     serial = train(CFG, mnist10k)["params"]
