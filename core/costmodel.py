@@ -22,7 +22,7 @@ import numpy as np
 
 from nnps.core.config import TrainConfig
 from nnps.core.network import Network
-from nnps.core.steps import InProcessCarrier, sync_steps
+from nnps.core.steps import InProcessChannel, OneChannel, sync_steps
 from nnps.core.threads import blas_threads, threads_for, worker_threads
 
 # Coordination per step (seconds) by number of workers and batch, where `nnps bench` has
@@ -109,7 +109,7 @@ def step_seconds(network: Network, batch: int, threads: int | None, steps: int =
     server = Server(TrainConfig(lr=1e-9), network, Snapshot(np.zeros(network.layout.size, network.np_dtype)), 1)
     same = SameBatch(np.arange(batch))
     steps = steps or max(3, min(50, 20000 // batch))
-    carrier = InProcessCarrier(worker)
+    carrier = OneChannel(InProcessChannel(worker))
     with blas_threads(threads):
         sync_steps(carrier, server, same, 1, 1)  # the first step pays for allocations: not timed
         t0 = time.perf_counter()

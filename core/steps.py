@@ -47,7 +47,8 @@ class Batches(Protocol):
 
 
 class Carrier(Protocol):
-    """What carries synchronous steps: `InProcessCarrier` below, or cluster/transport.Transport."""
+    """What carries synchronous steps: `OneChannel(InProcessChannel(worker))` below, or
+    cluster/transport.Transport (a chain of channels that falls back along it)."""
 
     def open(self, params: Array, step: int) -> Array:
         """Ready to carry steps (a channel opened); returns where the server is to keep its
@@ -100,25 +101,6 @@ def run_updates(tasks: Tasks, server: Server, draw: Callable[[int, int], Array],
     return rows
 
 
-class InProcessCarrier:
-    """Steps computed here, by one ShardWorker over the whole training set: each shard's
-    sums as the worker holding it would compute them (one reply buffer per shard, reused)."""
-
-    def __init__(self, worker: ShardWorker) -> None:
-        self.worker = worker
-        self.replies: list[Array] = []
-
-    def open(self, params: Array, step: int) -> Array:
-        return params
-
-    def step(self, params: Array, shards: list[Array], step: int) -> tuple[Array, list[Array]]:
-        if len(shards) == 1:
-            return params, [self.worker.gradient_sums(params, shards[0])]
-        while len(self.replies) < len(shards):
-            self.replies.append(np.empty(params.size + N_STATS, params.dtype))
-        return params, [self.worker.gradient_sums(params, s, out) for s, out in zip(shards, self.replies)]
-
-
 class ChannelBroken(Exception):
     """A channel cannot carry this step (a worker or host gone, a port blocked, no room for
     a step file): the transport closes it and gives the same step to the next channel."""
@@ -160,6 +142,48 @@ class StepChannel(ABC):
         return {}
 
 
+
+class InProcessChannel(StepChannel):
+    """Steps computed here, by one ShardWorker over the whole training set (`--workers 0`,
+    the warm start's steps while Ray starts): worker i's shard computed at its send, as
+    worker i would compute it, into a reply buffer of its own (reused). It cannot break."""
+
+    name = "in-process"
+
+    def __init__(self, worker: ShardWorker) -> None:
+        self.worker = worker
+        self.replies: list[Array] = []
+        self.done: list[tuple[int, Array]] = []
+
+    def open(self, params: Array) -> None:
+        return None
+
+    def send(self, i: int, params: Array, indices: Array) -> None:
+        while len(self.replies) <= i:
+            self.replies.append(np.empty(params.size + N_STATS, params.dtype))
+        self.done.append((i, self.worker.gradient_sums(params, indices, self.replies[i])))
+
+    def receive(self) -> tuple[int, Array]:
+        return self.done.pop(0)
+
+    def close(self) -> None:
+        self.done.clear()
+
+
+class OneChannel:
+    """A Carrier of one channel that cannot break (the in-process one): no chain to fall
+    back along, unlike cluster/transport.Transport."""
+
+    def __init__(self, channel: StepChannel) -> None:
+        self.channel = channel
+
+    def open(self, params: Array, step: int) -> Array:
+        home = self.channel.open(params)
+        return params if home is None else home
+
+    def step(self, params: Array, shards: list[Array], step: int) -> tuple[Array, list[Array]]:
+        return params, self.channel.step(params, shards)
+
 Sums = Callable[[Array, Array, Array], Any]  # (params, indices, out): a shard's reply into out
 
 
@@ -173,7 +197,7 @@ class ShardWorker:
     """A worker's job as a plain object: its rows (uint8 images, or a table's standardized
     rows; with Ray, read-only views into the object store shared by a node's workers) and
     what it computes on them. worker/gradient_worker.py is this behind a Ray actor, and
-    `InProcessCarrier` calls it directly, so the two cannot drift apart."""
+    `InProcessChannel` calls it directly, so the two cannot drift apart."""
 
     def __init__(self, network: Network, x_train: Array, y_train: Array, x_test: Array, y_test: Array) -> None:
         self.network = network

@@ -22,7 +22,7 @@ from nnps.core.plan import Plan, checkpoint_bytes, plan_run
 from nnps.core.rundir import RunDir
 from nnps.core.sampler import Sampler
 from nnps.core.server import Server, Snapshot
-from nnps.core.steps import InProcessCarrier, ShardWorker, sync_steps
+from nnps.core.steps import InProcessChannel, OneChannel, ShardWorker, sync_steps
 from nnps.core.threads import blas_threads, threads_for
 
 Array = np.ndarray
@@ -75,7 +75,7 @@ class InProcess:
                  shards: int = 1) -> None:  # fmt: skip
         self.server, self.worker, self.sampler, self.threads = server, worker, sampler, threads
         self.shards = shards
-        self.carrier = InProcessCarrier(worker)
+        self.carrier = OneChannel(InProcessChannel(worker))
 
     def run(self, start: int, stop: int) -> None:
         with blas_threads(self.threads):
