@@ -40,7 +40,7 @@ def arg(name: str, default: str) -> str:
     return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
-HIDDEN = tuple(int(n) for n in arg("--hidden", "30").split_batch(","))
+HIDDEN = tuple(int(n) for n in arg("--hidden", "30").split(","))
 STEPS = 100 if HIDDEN == (30,) else 20
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, (10000, 784), dtype=np.uint8)

@@ -189,5 +189,6 @@ def finish(sweep_dir: Path, spec: SweepSpec, seen: Any = None) -> dict[str, Any]
         ds = validation.data_for(base, info=ck.table)
         worker = ShardWorker(ck.network, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
         best["test_accuracy"] = metrics.unpack(worker.evaluate(ck.params, "test"), ck.network).accuracy
-    write_atomically(sweep_dir / "result.json", (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
+    write_atomically(sweep_dir / "result.json", 
+                     (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
     return result

@@ -55,7 +55,8 @@ class SweepSpec:
 
     def save(self, sweep_dir: Path) -> None:
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(sweep_dir / "sweep.json", (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode())
+        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        write_atomically(sweep_dir / "sweep.json", text.encode())
 
     @classmethod
     def load(cls, sweep_dir: Path) -> "SweepSpec":

@@ -66,7 +66,7 @@ class Server:
         if self.diverged_at is not None:
             return self.params  # frozen at the last good values
         # (P + 3,), added left to right so the order is fixed. A lone writeable reply (the
-        # in-process path hands over a fresh array) is used as is; Ray's are read-only, so
+        # in-process channel's buffer, rewritten whole each step) is used as is; Ray's are read-only, so
         # they are summed into a buffer kept across steps: a fresh one each step would cost
         # the server more page faults than additions for a wide network.
         if len(replies) == 1 and replies[0].flags.writeable:

@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, Protocol
 
 import numpy as np
+
 from nnps.core.costs import cost_sum
 from nnps.core.metrics import evaluation_size, target_sums
 from nnps.core.network import N_STATS, Network
@@ -142,7 +143,6 @@ class StepChannel(ABC):
         return {}
 
 
-
 class InProcessChannel(StepChannel):
     """Steps computed here, by one ShardWorker over the whole training set (`--workers 0`,
     the warm start's steps while Ray starts): worker i's shard computed at its send, as
@@ -183,6 +183,7 @@ class OneChannel:
 
     def step(self, params: Array, shards: list[Array], step: int) -> tuple[Array, list[Array]]:
         return params, self.channel.step(params, shards)
+
 
 Sums = Callable[[Array, Array, Array], Any]  # (params, indices, out): a shard's reply into out
 
@@ -244,4 +245,3 @@ class ShardWorker:
             total[0] += cost
             total[1:] += confusion.ravel()
         return total
-

@@ -127,7 +127,7 @@ def test_cli_warm_run_equals_serial(mnist10k, tmp_path: Path) -> None:
                                            r"\([\d.]+ s\); 2 workers go on from step \d+|every step ran in-process; "
                                            r"Ray and the workers took [\d.]+ s to start \(--no-warm-start waits for "
                                            r"them\))", said[0]), said  # fmt: skip
-    # Ray's notice that token authentication is on is not shown (connect._AuthOnNotice)
+    # Ray's notice that token authentication is on is not shown (connect.hiding)
     assert "Token authentication" not in out.stderr + out.stdout
     # nor Ray's error line about actor constructor arguments in the object store (worker/training_data.py)
     assert "constructor arguments in the object store" not in out.stderr + out.stdout

@@ -58,7 +58,7 @@ class GradientWorker:
         # whose network comes with the run's statistics
         self.network, self.data = network, data
         self._core: ShardWorker | None = None  # once the data is fetched (`core`)
-        self._core_lock = threading.Lock()  # the first step may come on a channel's thread
+        self._core_lock = threading.Lock()  # a channel's end may fetch it (serve_channel)
         # As many BLAS threads as CPUs Ray gave it (worker_options): k workers must not
         # fight over the cores.
         self._blas = threadpool_limits(threads, user_api="blas")

@@ -46,7 +46,7 @@ class NodeRelay:
 
     def accept(self, timeout_s: float) -> None:
         """Wait for the members to connect, then remove the step file's and socket's names
-        (the members have mapped the file: GradientWorker.serve_steps maps it before its
+        (the members have mapped the file: UnixEnd.start maps it before its
         thread connects)."""
         try:
             self.sockets.accept(timeout_s)
