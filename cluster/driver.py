@@ -15,7 +15,8 @@ from nnps.core.datasets import Dataset
 from nnps.core.rundir import RunDir
 from nnps.core.errors import ClusterError, ConfigError, DataError
 from nnps.core.plan import Plan, build_network, check_batch, nothing_left
-from nnps.core.training import Reporter, make_in_process, train
+from nnps.core.progress import Reporter
+from nnps.core.training import make_in_process, train
 
 SLOWER_WARNING = 1.5  # warn when the chosen workers are predicted this many times slower than in-process
 

@@ -23,7 +23,8 @@ from nnps.core.parted_data import layout, parted
 from nnps.core.parts import assign
 from nnps.core.plan import Plan
 from nnps.core.rundir import RunDir
-from nnps.core.training import Reporter, train
+from nnps.core.progress import Reporter
+from nnps.core.training import train
 from nnps.worker import training_data
 from nnps.worker.gradient_worker import GradientWorker, worker_options
 

@@ -11,9 +11,19 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
 MARKER = "NNPS_PROGRESS "
+
+
+class Reporter(Protocol):
+    """What the training loop tells as it goes (core/training.py): `LineReporter` below, cli/progress.py's
+    RichReporter."""
+
+    def run_start(self, total_steps: int, steps_per_epoch: int, start_step: int, epochs: int) -> None: ...
+    def epoch_start(self, epoch: int, steps: int, done: int) -> None: ...
+    def advance(self, steps: int, cost: float, accuracy: float, examples_per_s: float) -> None: ...
+    def epoch_end(self, row: dict[str, Any]) -> None: ...
 
 
 def parse_last(log: str) -> dict[str, Any] | None:

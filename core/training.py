@@ -19,6 +19,7 @@ from nnps.core.datasets import Dataset
 from nnps.core.early_stopping import BEST, EarlyStopping
 from nnps.core.errors import ClusterError, ConfigError, DataError, DivergenceError, NnpsError
 from nnps.core.plan import Plan, checkpoint_bytes, plan_run
+from nnps.core.progress import Reporter
 from nnps.core.rundir import RunDir
 from nnps.core.sampler import Sampler
 from nnps.core.server import Server, Snapshot
@@ -55,13 +56,6 @@ class ServerLost(NnpsError):
 
 
 MAX_SERVER_LOSSES = 3
-
-
-class Reporter(Protocol):
-    def run_start(self, total_steps: int, steps_per_epoch: int, start_step: int, epochs: int) -> None: ...
-    def epoch_start(self, epoch: int, steps: int, done: int) -> None: ...
-    def advance(self, steps: int, cost: float, accuracy: float, examples_per_s: float) -> None: ...
-    def epoch_end(self, row: dict[str, Any]) -> None: ...
 
 
 class InProcess:

@@ -102,15 +102,9 @@ class ServerLinks:
                 for i in self.groups[g]:
                     send_shard(conn, shards[i] if i < len(shards) else self.empty)
                 conn.sendall(memoryview(params).cast("B"))
-            for g in asked:
-                conn = self.conns[g]
-                assert conn is not None
-                read_answer(conn, self.who(g), "link")
-                if not recv_into(conn, self.replies[g]):
-                    raise ChannelBroken(f"{self.who(g)} closed its link mid-reply")
         except OSError as e:  # reset, unreachable or timed out: the worker or its node is gone
             raise broken(f"{self.who(g)}'s link failed", e) from None
-        return [self.replies[g] for g in asked]
+        return [self.reply(g) for g in asked]
 
     def send_one(self, g: int, params: Array, shard: Array) -> None:
         """Link g's one worker (bounded/async: a link per worker) its shard and these parameters."""
@@ -128,7 +122,11 @@ class ServerLinks:
         ready, _, _ = select.select(list(by_fd), [], [], LINK_STEP_TIMEOUT_S)
         if not ready:
             raise ChannelBroken(f"no link answered within {LINK_STEP_TIMEOUT_S:.0f} s")
-        g = by_fd[ready[0]]
+        return by_fd[ready[0]], self.reply(by_fd[ready[0]])
+
+    def reply(self, g: int) -> Array:
+        """Link g's answer and reply (into its buffer); ChannelBroken if the step failed there
+        or the link did (reset, unreachable or timed out: the worker or its node is gone)."""
         conn = self.conns[g]
         assert conn is not None
         try:
@@ -137,7 +135,7 @@ class ServerLinks:
                 raise ChannelBroken(f"{self.who(g)} closed its link mid-reply")
         except OSError as e:
             raise broken(f"{self.who(g)}'s link failed", e) from None
-        return g, self.replies[g]
+        return self.replies[g]
 
     def who(self, g: int) -> str:
         """Link g's workers, for messages: "worker 2", or "workers 0, 1 (node relay)"."""
