@@ -67,7 +67,6 @@ def _scanner(dataset: Any, fragment: Any, columns: list[str], **kw: Any) -> Any:
 def _row_group(dataset: Any, fragment: Any, part: Part, mask: Array, features: list[str], labels: list[str],
                drop_missing: bool, targets: bool, vocab: Vocabulary, into: Placed) -> None:  # fmt: skip
     import pyarrow.compute as pc
-
     import pyarrow.dataset as pds
 
     piece = fragment.subset(row_group_ids=[part.group])

@@ -94,26 +94,19 @@ class ServerLinks:
         empty) and the parameters, then read every link's reply. Links whose relay has no
         shard (batch < k) are not asked."""
         asked = [g for g, members in enumerate(self.groups) if members[0] < len(shards)]
-        g = 0
-        try:
-            for g in asked:
-                conn = self.conns[g]
-                assert conn is not None  # accept() filled every slot
-                for i in self.groups[g]:
-                    send_shard(conn, shards[i] if i < len(shards) else self.empty)
-                conn.sendall(memoryview(params).cast("B"))
-        except OSError as e:  # reset, unreachable or timed out: the worker or its node is gone
-            raise broken(f"{self.who(g)}'s link failed", e) from None
+        for g in asked:
+            self.send(g, params, [shards[i] if i < len(shards) else self.empty for i in self.groups[g]])
         return [self.reply(g) for g in asked]
 
-    def send_one(self, g: int, params: Array, shard: Array) -> None:
-        """Link g's one worker (bounded/async: a link per worker) its shard and these parameters."""
+    def send(self, g: int, params: Array, shards: list[Array]) -> None:
+        """Link g its workers' shards (one each, in member order) and these parameters."""
         conn = self.conns[g]
-        assert conn is not None and len(self.groups[g]) == 1
+        assert conn is not None and len(shards) == len(self.groups[g])  # accept() filled every slot
         try:
-            send_shard(conn, shard)
+            for shard in shards:
+                send_shard(conn, shard)
             conn.sendall(memoryview(params).cast("B"))
-        except OSError as e:
+        except OSError as e:  # reset, unreachable or timed out: the worker or its node is gone
             raise broken(f"{self.who(g)}'s link failed", e) from None
 
     def first_reply(self, waiting: set[int]) -> tuple[int, Array]:

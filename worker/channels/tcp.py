@@ -126,7 +126,7 @@ class TcpChannel(StepChannel):
 
     def send(self, i: int, params: Array, indices: Array) -> None:
         assert self.links is not None and self.groups[i] == [i]  # opened with a link per worker
-        self.links.send_one(i, params, indices)
+        self.links.send(i, params, [indices])
         self.waiting.add(i)
 
     def receive(self) -> tuple[int, Array]:
